@@ -1,0 +1,1 @@
+//! Benchmarks of serialsvc: see `benches/` for criterion benches.
