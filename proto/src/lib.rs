@@ -5,7 +5,12 @@
 //! Nothing else lives here: wire types are converted to domain types at the
 //! server's edge, in one place.
 
-#![allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 
 /// Generated messages and services of package `serial.v1`.
 pub mod serial {
