@@ -1,1 +1,97 @@
-fn main() {}
+//! `serialctl`: the command-line client of serialsvc. Argument parsing and
+//! wiring only; each subcommand lives in its own module.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod health;
+mod parse;
+
+/// Command-line client of serialsvc.
+#[derive(Debug, Parser)]
+#[command(name = "serialctl", version, about)]
+struct Cli {
+    /// gRPC endpoint of the server.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:50051",
+        env = "SERIALCTL_ENDPOINT"
+    )]
+    endpoint: String,
+    /// Seconds to wait for the server before giving up.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10,
+        env = "SERIALCTL_TIMEOUT_SECONDS"
+    )]
+    timeout_seconds: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a scan (element string, Digital Link or EPC URI) and print every field and encoding.
+    Parse(parse::ParseArgs),
+    /// Ask the server's gRPC health service; exit status 0 only when SERVING.
+    Health(health::HealthArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Parse(args) => parse::run(&args),
+        Command::Health(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(health::run(connection, args))
+        }
+    }
+}
+
+/// Where and how patiently to reach the server.
+#[derive(Clone, Debug)]
+struct Connection {
+    endpoint: String,
+    timeout: Duration,
+}
+
+impl Connection {
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        use anyhow::Context;
+        tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .with_context(|| format!("invalid endpoint {:?}", self.endpoint))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.endpoint))
+    }
+}
+
+/// Runs a network subcommand: prints `error: …` and exits 1 on failure.
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

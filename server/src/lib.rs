@@ -1,1 +1,14 @@
-//! server
+//! The serialsvc server: the gRPC and HTTP edge and the wiring that starts it.
+//!
+//! Only this crate knows wire types: prost messages are converted to domain
+//! types here, in one place per message, where input validation happens. The
+//! `serialsvc` binary (src/main.rs) only parses arguments and calls [`run`].
+//!
+//! Every RPC of the `serial.v1` contract is registered; those whose issue has
+//! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
+
+mod grpc;
+mod http;
+mod serve;
+
+pub use serve::{BoundAddresses, ServeConfig, run};

@@ -1,0 +1,167 @@
+//! The gRPC edge: every `serial.v1` service, plus health checking and reflection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::serial::v1::{
+    access_service_server::{AccessService, AccessServiceServer},
+    aggregation_service_server::{AggregationService, AggregationServiceServer},
+    event_service_server::{EventService, EventServiceServer},
+    master_data_service_server::{MasterDataService, MasterDataServiceServer},
+    pool_service_server::{PoolService, PoolServiceServer},
+    reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
+    server_info_service_server::{ServerInfoService, ServerInfoServiceServer},
+    status_service_server::{StatusService, StatusServiceServer},
+    verification_service_server::{VerificationService, VerificationServiceServer},
+};
+use storage::Store;
+use tonic::server::NamedService;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Largest gRPC message accepted or sent, in bytes. Bulk work streams many
+/// messages instead of growing one.
+pub(crate) const MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Concurrent HTTP/2 streams per connection before new ones wait.
+const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+
+/// Every service name we register, for health reporting.
+const SERVICE_NAMES: [&str; 9] = [
+    MasterDataServiceServer::<Api>::NAME,
+    PoolServiceServer::<Api>::NAME,
+    VerificationServiceServer::<Api>::NAME,
+    StatusServiceServer::<Api>::NAME,
+    AggregationServiceServer::<Api>::NAME,
+    EventServiceServer::<Api>::NAME,
+    ReconciliationServiceServer::<Api>::NAME,
+    AccessServiceServer::<Api>::NAME,
+    ServerInfoServiceServer::<Api>::NAME,
+];
+
+/// The implementation behind every `serial.v1` service. Methods not written yet
+/// fall back to the generated default body, which answers `UNIMPLEMENTED`.
+#[derive(Clone, Debug)]
+pub(crate) struct Api {
+    #[allow(dead_code)] // used as the services land (issues 3 onwards)
+    store: Arc<Store>,
+}
+
+impl MasterDataService for Api {}
+impl PoolService for Api {}
+impl VerificationService for Api {}
+impl StatusService for Api {}
+impl AggregationService for Api {}
+impl EventService for Api {}
+impl ReconciliationService for Api {}
+impl AccessService for Api {}
+impl ServerInfoService for Api {}
+
+macro_rules! limited {
+    ($server:ident, $api:expr) => {
+        $server::new($api.clone())
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    };
+}
+
+/// Builds the gRPC router with every service, health and reflection.
+pub(crate) fn router(
+    store: Arc<Store>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> anyhow::Result<Router> {
+    let api = Api { store };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(limited!(MasterDataServiceServer, api))
+        .add_service(limited!(PoolServiceServer, api))
+        .add_service(limited!(VerificationServiceServer, api))
+        .add_service(limited!(StatusServiceServer, api))
+        .add_service(limited!(AggregationServiceServer, api))
+        .add_service(limited!(EventServiceServer, api))
+        .add_service(limited!(ReconciliationServiceServer, api))
+        .add_service(limited!(AccessServiceServer, api))
+        .add_service(limited!(ServerInfoServiceServer, api)))
+}
+
+/// Whether the service may be used, reported through gRPC health and `/readyz`.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    reporter: HealthReporter,
+    store: Arc<Store>,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("serving", &self.is_serving())
+            .finish()
+    }
+}
+
+impl Readiness {
+    pub(crate) fn new(reporter: HealthReporter, store: Arc<Store>) -> Self {
+        Self {
+            reporter,
+            store,
+            serving: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// True while SERVING: started, not shutting down, storage not fail-stopped.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Why the service is not serving, if it is not.
+    pub(crate) fn not_serving_reason(&self) -> Option<String> {
+        if let Some(reason) = self.store.fail_stopped() {
+            return Some(format!("storage fail-stopped: {reason}"));
+        }
+        (!self.is_serving()).then(|| "starting or shutting down".to_owned())
+    }
+
+    pub(crate) async fn set_serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    pub(crate) async fn set_not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.serving.store(
+            status == ServingStatus::Serving,
+            std::sync::atomic::Ordering::Release,
+        );
+        self.reporter.set_service_status("", status).await;
+        for name in SERVICE_NAMES {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    /// Turns health NOT_SERVING as soon as storage fail-stops (DESIGN.md promise 5).
+    pub(crate) async fn watch_fail_stop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if self.is_serving() && self.store.fail_stopped().is_some() {
+                self.set_not_serving().await;
+            }
+        }
+    }
+}

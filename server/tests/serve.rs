@@ -1,0 +1,171 @@
+//! `serialsvc serve` end to end: the real binary on loopback, talked to through
+//! real clients (tonic health and reflection clients, `serialctl`, raw HTTP).
+
+mod common;
+
+use common::{Server, http_get, run_to_failure, serialctl};
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+/// Every service of the contract; each must be registered, healthy and reflected.
+const SERVICES: [&str; 9] = [
+    "serial.v1.MasterDataService",
+    "serial.v1.PoolService",
+    "serial.v1.VerificationService",
+    "serial.v1.StatusService",
+    "serial.v1.AggregationService",
+    "serial.v1.EventService",
+    "serial.v1.ReconciliationService",
+    "serial.v1.AccessService",
+    "serial.v1.ServerInfoService",
+];
+
+async fn channel(server: &Server) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serves_health_for_the_server_and_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut health = HealthClient::new(channel(&server).await);
+    for service in std::iter::once("").chain(SERVICES) {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "service {service:?}");
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut reflection = ServerReflectionClient::new(channel(&server).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.expect("one response").unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES.iter().chain(&[
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ]) {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} not in {names:?}"
+        );
+    }
+}
+
+#[test]
+fn serialctl_health_reports_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let output = serialctl(&["--endpoint", &server.endpoint(), "health"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "SERVING");
+}
+
+#[test]
+fn serialctl_health_fails_clearly_without_a_server() {
+    // Port 1 on loopback: nothing listens there.
+    let output = serialctl(&[
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--timeout-seconds",
+        "2",
+        "health",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: cannot connect to http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn http_probes_and_metrics_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(http_get(server.http, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(
+        http_get(server.http, "/readyz"),
+        (200, "ready\n".to_owned())
+    );
+    let (status, body) = http_get(server.metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("serialsvc_build_info"), "{body}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_the_data_directory_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
+    assert!(log.iter().any(|l| l.contains("storage closed")), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("stopped cleanly")),
+        "{log:#?}"
+    );
+    let again = Server::start(dir.path());
+    assert_eq!(http_get(again.http, "/readyz").0, 200);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Server::start(dir.path());
+    let (status, stderr) = run_to_failure(dir.path());
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("open storage in") && stderr.contains("LOCK"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn rpcs_not_yet_implemented_answer_unimplemented() {
+    use proto::serial::v1::pool_service_client::PoolServiceClient;
+    use proto::serial::v1::verification_service_client::VerificationServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut pools = PoolServiceClient::new(channel(&server).await);
+    let status = pools
+        .get_limits(proto::serial::v1::GetLimitsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let mut verification = VerificationServiceClient::new(channel(&server).await);
+    let status = verification
+        .verify(proto::serial::v1::VerifyRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}

@@ -1,0 +1,233 @@
+//! Column families and key encodings.
+//!
+//! Every key starts with a one-byte family prefix (so a key read from the wrong
+//! family is detected), followed by fixed-width big-endian fields so that byte
+//! order is numeric order; a variable-length field, if any, comes last.
+//! GTINs are stored as the integer value of their 14 digits (< 10^14 < 2^47).
+
+/// The column families of a serialsvc data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Format version and installation facts.
+    Meta,
+    /// Product master data, by GTIN.
+    Products,
+    /// Lot master data, by GTIN and lot.
+    Lots,
+    /// One record per issued (GTIN, serial): the uniqueness set and its state.
+    Serials,
+    /// Pools of serials handed to packaging lines.
+    Pools,
+    /// Idempotency records: client request id → stored outcome.
+    Requests,
+    /// The event log, by gap-free sequence number.
+    Events,
+    /// Aggregation: parent → children and child → parent.
+    Hierarchy,
+    /// Principals and token hashes.
+    Access,
+}
+
+impl Family {
+    /// Every family, in the order they are opened.
+    pub const ALL: [Family; 9] = [
+        Family::Meta,
+        Family::Products,
+        Family::Lots,
+        Family::Serials,
+        Family::Pools,
+        Family::Requests,
+        Family::Events,
+        Family::Hierarchy,
+        Family::Access,
+    ];
+
+    /// The RocksDB column family name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Meta => "meta",
+            Family::Products => "products",
+            Family::Lots => "lots",
+            Family::Serials => "serials",
+            Family::Pools => "pools",
+            Family::Requests => "requests",
+            Family::Events => "events",
+            Family::Hierarchy => "hierarchy",
+            Family::Access => "access",
+        }
+    }
+
+    /// The one-byte prefix of every key in this family.
+    pub const fn prefix(self) -> u8 {
+        match self {
+            Family::Meta => b'M',
+            Family::Products => b'P',
+            Family::Lots => b'L',
+            Family::Serials => b'S',
+            Family::Pools => b'O',
+            Family::Requests => b'R',
+            Family::Events => b'E',
+            Family::Hierarchy => b'H',
+            Family::Access => b'A',
+        }
+    }
+}
+
+/// Largest GTIN-14 value; keys refuse anything above it.
+pub const GTIN_MAX: u64 = 99_999_999_999_999;
+
+/// Longest serial or lot accepted in a key (GS1: 20 characters).
+pub const TEXT_LENGTH_MAX: usize = 20;
+
+/// Longest client request id accepted in a key.
+pub const REQUEST_ID_LENGTH_MAX: usize = 64;
+
+fn with_prefix(family: Family, capacity: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + capacity);
+    key.push(family.prefix());
+    key
+}
+
+/// `M` + name bytes.
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut key = with_prefix(Family::Meta, name.len());
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// `P` + GTIN (u64 BE).
+pub fn product(gtin: u64) -> Vec<u8> {
+    debug_assert!(gtin <= GTIN_MAX);
+    let mut key = with_prefix(Family::Products, 8);
+    key.extend_from_slice(&gtin.to_be_bytes());
+    key
+}
+
+/// `L` + GTIN (u64 BE) + lot bytes.
+pub fn lot(gtin: u64, lot: &[u8]) -> Vec<u8> {
+    debug_assert!(gtin <= GTIN_MAX && lot.len() <= TEXT_LENGTH_MAX);
+    let mut key = with_prefix(Family::Lots, 8 + lot.len());
+    key.extend_from_slice(&gtin.to_be_bytes());
+    key.extend_from_slice(lot);
+    key
+}
+
+/// `S` + GTIN (u64 BE) + serial bytes. All serials of a GTIN are contiguous.
+pub fn serial(gtin: u64, serial: &[u8]) -> Vec<u8> {
+    debug_assert!(gtin <= GTIN_MAX && serial.len() <= TEXT_LENGTH_MAX);
+    let mut key = with_prefix(Family::Serials, 8 + serial.len());
+    key.extend_from_slice(&gtin.to_be_bytes());
+    key.extend_from_slice(serial);
+    key
+}
+
+/// Splits a serial key back into (GTIN, serial bytes).
+pub fn decode_serial(key: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = key.strip_prefix(&[Family::Serials.prefix()])?;
+    if rest.len() < 9 || rest.len() > 8 + TEXT_LENGTH_MAX {
+        return None;
+    }
+    let (gtin, serial) = rest.split_at(8);
+    let gtin = u64::from_be_bytes(gtin.try_into().ok()?);
+    (gtin <= GTIN_MAX).then_some((gtin, serial))
+}
+
+/// `O` + pool id (u64 BE).
+pub fn pool(pool_id: u64) -> Vec<u8> {
+    let mut key = with_prefix(Family::Pools, 8);
+    key.extend_from_slice(&pool_id.to_be_bytes());
+    key
+}
+
+/// `R` + request kind (one byte, so ids of different RPCs never clash) + id bytes.
+pub fn request(kind: u8, request_id: &[u8]) -> Vec<u8> {
+    debug_assert!(request_id.len() <= REQUEST_ID_LENGTH_MAX);
+    let mut key = with_prefix(Family::Requests, 1 + request_id.len());
+    key.push(kind);
+    key.extend_from_slice(request_id);
+    key
+}
+
+/// `E` + sequence number (u64 BE): iteration order is sequence order.
+pub fn event(sequence: u64) -> Vec<u8> {
+    let mut key = with_prefix(Family::Events, 8);
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The sequence number of an event key.
+pub fn decode_event(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(&[Family::Events.prefix()])?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(actual: Vec<u8>, expected: &[u8]) {
+        assert_eq!(actual, expected, "golden bytes differ");
+    }
+
+    #[test]
+    fn golden_bytes() {
+        // GTIN 09520123456788 = 0x0000_08A8_9393_AD14.
+        let gtin = 9_520_123_456_788u64;
+        check(meta("format_version"), b"Mformat_version");
+        check(product(gtin), b"P\x00\x00\x08\xa8\x93\x93\xad\x14");
+        check(lot(gtin, b"ABC1"), b"L\x00\x00\x08\xa8\x93\x93\xad\x14ABC1");
+        check(
+            serial(gtin, b"XYZ"),
+            b"S\x00\x00\x08\xa8\x93\x93\xad\x14XYZ",
+        );
+        check(pool(258), b"O\x00\x00\x00\x00\x00\x00\x01\x02");
+        check(request(3, b"req-1"), b"R\x03req-1");
+        check(event(1), b"E\x00\x00\x00\x00\x00\x00\x00\x01");
+    }
+
+    #[test]
+    fn family_names_and_prefixes_are_distinct() {
+        let mut names: Vec<_> = Family::ALL.iter().map(|f| f.name()).collect();
+        let mut prefixes: Vec<_> = Family::ALL.iter().map(|f| f.prefix()).collect();
+        names.sort();
+        names.dedup();
+        prefixes.sort();
+        prefixes.dedup();
+        assert_eq!(names.len(), Family::ALL.len());
+        assert_eq!(prefixes.len(), Family::ALL.len());
+    }
+
+    #[test]
+    fn decoders_reject_foreign_keys() {
+        assert_eq!(decode_serial(&event(1)), None);
+        assert_eq!(decode_serial(b"S\x00"), None);
+        assert_eq!(decode_event(&serial(1, b"A")), None);
+        assert_eq!(decode_event(b"E\x00\x01"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn serial_keys_round_trip_and_sort_by_gtin_then_serial(
+            a in (0..=GTIN_MAX, proptest::collection::vec(33u8..127, 1..=20)),
+            b in (0..=GTIN_MAX, proptest::collection::vec(33u8..127, 1..=20)),
+        ) {
+            let ka = serial(a.0, &a.1);
+            let kb = serial(b.0, &b.1);
+            prop_assert_eq!(decode_serial(&ka), Some((a.0, a.1.as_slice())));
+            prop_assert_eq!(ka.cmp(&kb), (a.0, &a.1).cmp(&(b.0, &b.1)));
+        }
+
+        #[test]
+        fn event_keys_round_trip_in_order(x: u64, y: u64) {
+            prop_assert_eq!(decode_event(&event(x)), Some(x));
+            prop_assert_eq!(event(x).cmp(&event(y)), x.cmp(&y));
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = decode_serial(&bytes);
+            let _ = decode_event(&bytes);
+        }
+    }
+}
