@@ -36,13 +36,13 @@ fn run_and_kill(dir: &Path, start: u64, min_acks: u64, extra: Duration) -> Optio
     let (acks, acked) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(n) = line
+            let ack = line
                 .strip_prefix("ack ")
-                .and_then(|n| n.parse::<u64>().ok())
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = ack
+                && acks.send(n).is_err()
             {
-                if acks.send(n).is_err() {
-                    break;
-                }
+                break;
             }
         }
     });

@@ -28,10 +28,10 @@ const SERVICES: [&str; 9] = [
 
 async fn channel(server: &Server) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(server.endpoint())
-        .unwrap()
+        .expect("valid endpoint")
         .connect()
         .await
-        .unwrap()
+        .expect("connect to the server")
 }
 
 #[tokio::test]

@@ -258,7 +258,7 @@ impl Store {
         }
         if let Err(error) = self.db.write_opt(batch, &options::write_options()) {
             if !is_disk_full(&error) {
-                self.stop(&error.to_string());
+                self.stop(error.as_ref());
             }
             return Err(error.into());
         }

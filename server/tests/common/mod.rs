@@ -41,6 +41,7 @@ impl Server {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let line = log.recv_timeout(remaining).unwrap_or_else(|_| {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("server did not log 'serving' within {START_TIMEOUT:?}")
             });
             if line.contains(" serving ") {
