@@ -1,5 +1,5 @@
-//! In-process kernels: storage key and value encodings (gs1 parsing joins when
-//! the parsers land). Run: `cargo bench -p benches --bench codecs`.
+//! In-process kernels: GS1 parsing of each input form, and the storage key and
+//! value encodings. Run: `cargo bench -p benches --bench codecs`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -19,5 +19,30 @@ fn storage_codecs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, storage_codecs);
+fn gs1_parsing(c: &mut Criterion) {
+    let inputs: [(&str, &[u8]); 4] = [
+        (
+            "element_string",
+            b"]d201095201234567881725123110ABC123\x1d21XYZ",
+        ),
+        (
+            "bracketed",
+            b"(01)09520123456788(17)251231(10)ABC123(21)XYZ",
+        ),
+        (
+            "digital_link",
+            b"https://id.gs1.org/01/09520123456788/10/ABC123/21/XYZ?17=251231",
+        ),
+        ("epc_uri", b"urn:epc:id:sgtin:0614141.812345.6789"),
+    ];
+    let mut group = c.benchmark_group("gs1_parse_any");
+    group.throughput(Throughput::Elements(1));
+    for (name, input) in inputs {
+        assert!(gs1::parse_any(input).is_ok(), "{name} must parse");
+        group.bench_function(name, |b| b.iter(|| gs1::parse_any(black_box(input))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gs1_parsing, storage_codecs);
 criterion_main!(benches);
