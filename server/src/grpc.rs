@@ -7,8 +7,8 @@ use proto::serial::v1::{
     access_service_server::{AccessService, AccessServiceServer},
     aggregation_service_server::{AggregationService, AggregationServiceServer},
     event_service_server::{EventService, EventServiceServer},
-    master_data_service_server::{MasterDataService, MasterDataServiceServer},
-    pool_service_server::{PoolService, PoolServiceServer},
+    master_data_service_server::MasterDataServiceServer,
+    pool_service_server::PoolServiceServer,
     reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
     server_info_service_server::{ServerInfoService, ServerInfoServiceServer},
     status_service_server::{StatusService, StatusServiceServer},
@@ -44,12 +44,9 @@ const SERVICE_NAMES: [&str; 9] = [
 /// fall back to the generated default body, which answers `UNIMPLEMENTED`.
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
-    #[allow(dead_code)] // used as the services land (issues 3 onwards)
-    store: Arc<Store>,
+    pub(crate) issuer: Arc<issuer::Issuer>,
 }
 
-impl MasterDataService for Api {}
-impl PoolService for Api {}
 impl VerificationService for Api {}
 impl StatusService for Api {}
 impl AggregationService for Api {}
@@ -68,12 +65,12 @@ macro_rules! limited {
 
 /// Builds the gRPC router with every service, health and reflection.
 pub(crate) fn router(
-    store: Arc<Store>,
+    issuer: Arc<issuer::Issuer>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> anyhow::Result<Router> {
-    let api = Api { store };
+    let api = Api { issuer };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

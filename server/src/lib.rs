@@ -7,8 +7,12 @@
 //! Every RPC of the `serial.v1` contract is registered; those whose issue has
 //! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
 
+mod convert;
 mod grpc;
 mod http;
+mod master_data;
+mod pools;
 mod serve;
 
+pub use issuer::IssuerConfig;
 pub use serve::{BoundAddresses, ServeConfig, run};

@@ -52,6 +52,12 @@ struct ServeArgs {
     /// Seconds in-flight requests may run after SIGINT/SIGTERM before storage is closed.
     #[arg(long, default_value_t = 30, env = "SERIALSVC_SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
+    /// Shard writers: a GTIN always belongs to the same shard.
+    #[arg(long, default_value_t = 4, env = "SERIALSVC_SHARDS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    shards: u16,
+    /// Largest count of one pool request (OPEN-SCS MaxSNRequestable).
+    #[arg(long, default_value_t = 1_000_000, env = "SERIALSVC_POOL_COUNT_MAX", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pool_count_max: u64,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +92,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http_listen: args.http_listen,
         metrics_listen: args.metrics_listen,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        issuer: serialsvc::IssuerConfig {
+            shards: usize::from(args.shards),
+            pool_count_max: args.pool_count_max,
+            ..serialsvc::IssuerConfig::default()
+        },
     };
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting");
     serialsvc::run(config, shutdown_signal(), |_| {}).await?;

@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub metrics_listen: SocketAddr,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Limits and shards of the write side.
+    pub issuer: issuer::IssuerConfig,
 }
 
 /// The addresses actually bound (useful when a port of 0 was asked for).
@@ -61,6 +63,7 @@ pub async fn run(
         .context("join the storage opener")?
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
+    let issuer = Arc::new(issuer::Issuer::start(Arc::clone(&store), config.issuer).context("start the shard writers")?);
 
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.http_listen, "HTTP").await?;
@@ -82,7 +85,7 @@ pub async fn run(
     readiness.set_serving().await;
     let watcher = tokio::spawn(readiness.clone().watch_fail_stop(stop.clone()));
 
-    let grpc_server = grpc::router(Arc::clone(&store), health_service)?
+    let grpc_server = grpc::router(Arc::clone(&issuer), health_service)?
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
     let http_server = axum::serve(http_listener, http::router(readiness.clone()))
         .with_graceful_shutdown(stopped(stop.clone()));
@@ -115,7 +118,24 @@ pub async fn run(
     let _ = stop_sender.send(true);
     watcher.abort();
     drop(readiness);
+    stop_issuer(issuer).await;
     close_store(store).await
+}
+
+/// Lets the shard writers finish what they queued, then stops them.
+async fn stop_issuer(issuer: Arc<issuer::Issuer>) {
+    for _ in 0..250 {
+        if Arc::strong_count(&issuer) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match Arc::try_unwrap(issuer) {
+        Ok(issuer) => {
+            let _ = tokio::task::spawn_blocking(move || issuer.shutdown()).await;
+        }
+        Err(_) => tracing::warn!("shard writers still referenced at shutdown; their queued work is in the WAL or was never acknowledged"),
+    }
 }
 
 async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -152,7 +152,6 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
 
 #[tokio::test]
 async fn rpcs_not_yet_implemented_answer_unimplemented() {
-    use proto::serial::v1::pool_service_client::PoolServiceClient;
     use proto::serial::v1::verification_service_client::VerificationServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());

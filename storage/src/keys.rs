@@ -139,6 +139,14 @@ pub fn pool(pool_id: u64) -> Vec<u8> {
     key
 }
 
+/// `O` + pool id (u64 BE) + chunk index (u32 BE): the serials of one committed
+/// segment of a pool, in the order they were handed out.
+pub fn pool_chunk(pool_id: u64, index: u32) -> Vec<u8> {
+    let mut key = pool(pool_id);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
 /// `R` + request kind (one byte, so ids of different RPCs never clash) + id bytes.
 pub fn request(kind: u8, request_id: &[u8]) -> Vec<u8> {
     debug_assert!(request_id.len() <= REQUEST_ID_LENGTH_MAX);
@@ -182,6 +190,7 @@ mod tests {
             b"S\x00\x00\x08\xa8\x93\x93\xad\x14XYZ",
         );
         check(pool(258), b"O\x00\x00\x00\x00\x00\x00\x01\x02");
+        check(pool_chunk(258, 3), b"O\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x03");
         check(request(3, b"req-1"), b"R\x03req-1");
         check(event(1), b"E\x00\x00\x00\x00\x00\x00\x00\x01");
     }

@@ -1,0 +1,447 @@
+//! The records the issuer keeps in storage, and their payload encodings.
+//! Every payload is wrapped in `storage::value`'s envelope (version byte +
+//! CRC-32C); golden-bytes tests below pin each layout.
+
+use crate::codec::{DecodeError, Decoder, Encoder};
+
+/// Payload version of every record type written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+fn check_version(record: &'static str, version: u8) -> Result<(), DecodeError> {
+    if version == RECORD_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError { record, detail: format!("version {version} is not {RECORD_VERSION}") })
+    }
+}
+
+/// The state of one issued (GTIN, serial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SerialState {
+    /// Handed to a line in a pool; not yet printed or reported.
+    Allocated = 1,
+    /// Commissioned with a lot: saleable.
+    Active = 2,
+    /// Decommissioned (the reason is in the record).
+    Decommissioned = 3,
+    /// Returned unused; never valid, never issued again.
+    Voided = 4,
+}
+
+impl SerialState {
+    fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Allocated,
+            2 => Self::Active,
+            3 => Self::Decommissioned,
+            4 => Self::Voided,
+            _ => return None,
+        })
+    }
+}
+
+/// One issued (GTIN, serial): key `storage::keys::serial`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialRecord {
+    /// Current state.
+    pub state: SerialState,
+    /// Decommission reason code (0 = none); filled in by issue 5.
+    pub reason: u8,
+    /// The pool it was issued in.
+    pub pool_id: u64,
+    /// When the state last changed, microseconds since the Unix epoch.
+    pub changed_micros: u64,
+    /// The lot it was commissioned with (empty until commissioned).
+    pub lot: String,
+}
+
+impl SerialRecord {
+    /// Encodes the payload: state, reason, pool id, time, lot.
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::default()
+            .u8(self.state as u8)
+            .u8(self.reason)
+            .u64(self.pool_id)
+            .u64(self.changed_micros)
+            .text(&self.lot)
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("serial record", version)?;
+        let mut d = Decoder::new("serial record", payload);
+        let state = d.u8()?;
+        let state = SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
+        let record = SerialRecord {
+            state,
+            reason: d.u8()?,
+            pool_id: d.u64()?,
+            changed_micros: d.u64()?,
+            lot: d.text()?,
+        };
+        d.finish()?;
+        Ok(record)
+    }
+}
+
+/// How serials are drawn for a product or pool, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFormat {
+    /// Market profile name (`eu-fmd`, …).
+    pub profile: String,
+    /// Alphabet (empty for the SGTIN-96 numeric range).
+    pub alphabet: String,
+    /// Length in characters (0 for the SGTIN-96 numeric range).
+    pub length: u8,
+}
+
+impl StoredFormat {
+    fn encode_into(&self, e: &mut Encoder) {
+        e.text(&self.profile).text(&self.alphabet).u8(self.length);
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(StoredFormat { profile: d.text()?, alphabet: d.text()?, length: d.u8()? })
+    }
+}
+
+/// Product master data plus the GTIN's issuance counter: key `keys::product`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductRecord {
+    /// Product name.
+    pub name: String,
+    /// GS1 company prefix length (6–12).
+    pub company_prefix_length: u8,
+    /// The product's serial format.
+    pub format: StoredFormat,
+    /// US NDC, if any.
+    pub ndc: Option<String>,
+    /// Whether the EU guessing rule is enforced for this GTIN.
+    pub guessing_rule_enforced: bool,
+    /// When it was registered.
+    pub created_micros: u64,
+    /// Serials ever issued for this GTIN (all pools, all formats).
+    pub issued: u64,
+    /// Withdrawn (issue 5): no more issuance.
+    pub withdrawn: bool,
+}
+
+impl ProductRecord {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.text(&self.name).u8(self.company_prefix_length);
+        self.format.encode_into(&mut e);
+        match &self.ndc {
+            Some(ndc) => e.u8(1).text(ndc),
+            None => e.u8(0),
+        };
+        e.u8(u8::from(self.guessing_rule_enforced))
+            .u64(self.created_micros)
+            .u64(self.issued)
+            .u8(u8::from(self.withdrawn))
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("product record", version)?;
+        let mut d = Decoder::new("product record", payload);
+        let name = d.text()?;
+        let company_prefix_length = d.u8()?;
+        let format = StoredFormat::decode_from(&mut d)?;
+        let ndc = match d.u8()? {
+            0 => None,
+            _ => Some(d.text()?),
+        };
+        let record = ProductRecord {
+            name,
+            company_prefix_length,
+            format,
+            ndc,
+            guessing_rule_enforced: d.u8()? != 0,
+            created_micros: d.u64()?,
+            issued: d.u64()?,
+            withdrawn: d.u8()? != 0,
+        };
+        d.finish()?;
+        Ok(record)
+    }
+}
+
+/// Lot status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LotStatus {
+    /// Released.
+    Active = 1,
+    /// Recalled (issue 5): irreversible.
+    Recalled = 2,
+}
+
+/// Lot master data: key `keys::lot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotRecord {
+    /// Expiry as encoded, YYMMDD; fixed once registered.
+    pub expiry: String,
+    /// Status.
+    pub status: LotStatus,
+    /// When it was registered.
+    pub created_micros: u64,
+}
+
+impl LotRecord {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::default()
+            .text(&self.expiry)
+            .u8(self.status as u8)
+            .u64(self.created_micros)
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("lot record", version)?;
+        let mut d = Decoder::new("lot record", payload);
+        let expiry = d.text()?;
+        let status = match d.u8()? {
+            1 => LotStatus::Active,
+            2 => LotStatus::Recalled,
+            other => return Err(d.error(format!("unknown lot status {other}"))),
+        };
+        let record = LotRecord { expiry, status, created_micros: d.u64()? };
+        d.finish()?;
+        Ok(record)
+    }
+}
+
+/// A pool handed to a line: key `keys::pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    /// The client request id that created it.
+    pub request_id: String,
+    /// GTIN as its 14-digit integer value.
+    pub gtin: u64,
+    /// Line id.
+    pub line_id: String,
+    /// Location.
+    pub location: String,
+    /// Format the serials were drawn from.
+    pub format: StoredFormat,
+    /// OPEN-SCS selection criteria, sorted by key.
+    pub selection_criteria: Vec<(String, String)>,
+    /// Serials asked for.
+    pub requested: u64,
+    /// Serials granted (≤ requested).
+    pub granted: u64,
+    /// 0 = none, 1 = guessing rule, 2 = serial space: what limited a partial pool.
+    pub limit: u8,
+    /// When the pool was created.
+    pub created_micros: u64,
+    /// Serials committed so far (== granted once the pool is complete).
+    pub committed: u64,
+    /// Chunks committed so far (`keys::pool_chunk(pool_id, 0..chunks)`).
+    pub chunks: u32,
+    /// Serials of this pool commissioned so far.
+    pub commissioned: u64,
+    /// Serials of this pool returned (voided) so far.
+    pub returned: u64,
+}
+
+impl PoolRecord {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.text(&self.request_id).u64(self.gtin).text(&self.line_id).text(&self.location);
+        self.format.encode_into(&mut e);
+        e.u32(u32::try_from(self.selection_criteria.len()).unwrap_or(u32::MAX));
+        for (key, value) in &self.selection_criteria {
+            e.text(key).text(value);
+        }
+        e.u64(self.requested)
+            .u64(self.granted)
+            .u8(self.limit)
+            .u64(self.created_micros)
+            .u64(self.committed)
+            .u32(self.chunks)
+            .u64(self.commissioned)
+            .u64(self.returned)
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("pool record", version)?;
+        let mut d = Decoder::new("pool record", payload);
+        let request_id = d.text()?;
+        let gtin = d.u64()?;
+        let line_id = d.text()?;
+        let location = d.text()?;
+        let format = StoredFormat::decode_from(&mut d)?;
+        let criteria_count = d.u32()?;
+        if criteria_count > 1024 {
+            return Err(d.error(format!("{criteria_count} selection criteria")));
+        }
+        let mut selection_criteria = Vec::with_capacity(criteria_count as usize);
+        for _ in 0..criteria_count {
+            selection_criteria.push((d.text()?, d.text()?));
+        }
+        let record = PoolRecord {
+            request_id,
+            gtin,
+            line_id,
+            location,
+            format,
+            selection_criteria,
+            requested: d.u64()?,
+            granted: d.u64()?,
+            limit: d.u8()?,
+            created_micros: d.u64()?,
+            committed: d.u64()?,
+            chunks: d.u32()?,
+            commissioned: d.u64()?,
+            returned: d.u64()?,
+        };
+        d.finish()?;
+        Ok(record)
+    }
+
+    /// Serials handed out but neither commissioned nor returned.
+    pub fn outstanding(&self) -> u64 {
+        self.committed.saturating_sub(self.commissioned + self.returned)
+    }
+}
+
+/// Packs a chunk of serials: each as a one-byte length then its bytes.
+pub fn encode_chunk<'a>(serials: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for serial in serials {
+        debug_assert!(serial.len() <= 20);
+        out.push(serial.len() as u8);
+        out.extend_from_slice(serial);
+    }
+    out
+}
+
+/// Unpacks a chunk written by [`encode_chunk`].
+pub fn decode_chunk(version: u8, payload: &[u8]) -> Result<Vec<String>, DecodeError> {
+    check_version("pool chunk", version)?;
+    let mut d = Decoder::new("pool chunk", payload);
+    let mut serials = Vec::new();
+    while !d.is_empty() {
+        let length = d.u8()?;
+        let mut bytes = Vec::with_capacity(usize::from(length));
+        for _ in 0..length {
+            bytes.push(d.u8()?);
+        }
+        serials.push(String::from_utf8(bytes).map_err(|_| d.error("serial is not UTF-8"))?);
+    }
+    Ok(serials)
+}
+
+/// An idempotency record: key `keys::request(kind, id)`. `parameters` is a
+/// hash of the request's parameters; `result` the stored outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// XXH3-64 of the canonical parameters: a replay with other parameters is refused.
+    pub parameters: u64,
+    /// Kind-specific outcome (a pool id, or per-item outcome codes).
+    pub result: Vec<u8>,
+}
+
+impl RequestRecord {
+    /// Encodes the payload: parameters hash then the raw result.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.u64(self.parameters);
+        e.0.extend_from_slice(&self.result);
+        e.finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("request record", version)?;
+        let mut d = Decoder::new("request record", payload);
+        let parameters = d.u64()?;
+        Ok(RequestRecord { parameters, result: payload[8..].to_vec() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn format() -> StoredFormat {
+        StoredFormat { profile: "eu-fmd".into(), alphabet: "AB".into(), length: 12 }
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let serial = SerialRecord { state: SerialState::Active, reason: 0, pool_id: 7, changed_micros: 1, lot: "L1".into() };
+        assert_eq!(serial.encode(), b"\x02\x00\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1");
+        let lot = LotRecord { expiry: "251231".into(), status: LotStatus::Active, created_micros: 2 };
+        assert_eq!(lot.encode(), b"\0\x06251231\x01\0\0\0\0\0\0\0\x02");
+        let chunk = encode_chunk([b"AB".as_slice(), b"C".as_slice()]);
+        assert_eq!(chunk, b"\x02AB\x01C");
+        let request = RequestRecord { parameters: 0x0102, result: vec![9] };
+        assert_eq!(request.encode(), b"\0\0\0\0\0\0\x01\x02\x09");
+        let product = ProductRecord {
+            name: "P".into(),
+            company_prefix_length: 7,
+            format: format(),
+            ndc: None,
+            guessing_rule_enforced: true,
+            created_micros: 3,
+            issued: 4,
+            withdrawn: false,
+        };
+        assert_eq!(
+            product.encode(),
+            b"\0\x01P\x07\0\x06eu-fmd\0\x02AB\x0c\x00\x01\0\0\0\0\0\0\0\x03\0\0\0\0\0\0\0\x04\x00"
+        );
+    }
+
+    #[test]
+    fn decoders_reject_unknown_versions_and_trailing_bytes() {
+        let serial = SerialRecord { state: SerialState::Voided, reason: 0, pool_id: 1, changed_micros: 0, lot: String::new() };
+        let mut payload = serial.encode();
+        assert!(SerialRecord::decode(2, &payload).is_err());
+        payload.push(0);
+        assert!(SerialRecord::decode(RECORD_VERSION, &payload).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn pool_records_round_trip(
+            granted in 0u64..10_000_000,
+            criteria in proptest::collection::vec(("[a-z]{1,8}", "[ -~]{0,20}"), 0..5),
+            line in "[A-Z0-9]{1,10}",
+        ) {
+            let pool = PoolRecord {
+                request_id: "r".into(), gtin: 9_520_123_456_788, line_id: line, location: "site".into(),
+                format: format(), selection_criteria: criteria, requested: granted + 1, granted, limit: 1,
+                created_micros: 5, committed: granted, chunks: 3, commissioned: 1, returned: 2,
+            };
+            prop_assert_eq!(PoolRecord::decode(RECORD_VERSION, &pool.encode()).unwrap(), pool);
+        }
+
+        #[test]
+        fn chunks_round_trip(serials in proptest::collection::vec("[!-~]{1,20}", 0..50)) {
+            let packed = encode_chunk(serials.iter().map(|s| s.as_bytes()));
+            prop_assert_eq!(decode_chunk(RECORD_VERSION, &packed).unwrap(), serials);
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = SerialRecord::decode(RECORD_VERSION, &bytes);
+            let _ = ProductRecord::decode(RECORD_VERSION, &bytes);
+            let _ = LotRecord::decode(RECORD_VERSION, &bytes);
+            let _ = PoolRecord::decode(RECORD_VERSION, &bytes);
+            let _ = decode_chunk(RECORD_VERSION, &bytes);
+            let _ = RequestRecord::decode(RECORD_VERSION, &bytes);
+        }
+    }
+}

@@ -1,0 +1,813 @@
+//! The shard writers. A GTIN belongs to exactly one shard (`xxh3(gtin) %
+//! shards`); that shard's writer thread serialises every state change for its
+//! GTINs, so uniqueness checks and allocation never race.
+//!
+//! Uniqueness: for each GTIN it has touched, a writer keeps the set of keyed
+//! hashes of every serial issued for that GTIN, loaded from RocksDB on first
+//! use and updated only after a durable commit. Because only this writer adds
+//! serials for the GTIN, the set mirrors the store exactly: a candidate whose
+//! hash is absent is new; a present hash is a duplicate or a hash collision,
+//! and either way the candidate is redrawn.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use storage::{ChangeSet, Family, Store, keys, value};
+use tokio::sync::{oneshot, watch};
+
+use crate::IssuerConfig;
+use crate::error::IssuerError;
+use crate::format::Format;
+use crate::generator::SerialGenerator;
+use crate::model::*;
+use crate::records::*;
+
+/// Reply channel of one command.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, IssuerError>>;
+
+/// Work for a shard writer.
+#[derive(Debug)]
+pub(crate) enum Command {
+    AddProduct(NewProduct, Reply<Product>),
+    AddLot(NewLot, Reply<LotInfo>),
+    RequestPool(PoolRequest, Reply<PoolTicket>),
+    Commission(CommissionGroup, Reply<GroupOutcome>),
+    Return(ReturnGroup, Reply<GroupOutcome>),
+}
+
+/// Request-record kinds: a request id is unique per kind.
+pub(crate) const KIND_POOL: u8 = 1;
+pub(crate) const KIND_COMMISSION: u8 = 2;
+pub(crate) const KIND_RETURN: u8 = 3;
+
+/// Event kinds written with each change (bodies: kind, GTIN, then kind-specific).
+pub(crate) const EVENT_PRODUCT_ADDED: u8 = 1;
+pub(crate) const EVENT_LOT_ADDED: u8 = 2;
+pub(crate) const EVENT_POOL_ALLOCATED: u8 = 3;
+pub(crate) const EVENT_COMMISSIONED: u8 = 4;
+pub(crate) const EVENT_RETURNED: u8 = 5;
+
+/// State shared by every writer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: IssuerConfig,
+    pub(crate) next_pool_id: AtomicU64,
+}
+
+/// `u64` keys are already keyed hashes: use them as they are.
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type HashedSet = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+
+struct ProductState {
+    record: ProductRecord,
+    format: Format,
+    /// Keyed hashes of every serial issued for the GTIN; loaded on first pool.
+    issued: Option<HashedSet>,
+}
+
+pub(crate) struct Writer {
+    shard: usize,
+    shared: Arc<Shared>,
+    products: HashMap<u64, ProductState>,
+    generator: SerialGenerator,
+    /// Secret key of the serial hashes, so clients cannot craft collisions.
+    hash_secret: u64,
+}
+
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn gtin_value(gtin: &gs1::Gtin) -> u64 {
+    // A Gtin is 14 checked digits, so this cannot fail.
+    gtin.as_str().parse().unwrap_or(0)
+}
+
+fn gtin_from_value(value: u64) -> Result<gs1::Gtin, DecodeErrorAlias> {
+    gs1::Gtin::new(&format!("{value:014}")).map_err(|e| crate::codec::DecodeError {
+        record: "gtin",
+        detail: e.to_string(),
+    })
+}
+type DecodeErrorAlias = crate::codec::DecodeError;
+
+/// 64 bits from the CSPRNG: 16 hex digits drawn without bias, parsed back.
+fn secret_u64(generator: &mut SerialGenerator) -> u64 {
+    let Ok(hex) = crate::profile::SerialFormat::custom("0123456789abcdef", 16) else {
+        unreachable!("a valid 16-character alphabet and length");
+    };
+    let mut digits = Vec::with_capacity(16);
+    generator.generate(&hex, &mut digits);
+    std::str::from_utf8(&digits).ok().and_then(|d| u64::from_str_radix(d, 16).ok()).unwrap_or(0)
+}
+
+fn params_hash(parts: &[&[u8]]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.digest()
+}
+
+fn envelope(payload: &[u8]) -> Vec<u8> {
+    value::encode(RECORD_VERSION, payload)
+}
+
+impl Writer {
+    pub(crate) fn new(shard: usize, shared: Arc<Shared>) -> Result<Self, IssuerError> {
+        let mut generator = SerialGenerator::from_os_entropy()
+            .map_err(|e| IssuerError::FailedPrecondition(format!("cannot seed the serial generator: {e}")))?;
+        let hash_secret = secret_u64(&mut generator);
+        Ok(Writer { shard, shared, products: HashMap::new(), generator, hash_secret })
+    }
+
+    /// Serves commands until every sender is gone.
+    pub(crate) fn run(mut self, commands: Receiver<Command>) {
+        tracing::debug!(shard = self.shard, "shard writer started");
+        while let Ok(command) = commands.recv() {
+            match command {
+                Command::AddProduct(request, reply) => {
+                    let _ = reply.send(self.add_product(request));
+                }
+                Command::AddLot(request, reply) => {
+                    let _ = reply.send(self.add_lot(request));
+                }
+                Command::RequestPool(request, reply) => self.request_pool(request, reply),
+                Command::Commission(group, reply) => {
+                    let _ = reply.send(self.commission(group));
+                }
+                Command::Return(group, reply) => {
+                    let _ = reply.send(self.return_serials(group));
+                }
+            }
+        }
+        tracing::debug!(shard = self.shard, "shard writer stopped");
+    }
+
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The product's cached state, loading it from storage on first use.
+    fn product(&mut self, gtin: u64) -> Result<Option<&mut ProductState>, IssuerError> {
+        if !self.products.contains_key(&gtin) {
+            let Some((version, payload)) = self.store().get(Family::Products, &keys::product(gtin))? else {
+                return Ok(None);
+            };
+            let record = ProductRecord::decode(version, &payload)?;
+            let format = Format::from_stored(&record.format)?;
+            self.products.insert(gtin, ProductState { record, format, issued: None });
+        }
+        Ok(self.products.get_mut(&gtin))
+    }
+
+    fn add_product(&mut self, request: NewProduct) -> Result<Product, IssuerError> {
+        let gtin = gtin_value(&request.gtin);
+        let format = Format::resolve(&request.profile, request.custom_format.as_ref())?;
+        let enforced = request.guessing_rule_enforced.unwrap_or(format.profile.guessing_rule_default());
+        let record = ProductRecord {
+            name: request.name.clone(),
+            company_prefix_length: request.company_prefix_length,
+            format: format.to_stored(),
+            ndc: request.ndc.clone(),
+            guessing_rule_enforced: enforced,
+            created_micros: now_micros(),
+            issued: 0,
+            withdrawn: false,
+        };
+        if let Some(existing) = self.product(gtin)? {
+            let same = existing.record.name == record.name
+                && existing.record.company_prefix_length == record.company_prefix_length
+                && existing.record.format == record.format
+                && existing.record.ndc == record.ndc
+                && existing.record.guessing_rule_enforced == record.guessing_rule_enforced;
+            if same {
+                return Ok(Product { gtin: request.gtin, record: existing.record.clone(), format: existing.format.clone() });
+            }
+            return Err(IssuerError::AlreadyExists(format!(
+                "GTIN {} is already registered as {:?} (profile {}, company prefix length {}); registered products cannot be changed",
+                request.gtin, existing.record.name, existing.record.format.profile, existing.record.company_prefix_length
+            )));
+        }
+        let mut change = ChangeSet::new();
+        change.put(Family::Products, keys::product(gtin), envelope(&record.encode()));
+        let mut event = vec![EVENT_PRODUCT_ADDED];
+        event.extend_from_slice(&gtin.to_be_bytes());
+        change.event(event);
+        self.store().commit(change)?;
+        self.products.insert(gtin, ProductState { record: record.clone(), format: format.clone(), issued: None });
+        Ok(Product { gtin: request.gtin, record, format })
+    }
+
+    fn add_lot(&mut self, request: NewLot) -> Result<LotInfo, IssuerError> {
+        let gtin = gtin_value(&request.gtin);
+        if self.product(gtin)?.is_none() {
+            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin)));
+        }
+        let key = keys::lot(gtin, request.lot.as_str().as_bytes());
+        let expiry = request.expiry.to_string();
+        if let Some((version, payload)) = self.store().get(Family::Lots, &key)? {
+            let existing = LotRecord::decode(version, &payload)?;
+            if existing.expiry != expiry {
+                return Err(IssuerError::AlreadyExists(format!(
+                    "lot {} of GTIN {} is registered with expiry {}; refusing expiry {} (a lot's expiry is fixed once registered)",
+                    request.lot.as_str(),
+                    request.gtin,
+                    existing.expiry,
+                    expiry
+                )));
+            }
+            return Ok(lot_info(&request.gtin, request.lot.as_str(), &existing));
+        }
+        let record = LotRecord { expiry, status: LotStatus::Active, created_micros: now_micros() };
+        let mut change = ChangeSet::new();
+        change.put(Family::Lots, key, envelope(&record.encode()));
+        let mut event = vec![EVENT_LOT_ADDED];
+        event.extend_from_slice(&gtin.to_be_bytes());
+        event.extend_from_slice(request.lot.as_str().as_bytes());
+        change.event(event);
+        self.store().commit(change)?;
+        Ok(lot_info(&request.gtin, request.lot.as_str(), &record))
+    }
+
+    /// Loads the issued-serial hashes of a GTIN (once per writer lifetime).
+    fn ensure_issued_set(&mut self, gtin: u64) -> Result<(), IssuerError> {
+        let loaded = self.products.get(&gtin).is_some_and(|p| p.issued.is_some());
+        if loaded {
+            return Ok(());
+        }
+        let prefix = keys::serial(gtin, b"");
+        let mut set = HashedSet::default();
+        let secret = self.hash_secret;
+        let started = std::time::Instant::now();
+        self.store().scan_prefix(Family::Serials, &prefix, &prefix, |key, _, _| {
+            set.insert(xxhash_rust::xxh3::xxh3_64_with_seed(&key[prefix.len()..], secret));
+            true
+        })?;
+        tracing::info!(shard = self.shard, gtin, serials = set.len(), elapsed_ms = started.elapsed().as_millis() as u64, "loaded issued serials");
+        if let Some(product) = self.products.get_mut(&gtin) {
+            product.issued = Some(set);
+        }
+        Ok(())
+    }
+
+    fn request_pool(&mut self, request: PoolRequest, reply: Reply<PoolTicket>) {
+        match self.plan_pool(&request) {
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+            Ok(plan) => self.commit_pool(request, plan, reply),
+        }
+    }
+
+    fn pool_parameters(request: &PoolRequest) -> u64 {
+        let count = request.count.to_be_bytes();
+        let mut parts: Vec<&[u8]> = vec![
+            request.gtin.as_str().as_bytes(),
+            &count,
+            request.line_id.as_bytes(),
+            request.location.as_bytes(),
+            request.profile_override.as_deref().unwrap_or("").as_bytes(),
+        ];
+        let format = request.format_override.as_ref().map(|(a, l)| format!("{a}\u{0}{l}")).unwrap_or_default();
+        parts.push(format.as_bytes());
+        let criteria: Vec<String> = request.selection_criteria.iter().map(|(k, v)| format!("{k}\u{0}{v}")).collect();
+        for criterion in &criteria {
+            parts.push(criterion.as_bytes());
+        }
+        params_hash(&parts)
+    }
+
+    /// Decides what to commit: a new pool's serials, the rest of a pool a crash
+    /// interrupted, or nothing (a finished pool replayed).
+    fn plan_pool(&mut self, request: &PoolRequest) -> Result<PoolPlan, IssuerError> {
+        let gtin = gtin_value(&request.gtin);
+        let parameters = Self::pool_parameters(request);
+        let request_key = keys::request(KIND_POOL, request.request_id.as_bytes());
+        if let Some((version, payload)) = self.store().get(Family::Requests, &request_key)? {
+            let stored = RequestRecord::decode(version, &payload)?;
+            if stored.parameters != parameters {
+                return Err(IssuerError::invalid(
+                    "request_id",
+                    format!("{:?} was already used for a pool request with other parameters", request.request_id),
+                ));
+            }
+            let pool_id = u64::from_be_bytes(
+                stored.result.as_slice().try_into().map_err(|_| crate::codec::DecodeError {
+                    record: "request record",
+                    detail: "pool id".into(),
+                })?,
+            );
+            let (version, payload) = self
+                .store()
+                .get(Family::Pools, &keys::pool(pool_id))?
+                .ok_or_else(|| IssuerError::NotFound(format!("pool {pool_id} of request {:?} is missing", request.request_id)))?;
+            let pool = PoolRecord::decode(version, &payload)?;
+            let missing = pool.granted.saturating_sub(pool.committed);
+            let serials = if missing > 0 { self.draw(gtin, &request.gtin, missing, None)?.0 } else { Vec::new() };
+            return Ok(PoolPlan { pool_id, pool, serials, request_record: None });
+        }
+
+        let product = self
+            .product(gtin)?
+            .ok_or_else(|| IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin)))?;
+        if product.record.withdrawn {
+            return Err(IssuerError::FailedPrecondition(format!("product {} is withdrawn", request.gtin)));
+        }
+        let format = match (&request.profile_override, &request.format_override) {
+            (None, None) => product.format.clone(),
+            (profile, custom) => {
+                let profile = profile.clone().unwrap_or_else(|| product.format.profile.name().to_owned());
+                Format::resolve(&profile, custom.as_ref())?
+            }
+        };
+        let (serials, limit) = self.draw(gtin, &request.gtin, request.count, Some(&format))?;
+        let pool_id = self.shared.next_pool_id.fetch_add(1, Ordering::SeqCst);
+        let pool = PoolRecord {
+            request_id: request.request_id.clone(),
+            gtin,
+            line_id: request.line_id.clone(),
+            location: request.location.clone(),
+            format: format.to_stored(),
+            selection_criteria: request.selection_criteria.clone(),
+            requested: request.count,
+            granted: serials.len() as u64,
+            limit: limit.code(),
+            created_micros: now_micros(),
+            committed: 0,
+            chunks: 0,
+            commissioned: 0,
+            returned: 0,
+        };
+        let record = RequestRecord { parameters, result: pool_id.to_be_bytes().to_vec() };
+        Ok(PoolPlan { pool_id, pool, serials, request_record: Some((request_key, record)) })
+    }
+
+    /// Draws up to `count` new serials for the GTIN (in the pool's format, or the
+    /// stored one when continuing), within the guessing rule, inserting their
+    /// hashes into the issued set. Fails when not a single serial can be issued.
+    fn draw(
+        &mut self,
+        gtin: u64,
+        display: &gs1::Gtin,
+        count: u64,
+        format: Option<&Format>,
+    ) -> Result<(Vec<Vec<u8>>, PoolLimit), IssuerError> {
+        self.ensure_issued_set(gtin)?;
+        let rule = self.shared.config.guessing_rule;
+        let Some(product) = self.products.get_mut(&gtin) else {
+            return Err(IssuerError::FailedPrecondition(format!("GTIN {display} is not registered")));
+        };
+        let format = format.cloned().unwrap_or_else(|| product.format.clone());
+        let space = format.serial.space_size();
+        let enforced = product.record.guessing_rule_enforced;
+        let allowance = rule.issuable_remaining(space, product.record.issued, enforced);
+        let mut limit = PoolLimit::None;
+        let mut wanted = count;
+        if allowance < count {
+            wanted = allowance;
+            limit = if enforced { PoolLimit::GuessingRule } else { PoolLimit::SerialSpace };
+        }
+        if wanted == 0 {
+            let figures = figures_of(&self.shared.config, display, &product.record, &product.format);
+            return Err(IssuerError::Exhausted(format!(
+                "no serial can be issued for GTIN {display}: issued {}, space {}, ratio {:.3e}, limit {:.3e} ({})",
+                figures.issued,
+                figures.space_size,
+                figures.ratio,
+                figures.ratio_limit,
+                if enforced { "EU guessing rule" } else { "serial space used up" }
+            )));
+        }
+        // Bounded redraws: a nearly full space ends in a partial pool, never a loop.
+        let redraws_max = wanted.saturating_mul(16).saturating_add(10_000);
+        let set = product.issued.get_or_insert_with(HashedSet::default);
+        let mut serials = Vec::with_capacity(usize::try_from(wanted).unwrap_or(0).min(1 << 20));
+        let mut redraws = 0u64;
+        let mut candidate = Vec::with_capacity(20);
+        while (serials.len() as u64) < wanted {
+            candidate.clear();
+            self.generator.generate(&format.serial, &mut candidate);
+            let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&candidate, self.hash_secret);
+            if set.insert(hash) {
+                serials.push(candidate.clone());
+            } else {
+                redraws += 1;
+                if redraws > redraws_max {
+                    limit = PoolLimit::SerialSpace;
+                    break;
+                }
+            }
+        }
+        if serials.is_empty() {
+            return Err(IssuerError::Exhausted(format!(
+                "no serial can be issued for GTIN {display}: the serial space of size {space} is used up ({} issued)",
+                product.record.issued
+            )));
+        }
+        Ok((serials, limit))
+    }
+
+    /// Commits the plan in segments; the ticket is sent once the first segment
+    /// (with the pool and request records) is durable, then each further
+    /// segment is announced through the progress channel after its commit.
+    fn commit_pool(&mut self, request: PoolRequest, plan: PoolPlan, reply: Reply<PoolTicket>) {
+        let PoolPlan { pool_id, mut pool, serials, mut request_record } = plan;
+        let gtin = pool.gtin;
+        let segment = self.shared.config.pool_segment_size.max(1);
+        let already = PoolProgress { chunks: pool.chunks, serials: pool.committed, finished: false, failed: None };
+        let (progress, progress_receiver) = watch::channel(already);
+        let mut reply = Some(reply);
+        let mut remaining = serials.as_slice();
+
+        if remaining.is_empty() {
+            progress.send_modify(|p| p.finished = true);
+        }
+        while !remaining.is_empty() {
+            let take = remaining.len().min(segment);
+            let (batch, rest) = remaining.split_at(take);
+            match self.commit_segment(pool_id, &mut pool, batch, request_record.take()) {
+                Ok(()) => {
+                    remaining = rest;
+                    progress.send_modify(|p| {
+                        p.chunks = pool.chunks;
+                        p.serials = pool.committed;
+                        p.finished = remaining.is_empty();
+                    });
+                }
+                Err(error) => {
+                    // Forget the uncommitted serials so they may be drawn again.
+                    if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut()) {
+                        for serial in remaining {
+                            set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(serial, self.hash_secret));
+                        }
+                    }
+                    tracing::warn!(pool_id, %error, "pool commit failed");
+                    match reply.take() {
+                        Some(reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                        None => progress.send_modify(|p| p.failed = Some(error.to_string())),
+                    }
+                    return;
+                }
+            }
+            if let Some(reply) = reply.take() {
+                let _ = reply.send(self.ticket(&request, pool_id, &pool, progress_receiver.clone()));
+            }
+        }
+        if let Some(reply) = reply.take() {
+            let _ = reply.send(self.ticket(&request, pool_id, &pool, progress_receiver));
+        }
+    }
+
+    fn ticket(
+        &mut self,
+        request: &PoolRequest,
+        pool_id: u64,
+        pool: &PoolRecord,
+        progress: watch::Receiver<PoolProgress>,
+    ) -> Result<PoolTicket, IssuerError> {
+        let gtin = gtin_value(&request.gtin);
+        let shared = Arc::clone(&self.shared);
+        let figures = match self.product(gtin)? {
+            Some(product) => figures_of(&shared.config, &request.gtin, &product.record, &product.format),
+            None => return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin))),
+        };
+        let limit = PoolLimit::from_code(pool.limit);
+        Ok(PoolTicket { pool: PoolInfo { pool_id, record: pool.clone(), limit, figures }, progress })
+    }
+
+    fn commit_segment(
+        &mut self,
+        pool_id: u64,
+        pool: &mut PoolRecord,
+        serials: &[Vec<u8>],
+        request_record: Option<(Vec<u8>, RequestRecord)>,
+    ) -> Result<(), IssuerError> {
+        let gtin = pool.gtin;
+        let now = now_micros();
+        let mut change = ChangeSet::new();
+        let allocated = SerialRecord { state: SerialState::Allocated, reason: 0, pool_id, changed_micros: now, lot: String::new() };
+        let allocated = envelope(&allocated.encode());
+        for serial in serials {
+            change.put(Family::Serials, keys::serial(gtin, serial), allocated.clone());
+        }
+        let chunk_index = pool.chunks;
+        change.put(
+            Family::Pools,
+            keys::pool_chunk(pool_id, chunk_index),
+            envelope(&encode_chunk(serials.iter().map(Vec::as_slice))),
+        );
+        let mut updated = pool.clone();
+        updated.committed += serials.len() as u64;
+        updated.chunks += 1;
+        change.put(Family::Pools, keys::pool(pool_id), envelope(&updated.encode()));
+        let mut product_record = self
+            .products
+            .get(&gtin)
+            .map(|p| p.record.clone())
+            .ok_or_else(|| IssuerError::FailedPrecondition(format!("GTIN {gtin:014} is not registered")))?;
+        product_record.issued += serials.len() as u64;
+        change.put(Family::Products, keys::product(gtin), envelope(&product_record.encode()));
+        if let Some((key, record)) = request_record {
+            change.put(Family::Requests, key, envelope(&record.encode()));
+        }
+        let mut event = vec![EVENT_POOL_ALLOCATED];
+        event.extend_from_slice(&gtin.to_be_bytes());
+        event.extend_from_slice(&pool_id.to_be_bytes());
+        event.extend_from_slice(&chunk_index.to_be_bytes());
+        event.extend_from_slice(&(serials.len() as u32).to_be_bytes());
+        change.event(event);
+        self.store().commit(change)?;
+        if let Some(product) = self.products.get_mut(&gtin) {
+            product.record = product_record;
+        }
+        *pool = updated;
+        Ok(())
+    }
+
+    fn group_parameters(gtin: &gs1::Gtin, extra: &[&[u8]], items: &[GroupItem]) -> u64 {
+        let mut parts: Vec<&[u8]> = vec![gtin.as_str().as_bytes()];
+        parts.extend_from_slice(extra);
+        let texts: Vec<&[u8]> = items
+            .iter()
+            .map(|item| match item {
+                Ok(serial) => serial.as_str().as_bytes(),
+                Err(_) => b"\xff",
+            })
+            .collect();
+        parts.extend(texts);
+        params_hash(&parts)
+    }
+
+    /// Looks up a stored group answer: `Some` when this request id was answered before.
+    fn replay(&self, kind: u8, request_id: &str, parameters: u64, length: usize) -> Result<Option<GroupOutcome>, IssuerError> {
+        let key = keys::request(kind, request_id.as_bytes());
+        let Some((version, payload)) = self.store().get(Family::Requests, &key)? else {
+            return Ok(None);
+        };
+        let stored = RequestRecord::decode(version, &payload)?;
+        if stored.parameters != parameters {
+            return Err(IssuerError::invalid(
+                "request_id",
+                format!("{request_id:?} was already used for a group with other items"),
+            ));
+        }
+        let outcome = decode_outcomes(&stored.result, length)?;
+        Ok(Some(GroupOutcome { items: outcome, replayed: true }))
+    }
+
+    fn commission(&mut self, group: CommissionGroup) -> Result<GroupOutcome, IssuerError> {
+        let gtin = gtin_value(&group.gtin);
+        let pool_bytes = group.pool_id.unwrap_or(0).to_be_bytes();
+        let expiry = group.expiry.map(|e| e.to_string()).unwrap_or_default();
+        let parameters = Self::group_parameters(
+            &group.gtin,
+            &[group.lot.as_str().as_bytes(), expiry.as_bytes(), &pool_bytes],
+            &group.items,
+        );
+        if let Some(outcome) = self.replay(KIND_COMMISSION, &group.request_id, parameters, group.items.len())? {
+            return Ok(outcome);
+        }
+        if self.product(gtin)?.is_none() {
+            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", group.gtin)));
+        }
+        let lot_key = keys::lot(gtin, group.lot.as_str().as_bytes());
+        let (version, payload) = self.store().get(Family::Lots, &lot_key)?.ok_or_else(|| {
+            IssuerError::FailedPrecondition(format!("lot {} is not registered for GTIN {}", group.lot.as_str(), group.gtin))
+        })?;
+        let lot = LotRecord::decode(version, &payload)?;
+        if lot.status == LotStatus::Recalled {
+            return Err(IssuerError::FailedPrecondition(format!("lot {} of GTIN {} is recalled", group.lot.as_str(), group.gtin)));
+        }
+        if let Some(expiry) = group.expiry
+            && expiry.to_string() != lot.expiry
+        {
+            return Err(IssuerError::FailedPrecondition(format!(
+                "expiry {} differs from lot {}'s registered expiry {}",
+                expiry,
+                group.lot.as_str(),
+                lot.expiry
+            )));
+        }
+        let lot_text = group.lot.as_str().to_owned();
+        self.apply_group(KIND_COMMISSION, &group.request_id, parameters, gtin, group.pool_id, &group.items, |record| {
+            match record.state {
+                SerialState::Allocated => {
+                    record.state = SerialState::Active;
+                    record.lot = lot_text.clone();
+                    ItemOutcome::Commissioned
+                }
+                SerialState::Active if record.lot == lot_text => ItemOutcome::AlreadyCommissioned,
+                SerialState::Active => ItemOutcome::LotConflict,
+                SerialState::Voided => ItemOutcome::Voided,
+                SerialState::Decommissioned => ItemOutcome::Decommissioned,
+            }
+        })
+    }
+
+    fn return_serials(&mut self, group: ReturnGroup) -> Result<GroupOutcome, IssuerError> {
+        let gtin = gtin_value(&group.gtin);
+        let pool_bytes = group.pool_id.unwrap_or(0).to_be_bytes();
+        let parameters = Self::group_parameters(&group.gtin, &[&pool_bytes], &group.items);
+        if let Some(outcome) = self.replay(KIND_RETURN, &group.request_id, parameters, group.items.len())? {
+            return Ok(outcome);
+        }
+        if self.product(gtin)?.is_none() {
+            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", group.gtin)));
+        }
+        self.apply_group(KIND_RETURN, &group.request_id, parameters, gtin, group.pool_id, &group.items, |record| {
+            match record.state {
+                SerialState::Allocated => {
+                    record.state = SerialState::Voided;
+                    ItemOutcome::Returned
+                }
+                SerialState::Voided => ItemOutcome::AlreadyVoided,
+                SerialState::Active | SerialState::Decommissioned => ItemOutcome::AlreadyActive,
+            }
+        })
+    }
+
+    /// Reads every item's record, applies `transition` in item order (so a
+    /// serial repeated in the group sees its own earlier change), and commits
+    /// the changed records, the pool counters, the answer and one event in one
+    /// batch.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_group(
+        &mut self,
+        kind: u8,
+        request_id: &str,
+        parameters: u64,
+        gtin: u64,
+        pool_filter: Option<u64>,
+        items: &[GroupItem],
+        mut transition: impl FnMut(&mut SerialRecord) -> ItemOutcome,
+    ) -> Result<GroupOutcome, IssuerError> {
+        let keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| match item {
+                Ok(serial) => keys::serial(gtin, serial.as_str().as_bytes()),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let valid: Vec<Vec<u8>> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+        let mut found = self.store().multi_get(Family::Serials, &valid)?.into_iter();
+        let now = now_micros();
+        let mut current: HashMap<Vec<u8>, SerialRecord> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut pool_counts: HashMap<u64, u64> = HashMap::new();
+        let mut changed_serials: Vec<&[u8]> = Vec::new();
+        for (item, key) in items.iter().zip(&keys) {
+            let Ok(serial) = item else {
+                outcomes.push((ItemOutcome::Malformed, None));
+                continue;
+            };
+            let stored = found.next().flatten();
+            let record = match current.get_mut(key) {
+                Some(record) => Some(record),
+                None => match stored {
+                    Some((version, payload)) => {
+                        current.insert(key.clone(), SerialRecord::decode(version, &payload)?);
+                        current.get_mut(key)
+                    }
+                    None => None,
+                },
+            };
+            let Some(record) = record else {
+                outcomes.push((ItemOutcome::UnknownSerial, None));
+                continue;
+            };
+            if pool_filter.is_some_and(|pool| pool != record.pool_id) {
+                outcomes.push((ItemOutcome::NotInPool, Some(record.state)));
+                continue;
+            }
+            let outcome = transition(record);
+            if outcome.applied() {
+                record.changed_micros = now;
+                *pool_counts.entry(record.pool_id).or_default() += 1;
+                changed_serials.push(serial.as_str().as_bytes());
+            }
+            outcomes.push((outcome, Some(record.state)));
+        }
+
+        let mut change = ChangeSet::new();
+        for serial in &changed_serials {
+            let key = keys::serial(gtin, serial);
+            if let Some(record) = current.get(&key) {
+                change.put(Family::Serials, key, envelope(&record.encode()));
+            }
+        }
+        for (pool_id, count) in &pool_counts {
+            if let Some((version, payload)) = self.store().get(Family::Pools, &keys::pool(*pool_id))? {
+                let mut pool = PoolRecord::decode(version, &payload)?;
+                if kind == KIND_COMMISSION {
+                    pool.commissioned += count;
+                } else {
+                    pool.returned += count;
+                }
+                change.put(Family::Pools, keys::pool(*pool_id), envelope(&pool.encode()));
+            }
+        }
+        let record = RequestRecord { parameters, result: encode_outcomes(&outcomes) };
+        change.put(Family::Requests, keys::request(kind, request_id.as_bytes()), envelope(&record.encode()));
+        let mut event = vec![if kind == KIND_COMMISSION { EVENT_COMMISSIONED } else { EVENT_RETURNED }];
+        event.extend_from_slice(&gtin.to_be_bytes());
+        event.extend_from_slice(&encode_chunk(changed_serials.iter().copied()));
+        change.event(event);
+        self.store().commit(change)?;
+        Ok(GroupOutcome { items: outcomes, replayed: false })
+    }
+}
+
+/// A pool about to be committed.
+struct PoolPlan {
+    pool_id: u64,
+    pool: PoolRecord,
+    serials: Vec<Vec<u8>>,
+    request_record: Option<(Vec<u8>, RequestRecord)>,
+}
+
+fn encode_outcomes(outcomes: &[(ItemOutcome, Option<SerialState>)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(outcomes.len() * 2);
+    for (outcome, state) in outcomes {
+        bytes.push(*outcome as u8);
+        bytes.push(state.map_or(0, |s| s as u8));
+    }
+    bytes
+}
+
+fn decode_outcomes(bytes: &[u8], length: usize) -> Result<Vec<(ItemOutcome, Option<SerialState>)>, IssuerError> {
+    let corrupt = |detail: &str| crate::codec::DecodeError { record: "group answer", detail: detail.to_owned() };
+    if bytes.len() != length * 2 {
+        return Err(corrupt("length differs from the group").into());
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| {
+            let outcome = ItemOutcome::from_code(pair[0]).ok_or_else(|| corrupt("unknown outcome"))?;
+            let state = match pair[1] {
+                0 => None,
+                1 => Some(SerialState::Allocated),
+                2 => Some(SerialState::Active),
+                3 => Some(SerialState::Decommissioned),
+                4 => Some(SerialState::Voided),
+                _ => return Err(corrupt("unknown state").into()),
+            };
+            Ok((outcome, state))
+        })
+        .collect()
+}
+
+pub(crate) fn lot_info(gtin: &gs1::Gtin, lot: &str, record: &LotRecord) -> LotInfo {
+    LotInfo {
+        gtin: gtin.clone(),
+        lot: lot.to_owned(),
+        expiry: record.expiry.clone(),
+        status: record.status,
+        created_micros: record.created_micros,
+    }
+}
+
+pub(crate) fn figures_of(config: &IssuerConfig, gtin: &gs1::Gtin, record: &ProductRecord, format: &Format) -> GuessingFigures {
+    let space = format.serial.space_size();
+    let rule = config.guessing_rule;
+    GuessingFigures {
+        gtin: gtin.clone(),
+        issued: record.issued,
+        space_size: space,
+        ratio: rule.ratio(space, record.issued),
+        ratio_limit: rule.ratio_limit(),
+        enforced: record.guessing_rule_enforced,
+        issuable_remaining: rule.issuable_remaining(space, record.issued, record.guessing_rule_enforced),
+    }
+}
+
+pub(crate) fn decode_gtin(value: u64) -> Result<gs1::Gtin, IssuerError> {
+    Ok(gtin_from_value(value)?)
+}
