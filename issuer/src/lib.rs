@@ -4,5 +4,300 @@
 //! Depends on `gs1` and `storage`; knows nothing of tonic or HTTP. Every state
 //! change goes through the single writer of the GTIN's shard.
 //!
-//! Status: filled in by issue 3 (pools) and issue 5 (decommissioning). Until then
-//! the server answers the corresponding RPCs with `UNIMPLEMENTED`.
+//! Issue 3 (this code): master data, market profiles, the ChaCha20 serial
+//! generator, pools, commissioning and returns. Decommissioning (issue 5) and
+//! aggregation (issue 6) join later.
+
+pub mod generator;
+pub mod guessing;
+pub mod profile;
+
+mod codec;
+mod error;
+pub mod format;
+pub mod model;
+pub mod records;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use storage::{Family, Store, keys};
+use tokio::sync::oneshot;
+
+pub use codec::DecodeError;
+pub use error::IssuerError;
+pub use model::*;
+use records::{LotRecord, PoolRecord, ProductRecord};
+use writer::{Command, Shared, Writer};
+
+/// Limits and settings of the write side. Every limit is published to clients
+/// (`PoolService.GetLimits`) and documented in README.md.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuerConfig {
+    /// Shard writers (threads). A GTIN always maps to the same shard.
+    pub shards: usize,
+    /// Commands queued per shard before callers get `Overloaded`.
+    pub queue_depth: usize,
+    /// Largest `count` of one pool request (OPEN-SCS MaxSNRequestable).
+    pub pool_count_max: u64,
+    /// Serials committed per pool segment (one WriteBatch, one chunk record).
+    pub pool_segment_size: usize,
+    /// Largest commissioning group.
+    pub commission_group_max: usize,
+    /// Largest return group (OPEN-SCS MaxSNReturnable).
+    pub return_group_max: usize,
+    /// The EU guessing rule.
+    pub guessing_rule: guessing::GuessingRule,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        IssuerConfig {
+            shards: 4,
+            queue_depth: 1024,
+            pool_count_max: 1_000_000,
+            pool_segment_size: 65_536,
+            commission_group_max: 10_000,
+            return_group_max: 10_000,
+            guessing_rule: guessing::GuessingRule::default(),
+        }
+    }
+}
+
+/// The write side: shard writers plus reads of master data and pools.
+#[derive(Debug)]
+pub struct Issuer {
+    shared: Arc<Shared>,
+    shards: Vec<SyncSender<Command>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Issuer {
+    /// Starts one writer thread per shard over `store`.
+    pub fn start(store: Arc<Store>, config: IssuerConfig) -> Result<Issuer, IssuerError> {
+        let next_pool_id = match store.last_key(Family::Pools)? {
+            Some(key) if key.len() >= 9 => {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&key[1..9]);
+                u64::from_be_bytes(id) + 1
+            }
+            _ => 1,
+        };
+        let shared = Arc::new(Shared { store, config, next_pool_id: AtomicU64::new(next_pool_id) });
+        let mut shards = Vec::new();
+        let mut threads = Vec::new();
+        for shard in 0..config.shards.max(1) {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(config.queue_depth.max(1));
+            let writer = Writer::new(shard, Arc::clone(&shared))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-writer-{shard}"))
+                .spawn(move || writer.run(receiver))
+                .map_err(|e| IssuerError::FailedPrecondition(format!("cannot start shard writer {shard}: {e}")))?;
+            shards.push(sender);
+            threads.push(thread);
+        }
+        Ok(Issuer { shared, shards, threads })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &IssuerConfig {
+        &self.shared.config
+    }
+
+    /// The shard owning a GTIN: `xxh3(gtin-14) % shards`.
+    pub fn shard_of(&self, gtin: &gs1::Gtin) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(gtin.as_str().as_bytes()) % self.shards.len() as u64) as usize
+    }
+
+    /// Hands a command to the GTIN's writer and waits for its answer. The
+    /// commit does not depend on the caller staying: a dropped future leaves
+    /// the writer to finish and the answer is discarded.
+    async fn call<T>(&self, gtin: &gs1::Gtin, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, IssuerError> {
+        let shard = self.shard_of(gtin);
+        let (reply, answer) = oneshot::channel();
+        match self.shards[shard].try_send(make(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(IssuerError::Overloaded { shard, depth: self.shared.config.queue_depth });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
+        }
+        answer.await.map_err(|_| IssuerError::ShuttingDown)?
+    }
+
+    /// Registers a product (idempotent: the same registration again answers the stored one).
+    pub async fn add_product(&self, product: NewProduct) -> Result<Product, IssuerError> {
+        let gtin = product.gtin.clone();
+        self.call(&gtin, |reply| Command::AddProduct(product, reply)).await
+    }
+
+    /// Registers a lot (idempotent; a different expiry for a known lot is refused).
+    pub async fn add_lot(&self, lot: NewLot) -> Result<LotInfo, IssuerError> {
+        let gtin = lot.gtin.clone();
+        self.call(&gtin, |reply| Command::AddLot(lot, reply)).await
+    }
+
+    /// Allocates (or replays) a pool; answers once its first segment is durable.
+    pub async fn request_pool(&self, request: PoolRequest) -> Result<PoolTicket, IssuerError> {
+        let gtin = request.gtin.clone();
+        if request.count == 0 || request.count > self.shared.config.pool_count_max {
+            return Err(IssuerError::invalid(
+                "count",
+                format!("{} is outside 1..={} (max_serials_requestable)", request.count, self.shared.config.pool_count_max),
+            ));
+        }
+        self.call(&gtin, |reply| Command::RequestPool(request, reply)).await
+    }
+
+    /// Commissions a group of serials (ALLOCATED → ACTIVE).
+    pub async fn commission(&self, group: CommissionGroup) -> Result<GroupOutcome, IssuerError> {
+        check_group_size("serials", group.items.len(), self.shared.config.commission_group_max)?;
+        let gtin = group.gtin.clone();
+        self.call(&gtin, |reply| Command::Commission(group, reply)).await
+    }
+
+    /// Voids a group of unused serials (ALLOCATED → VOIDED).
+    pub async fn return_serials(&self, group: ReturnGroup) -> Result<GroupOutcome, IssuerError> {
+        check_group_size("serials", group.items.len(), self.shared.config.return_group_max)?;
+        let gtin = group.gtin.clone();
+        self.call(&gtin, |reply| Command::Return(group, reply)).await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, IssuerError> + Send + 'static,
+    ) -> Result<T, IssuerError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || work(&shared.store))
+            .await
+            .map_err(|_| IssuerError::ShuttingDown)?
+    }
+
+    /// The serials of one committed chunk of a pool, in order.
+    pub async fn pool_chunk(&self, pool_id: u64, index: u32) -> Result<Vec<String>, IssuerError> {
+        self.read(move |store| {
+            let (version, payload) = store
+                .get(Family::Pools, &keys::pool_chunk(pool_id, index))?
+                .ok_or_else(|| IssuerError::NotFound(format!("chunk {index} of pool {pool_id}")))?;
+            Ok(records::decode_chunk(version, &payload)?)
+        })
+        .await
+    }
+
+    /// A pool by id.
+    pub async fn pool(&self, pool_id: u64) -> Result<Option<PoolRecord>, IssuerError> {
+        self.read(move |store| match store.get(Family::Pools, &keys::pool(pool_id))? {
+            Some((version, payload)) => Ok(Some(PoolRecord::decode(version, &payload)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    /// A product by GTIN.
+    pub async fn product(&self, gtin: gs1::Gtin) -> Result<Option<Product>, IssuerError> {
+        self.read(move |store| {
+            let value = writer::gtin_value(&gtin);
+            match store.get(Family::Products, &keys::product(value))? {
+                Some((version, payload)) => {
+                    let record = ProductRecord::decode(version, &payload)?;
+                    let format = format::Format::from_stored(&record.format)?;
+                    Ok(Some(Product { gtin, record, format }))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Up to `limit` products with GTIN greater than `after`, in GTIN order.
+    pub async fn products(&self, after: Option<gs1::Gtin>, limit: usize) -> Result<Vec<Product>, IssuerError> {
+        self.read(move |store| {
+            let prefix = [Family::Products.prefix()];
+            let start = after.map_or(prefix.to_vec(), |g| keys::product(writer::gtin_value(&g) + 1));
+            let mut found = Vec::new();
+            let mut failure = None;
+            store.scan_prefix(Family::Products, &prefix, &start, |key, version, payload| {
+                let decoded = (|| -> Result<Product, IssuerError> {
+                    let mut value = [0u8; 8];
+                    value.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
+                    let gtin = writer::decode_gtin(u64::from_be_bytes(value))?;
+                    let record = ProductRecord::decode(version, payload)?;
+                    let format = format::Format::from_stored(&record.format)?;
+                    Ok(Product { gtin, record, format })
+                })();
+                match decoded {
+                    Ok(product) => found.push(product),
+                    Err(error) => failure = Some(error),
+                }
+                failure.is_none() && found.len() < limit
+            })?;
+            failure.map_or(Ok(found), Err)
+        })
+        .await
+    }
+
+    /// Up to `limit` lots after `after` (GTIN, lot), optionally of one GTIN.
+    pub async fn lots(
+        &self,
+        gtin: Option<gs1::Gtin>,
+        after: Option<(gs1::Gtin, String)>,
+        limit: usize,
+    ) -> Result<Vec<LotInfo>, IssuerError> {
+        self.read(move |store| {
+            let prefix = match &gtin {
+                Some(g) => keys::lot(writer::gtin_value(g), b""),
+                None => vec![Family::Lots.prefix()],
+            };
+            let start = match &after {
+                Some((g, lot)) => {
+                    let mut key = keys::lot(writer::gtin_value(g), lot.as_bytes());
+                    key.push(0); // strictly after
+                    key
+                }
+                None => prefix.clone(),
+            };
+            let mut found = Vec::new();
+            let mut failure = None;
+            store.scan_prefix(Family::Lots, &prefix, &start, |key, version, payload| {
+                let decoded = (|| -> Result<LotInfo, IssuerError> {
+                    let mut value = [0u8; 8];
+                    value.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
+                    let gtin = writer::decode_gtin(u64::from_be_bytes(value))?;
+                    let lot = String::from_utf8_lossy(key.get(9..).unwrap_or(&[])).into_owned();
+                    let record = LotRecord::decode(version, payload)?;
+                    Ok(writer::lot_info(&gtin, &lot, &record))
+                })();
+                match decoded {
+                    Ok(lot) => found.push(lot),
+                    Err(error) => failure = Some(error),
+                }
+                failure.is_none() && found.len() < limit
+            })?;
+            failure.map_or(Ok(found), Err)
+        })
+        .await
+    }
+
+    /// The guessing-rule figures of a product.
+    pub fn figures(&self, product: &Product) -> GuessingFigures {
+        writer::figures_of(&self.shared.config, &product.gtin, &product.record, &product.format)
+    }
+
+    /// Stops the writers after the queued commands are done.
+    pub fn shutdown(self) {
+        let Issuer { shards, threads, .. } = self;
+        drop(shards);
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn check_group_size(field: &str, size: usize, max: usize) -> Result<(), IssuerError> {
+    if size == 0 || size > max {
+        return Err(IssuerError::invalid(field, format!("a group holds 1..={max} items, this one {size}")));
+    }
+    Ok(())
+}
