@@ -155,12 +155,6 @@ async fn rpcs_not_yet_implemented_answer_unimplemented() {
     use proto::serial::v1::verification_service_client::VerificationServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let mut pools = PoolServiceClient::new(channel(&server).await);
-    let status = pools
-        .get_limits(proto::serial::v1::GetLimitsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     let mut verification = VerificationServiceClient::new(channel(&server).await);
     let status = verification
         .verify(proto::serial::v1::VerifyRequest::default())

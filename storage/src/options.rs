@@ -3,7 +3,7 @@
 //! A test below opens a real database and reads back what RocksDB applied, and
 //! counts WAL syncs, so a careless edit here fails the build's tests.
 
-use rocksdb::{BlockBasedOptions, DBCompressionType, DBRecoveryMode, Options, WriteOptions};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DBRecoveryMode, Options, WriteOptions};
 
 /// WAL recovery mode: a torn tail (a write that was never acknowledged because
 /// its sync did not finish) is dropped; any other corruption refuses to open.
@@ -12,8 +12,19 @@ pub const WAL_RECOVERY_MODE: DBRecoveryMode = DBRecoveryMode::TolerateCorruptedT
 /// Every acknowledged write is fsynced to the WAL before the caller is answered.
 pub const SYNC_ACKNOWLEDGED_WRITES: bool = true;
 
-/// Options for the database and every column family.
-pub fn db_options() -> Options {
+/// Bytes of the block cache shared by every column family.
+pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
+
+/// Bytes of one memtable: big enough that a 1,000,000-serial pool and its
+/// commissioning are read from memory rather than from fresh L0 files.
+pub const WRITE_BUFFER_BYTES: usize = 128 << 20;
+
+/// Cap on all memtables of all column families together.
+pub const WRITE_BUFFERS_TOTAL_BYTES: usize = 1 << 30;
+
+/// Options for the database and every column family. `cache` is the block
+/// cache shared by all of them.
+pub fn db_options(cache: &Cache) -> Options {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -22,14 +33,27 @@ pub fn db_options() -> Options {
     options.set_manual_wal_flush(false);
     options.set_paranoid_checks(true);
     options.set_wal_recovery_mode(WAL_RECOVERY_MODE);
-    // Only LZ4 is compiled in (see the workspace Cargo.toml).
+    // Only LZ4 is compiled in (see the workspace Cargo.toml). The two top
+    // levels stay uncompressed: they hold the hot, recently issued serials.
     options.set_compression_type(DBCompressionType::Lz4);
+    let mut levels = [DBCompressionType::Lz4; 7];
+    levels[0] = DBCompressionType::None;
+    levels[1] = DBCompressionType::None;
+    options.set_compression_per_level(&levels);
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options.set_max_write_buffer_number(4);
+    options.set_db_write_buffer_size(WRITE_BUFFERS_TOTAL_BYTES);
+    // A whole-key bloom filter in the memtable makes "is this serial new?" cheap.
+    options.set_memtable_whole_key_filtering(true);
+    options.set_memtable_prefix_bloom_ratio(0.05);
     options.set_max_background_jobs(2);
     options.set_bytes_per_sync(1 << 20);
     options.enable_statistics();
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_format_version(6);
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
     options.set_block_based_table_factory(&table);
     options
 }

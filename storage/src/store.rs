@@ -121,10 +121,11 @@ impl Store {
     /// Opens (creating if needed) the data directory at `path`, checks its
     /// format version and recovers the event sequence.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let options = options::db_options();
+        let cache = rocksdb::Cache::new_lru_cache(options::BLOCK_CACHE_BYTES);
+        let options = options::db_options(&cache);
         let descriptors = Family::ALL
             .iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), options::db_options()));
+            .map(|f| ColumnFamilyDescriptor::new(f.name(), options::db_options(&cache)));
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
         let mut store = Store {
             db,

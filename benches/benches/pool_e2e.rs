@@ -1,0 +1,178 @@
+//! End-to-end issuance benchmark (issue 3): starts the real `serialsvc` on a
+//! temporary data directory, then, five times each, streams a pool of
+//! 1,000,000 `eu-fmd` serials to a client that only counts and checksums them
+//! (nothing is buffered), and commissions 1,000,000 serials through the
+//! bidirectional stream in groups of 10,000. Prints medians, serials per
+//! second and the server's peak resident memory.
+//!
+//! Build first, then run (the release profile shares the test build):
+//!   cargo build --release --workspace
+//!   cargo bench --profile release --workspace --bench pool_e2e
+//! `POOL_E2E_COUNT` and `POOL_E2E_ROUNDS` shrink it for a smoke run.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::serial::v1 as pb;
+use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
+use proto::serial::v1::pool_service_client::PoolServiceClient;
+use proto::serial::v1::request_pool_response::Message;
+
+const GTIN: &str = "09520123456788";
+const GROUP: usize = 10_000;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let release = exe.parent().and_then(|deps| deps.parent()).expect("target/release");
+    let binary = release.join("serialsvc");
+    assert!(binary.exists(), "{} missing: run `cargo build --release --workspace` first", binary.display());
+    binary
+}
+
+fn start(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(server_binary())
+        .args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", std::env::var("POOL_E2E_LOG").unwrap_or("warn,serialsvc::serve=info".into()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serialsvc");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("server exited before serving").expect("read log");
+        if let Some(rest) = line.split(" grpc=").nth(1) {
+            let address = rest.split_whitespace().next().expect("address").to_owned();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    eprintln!("[serialsvc] {line}");
+                }
+            });
+            return (child, format!("http://{address}"));
+        }
+    }
+}
+
+fn peak_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Streams one pool to the end; returns (serials, elapsed, first serials kept for commissioning).
+async fn pool(client: &mut PoolServiceClient<tonic::transport::Channel>, id: &str, count: u64, keep: usize) -> (u64, Duration, Vec<String>) {
+    let started = Instant::now();
+    let request = pb::RequestPoolRequest { request_id: id.into(), gtin: GTIN.into(), count, line_id: "L1".into(), ..Default::default() };
+    let mut stream = client.request_pool(request).await.expect("pool").into_inner();
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    let (mut received, mut kept) = (0u64, Vec::new());
+    let mut summary = None;
+    while let Some(message) = stream.message().await.expect("stream") {
+        match message.message {
+            Some(Message::Chunk(chunk)) => {
+                for serial in &chunk.serials {
+                    checksum.update(serial.as_bytes());
+                    checksum.update(b"\n");
+                }
+                received += chunk.serials.len() as u64;
+                if kept.len() < keep {
+                    kept.extend(chunk.serials.into_iter().take(keep - kept.len()));
+                }
+            }
+            Some(Message::Summary(s)) => summary = Some(s),
+            _ => {}
+        }
+    }
+    let summary = summary.expect("summary");
+    assert_eq!(summary.serials_xxh3, checksum.digest(), "checksum");
+    assert_eq!(received, count);
+    (received, started.elapsed(), kept)
+}
+
+async fn commission(client: &mut PoolServiceClient<tonic::transport::Channel>, round: usize, serials: Vec<String>) -> Duration {
+    let started = Instant::now();
+    let groups: Vec<pb::CommissionRequest> = serials
+        .chunks(GROUP)
+        .enumerate()
+        .map(|(index, group)| pb::CommissionRequest {
+            request_id: format!("c{round}-{index}"),
+            gtin: GTIN.into(),
+            lot: "LOT1".into(),
+            serials: group.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    let expected = groups.len();
+    let mut answers = client.commission(tokio_stream::iter(groups)).await.expect("commission").into_inner();
+    let mut seen = 0;
+    while let Some(answer) = answers.message().await.expect("answers") {
+        assert_eq!(answer.status.expect("status").code, 0);
+        assert_eq!(answer.counts.expect("counts").applied as usize, answer.results.len());
+        seen += 1;
+    }
+    assert_eq!(seen, expected);
+    started.elapsed()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let count = env_number("POOL_E2E_COUNT", 1_000_000);
+    let rounds = env_number("POOL_E2E_ROUNDS", 5) as usize;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, endpoint) = start(dir.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (mut pool_rates, mut commission_rates) = (Vec::new(), Vec::new());
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+        let mut master = MasterDataServiceClient::new(channel.clone());
+        let product = pb::AddProductRequest {
+            request_id: "p".into(),
+            gtin: GTIN.into(),
+            name: "bench".into(),
+            company_prefix_length: 7,
+            market_profile: "eu-fmd".into(),
+            ..Default::default()
+        };
+        master.add_product(product).await.expect("product");
+        let lot = pb::AddLotRequest { request_id: "l".into(), gtin: GTIN.into(), lot: "LOT1".into(), expiry: "301231".into() };
+        master.add_lot(lot).await.expect("lot");
+        let mut client = PoolServiceClient::new(channel)
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20);
+        for round in 0..rounds {
+            let (received, elapsed, kept) = pool(&mut client, &format!("bench-{round}"), count, count as usize).await;
+            let rate = received as f64 / elapsed.as_secs_f64();
+            let commissioned = commission(&mut client, round, kept).await;
+            let commission_rate = count as f64 / commissioned.as_secs_f64();
+            eprintln!(
+                "round {round}: pool of {received} in {:.3} s = {rate:.0} serials/s; commissioning in {:.3} s = {commission_rate:.0} serials/s",
+                elapsed.as_secs_f64(),
+                commissioned.as_secs_f64()
+            );
+            pool_rates.push(rate);
+            commission_rates.push(commission_rate);
+        }
+    });
+    let peak = peak_rss_bytes(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("pool of {count} eu-fmd serials, durable and streamed: median {:.0} serials/s over {rounds} rounds", median(&mut pool_rates));
+    println!("commissioning {count} serials in groups of {GROUP}: median {:.0} serials/s", median(&mut commission_rates));
+    println!("server peak resident memory: {:.0} MiB", peak as f64 / (1 << 20) as f64);
+}
