@@ -24,30 +24,56 @@ const GTIN: &str = "09520123456788";
 const GROUP: usize = 10_000;
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn server_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let release = exe.parent().and_then(|deps| deps.parent()).expect("target/release");
+    let release = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/release");
     let binary = release.join("serialsvc");
-    assert!(binary.exists(), "{} missing: run `cargo build --release --workspace` first", binary.display());
+    assert!(
+        binary.exists(),
+        "{} missing: run `cargo build --release --workspace` first",
+        binary.display()
+    );
     binary
 }
 
+// The caller kills and waits for the child at the end of the run.
+#[allow(clippy::zombie_processes)]
 fn start(dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(server_binary())
-        .args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir)
-        .env("RUST_LOG", std::env::var("POOL_E2E_LOG").unwrap_or("warn,serialsvc::serve=info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("POOL_E2E_LOG").unwrap_or("warn,serialsvc::serve=info".into()),
+        )
         .stderr(Stdio::piped())
         .spawn()
         .expect("start serialsvc");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     loop {
-        let line = lines.next().expect("server exited before serving").expect("read log");
+        let line = lines
+            .next()
+            .expect("server exited before serving")
+            .expect("read log");
         if let Some(rest) = line.split(" grpc=").nth(1) {
             let address = rest.split_whitespace().next().expect("address").to_owned();
             std::thread::spawn(move || {
@@ -63,8 +89,16 @@ fn start(dir: &std::path::Path) -> (Child, String) {
 fn peak_rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -74,10 +108,25 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Streams one pool to the end; returns (serials, elapsed, first serials kept for commissioning).
-async fn pool(client: &mut PoolServiceClient<tonic::transport::Channel>, id: &str, count: u64, keep: usize) -> (u64, Duration, Vec<String>) {
+async fn pool(
+    client: &mut PoolServiceClient<tonic::transport::Channel>,
+    id: &str,
+    count: u64,
+    keep: usize,
+) -> (u64, Duration, Vec<String>) {
     let started = Instant::now();
-    let request = pb::RequestPoolRequest { request_id: id.into(), gtin: GTIN.into(), count, line_id: "L1".into(), ..Default::default() };
-    let mut stream = client.request_pool(request).await.expect("pool").into_inner();
+    let request = pb::RequestPoolRequest {
+        request_id: id.into(),
+        gtin: GTIN.into(),
+        count,
+        line_id: "L1".into(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .request_pool(request)
+        .await
+        .expect("pool")
+        .into_inner();
     let mut checksum = xxhash_rust::xxh3::Xxh3::new();
     let (mut received, mut kept) = (0u64, Vec::new());
     let mut summary = None;
@@ -103,7 +152,11 @@ async fn pool(client: &mut PoolServiceClient<tonic::transport::Channel>, id: &st
     (received, started.elapsed(), kept)
 }
 
-async fn commission(client: &mut PoolServiceClient<tonic::transport::Channel>, round: usize, serials: Vec<String>) -> Duration {
+async fn commission(
+    client: &mut PoolServiceClient<tonic::transport::Channel>,
+    round: usize,
+    serials: Vec<String>,
+) -> Duration {
     let started = Instant::now();
     let groups: Vec<pb::CommissionRequest> = serials
         .chunks(GROUP)
@@ -117,11 +170,18 @@ async fn commission(client: &mut PoolServiceClient<tonic::transport::Channel>, r
         })
         .collect();
     let expected = groups.len();
-    let mut answers = client.commission(tokio_stream::iter(groups)).await.expect("commission").into_inner();
+    let mut answers = client
+        .commission(tokio_stream::iter(groups))
+        .await
+        .expect("commission")
+        .into_inner();
     let mut seen = 0;
     while let Some(answer) = answers.message().await.expect("answers") {
         assert_eq!(answer.status.expect("status").code, 0);
-        assert_eq!(answer.counts.expect("counts").applied as usize, answer.results.len());
+        assert_eq!(
+            answer.counts.expect("counts").applied as usize,
+            answer.results.len()
+        );
         seen += 1;
     }
     assert_eq!(seen, expected);
@@ -136,7 +196,10 @@ fn main() {
     let rounds = env_number("POOL_E2E_ROUNDS", 5) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut child, endpoint) = start(dir.path());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (mut pool_rates, mut commission_rates) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
@@ -172,7 +235,16 @@ fn main() {
     let peak = peak_rss_bytes(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    println!("pool of {count} eu-fmd serials, durable and streamed: median {:.0} serials/s over {rounds} rounds", median(&mut pool_rates));
-    println!("commissioning {count} serials in groups of {GROUP}: median {:.0} serials/s", median(&mut commission_rates));
-    println!("server peak resident memory: {:.0} MiB", peak as f64 / (1 << 20) as f64);
+    println!(
+        "pool of {count} eu-fmd serials, durable and streamed: median {:.0} serials/s over {rounds} rounds",
+        median(&mut pool_rates)
+    );
+    println!(
+        "commissioning {count} serials in groups of {GROUP}: median {:.0} serials/s",
+        median(&mut commission_rates)
+    );
+    println!(
+        "server peak resident memory: {:.0} MiB",
+        peak as f64 / (1 << 20) as f64
+    );
 }

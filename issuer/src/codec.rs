@@ -54,14 +54,23 @@ pub(crate) struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     pub(crate) fn new(record: &'static str, payload: &'a [u8]) -> Self {
-        Self { record, rest: payload }
+        Self {
+            record,
+            rest: payload,
+        }
     }
     pub(crate) fn error(&self, detail: impl Into<String>) -> DecodeError {
-        DecodeError { record: self.record, detail: detail.into() }
+        DecodeError {
+            record: self.record,
+            detail: detail.into(),
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.rest.len() < n {
-            return Err(self.error(format!("truncated: needed {n} bytes, {} left", self.rest.len())));
+            return Err(self.error(format!(
+                "truncated: needed {n} bytes, {} left",
+                self.rest.len()
+            )));
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;

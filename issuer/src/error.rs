@@ -27,7 +27,9 @@ pub enum IssuerError {
     #[error("{0}")]
     Exhausted(String),
     /// The shard's queue is full: try again later (RESOURCE_EXHAUSTED).
-    #[error("shard {shard} is overloaded ({depth} requests queued); retry later with the same request id")]
+    #[error(
+        "shard {shard} is overloaded ({depth} requests queued); retry later with the same request id"
+    )]
     Overloaded {
         /// The shard.
         shard: usize,
@@ -47,6 +49,9 @@ pub enum IssuerError {
 
 impl IssuerError {
     pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        IssuerError::InvalidArgument { field: field.into(), rule: rule.into() }
+        IssuerError::InvalidArgument {
+            field: field.into(),
+            rule: rule.into(),
+        }
     }
 }

@@ -267,6 +267,13 @@ mod tests {
     const GOLDEN_SGTIN96_SEED_ZERO: [&str; 3] = ["140356139126", "125637246449", "264246650218"];
 
     #[test]
+    fn next_u64_reads_the_stream() {
+        // Keystream bytes 76 b8 e0 ad a0 f1 3d 90, little-endian.
+        let mut generator = SerialGenerator::from_seed([0; 32]);
+        assert_eq!(generator.next_u64(), 0x903d_f1a0_ade0_b876);
+    }
+
+    #[test]
     fn os_entropy_generators_differ() {
         let format = MarketProfile::EuFmd.default_format().unwrap();
         let mut first = Vec::new();

@@ -95,7 +95,11 @@ mod tests {
     const EU: GuessingRule = GuessingRule::EU_FMD;
 
     fn check_allows(space: u128, issued_after: u64, expected: bool) {
-        assert_eq!(EU.allows(space, issued_after), expected, "{space} {issued_after}");
+        assert_eq!(
+            EU.allows(space, issued_after),
+            expected,
+            "{space} {issued_after}"
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl Issuer {
             }
             _ => 1,
         };
-        let shared = Arc::new(Shared { store, config, next_pool_id: AtomicU64::new(next_pool_id) });
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            next_pool_id: AtomicU64::new(next_pool_id),
+        });
         let mut shards = Vec::new();
         let mut threads = Vec::new();
         for shard in 0..config.shards.max(1) {
@@ -94,11 +98,19 @@ impl Issuer {
             let thread = std::thread::Builder::new()
                 .name(format!("shard-writer-{shard}"))
                 .spawn(move || writer.run(receiver))
-                .map_err(|e| IssuerError::FailedPrecondition(format!("cannot start shard writer {shard}: {e}")))?;
+                .map_err(|e| {
+                    IssuerError::FailedPrecondition(format!(
+                        "cannot start shard writer {shard}: {e}"
+                    ))
+                })?;
             shards.push(sender);
             threads.push(thread);
         }
-        Ok(Issuer { shared, shards, threads })
+        Ok(Issuer {
+            shared,
+            shards,
+            threads,
+        })
     }
 
     /// The configuration in force.
@@ -114,13 +126,20 @@ impl Issuer {
     /// Hands a command to the GTIN's writer and waits for its answer. The
     /// commit does not depend on the caller staying: a dropped future leaves
     /// the writer to finish and the answer is discarded.
-    async fn call<T>(&self, gtin: &gs1::Gtin, make: impl FnOnce(writer::Reply<T>) -> Command) -> Result<T, IssuerError> {
+    async fn call<T>(
+        &self,
+        gtin: &gs1::Gtin,
+        make: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, IssuerError> {
         let shard = self.shard_of(gtin);
         let (reply, answer) = oneshot::channel();
         match self.shards[shard].try_send(make(reply)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Err(IssuerError::Overloaded { shard, depth: self.shared.config.queue_depth });
+                return Err(IssuerError::Overloaded {
+                    shard,
+                    depth: self.shared.config.queue_depth,
+                });
             }
             Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
         }
@@ -130,7 +149,8 @@ impl Issuer {
     /// Registers a product (idempotent: the same registration again answers the stored one).
     pub async fn add_product(&self, product: NewProduct) -> Result<Product, IssuerError> {
         let gtin = product.gtin.clone();
-        self.call(&gtin, |reply| Command::AddProduct(product, reply)).await
+        self.call(&gtin, |reply| Command::AddProduct(product, reply))
+            .await
     }
 
     /// Registers a lot (idempotent; a different expiry for a known lot is refused).
@@ -145,24 +165,38 @@ impl Issuer {
         if request.count == 0 || request.count > self.shared.config.pool_count_max {
             return Err(IssuerError::invalid(
                 "count",
-                format!("{} is outside 1..={} (max_serials_requestable)", request.count, self.shared.config.pool_count_max),
+                format!(
+                    "{} is outside 1..={} (max_serials_requestable)",
+                    request.count, self.shared.config.pool_count_max
+                ),
             ));
         }
-        self.call(&gtin, |reply| Command::RequestPool(request, reply)).await
+        self.call(&gtin, |reply| Command::RequestPool(request, reply))
+            .await
     }
 
     /// Commissions a group of serials (ALLOCATED → ACTIVE).
     pub async fn commission(&self, group: CommissionGroup) -> Result<GroupOutcome, IssuerError> {
-        check_group_size("serials", group.items.len(), self.shared.config.commission_group_max)?;
+        check_group_size(
+            "serials",
+            group.items.len(),
+            self.shared.config.commission_group_max,
+        )?;
         let gtin = group.gtin.clone();
-        self.call(&gtin, |reply| Command::Commission(group, reply)).await
+        self.call(&gtin, |reply| Command::Commission(group, reply))
+            .await
     }
 
     /// Voids a group of unused serials (ALLOCATED → VOIDED).
     pub async fn return_serials(&self, group: ReturnGroup) -> Result<GroupOutcome, IssuerError> {
-        check_group_size("serials", group.items.len(), self.shared.config.return_group_max)?;
+        check_group_size(
+            "serials",
+            group.items.len(),
+            self.shared.config.return_group_max,
+        )?;
         let gtin = group.gtin.clone();
-        self.call(&gtin, |reply| Command::Return(group, reply)).await
+        self.call(&gtin, |reply| Command::Return(group, reply))
+            .await
     }
 
     async fn read<T: Send + 'static>(
@@ -188,10 +222,12 @@ impl Issuer {
 
     /// A pool by id.
     pub async fn pool(&self, pool_id: u64) -> Result<Option<PoolRecord>, IssuerError> {
-        self.read(move |store| match store.get(Family::Pools, &keys::pool(pool_id))? {
-            Some((version, payload)) => Ok(Some(PoolRecord::decode(version, &payload)?)),
-            None => Ok(None),
-        })
+        self.read(
+            move |store| match store.get(Family::Pools, &keys::pool(pool_id))? {
+                Some((version, payload)) => Ok(Some(PoolRecord::decode(version, &payload)?)),
+                None => Ok(None),
+            },
+        )
         .await
     }
 
@@ -203,7 +239,11 @@ impl Issuer {
                 Some((version, payload)) => {
                     let record = ProductRecord::decode(version, &payload)?;
                     let format = format::Format::from_stored(&record.format)?;
-                    Ok(Some(Product { gtin, record, format }))
+                    Ok(Some(Product {
+                        gtin,
+                        record,
+                        format,
+                    }))
                 }
                 None => Ok(None),
             }
@@ -212,27 +252,42 @@ impl Issuer {
     }
 
     /// Up to `limit` products with GTIN greater than `after`, in GTIN order.
-    pub async fn products(&self, after: Option<gs1::Gtin>, limit: usize) -> Result<Vec<Product>, IssuerError> {
+    pub async fn products(
+        &self,
+        after: Option<gs1::Gtin>,
+        limit: usize,
+    ) -> Result<Vec<Product>, IssuerError> {
         self.read(move |store| {
             let prefix = [Family::Products.prefix()];
-            let start = after.map_or(prefix.to_vec(), |g| keys::product(writer::gtin_value(&g) + 1));
+            let start = after.map_or(prefix.to_vec(), |g| {
+                keys::product(writer::gtin_value(&g) + 1)
+            });
             let mut found = Vec::new();
             let mut failure = None;
-            store.scan_prefix(Family::Products, &prefix, &start, |key, version, payload| {
-                let decoded = (|| -> Result<Product, IssuerError> {
-                    let mut value = [0u8; 8];
-                    value.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
-                    let gtin = writer::decode_gtin(u64::from_be_bytes(value))?;
-                    let record = ProductRecord::decode(version, payload)?;
-                    let format = format::Format::from_stored(&record.format)?;
-                    Ok(Product { gtin, record, format })
-                })();
-                match decoded {
-                    Ok(product) => found.push(product),
-                    Err(error) => failure = Some(error),
-                }
-                failure.is_none() && found.len() < limit
-            })?;
+            store.scan_prefix(
+                Family::Products,
+                &prefix,
+                &start,
+                |key, version, payload| {
+                    let decoded = (|| -> Result<Product, IssuerError> {
+                        let mut value = [0u8; 8];
+                        value.copy_from_slice(key.get(1..9).unwrap_or(&[0; 8]));
+                        let gtin = writer::decode_gtin(u64::from_be_bytes(value))?;
+                        let record = ProductRecord::decode(version, payload)?;
+                        let format = format::Format::from_stored(&record.format)?;
+                        Ok(Product {
+                            gtin,
+                            record,
+                            format,
+                        })
+                    })();
+                    match decoded {
+                        Ok(product) => found.push(product),
+                        Err(error) => failure = Some(error),
+                    }
+                    failure.is_none() && found.len() < limit
+                },
+            )?;
             failure.map_or(Ok(found), Err)
         })
         .await
@@ -282,12 +337,19 @@ impl Issuer {
 
     /// The guessing-rule figures of a product.
     pub fn figures(&self, product: &Product) -> GuessingFigures {
-        writer::figures_of(&self.shared.config, &product.gtin, &product.record, &product.format)
+        writer::figures_of(
+            &self.shared.config,
+            &product.gtin,
+            &product.record,
+            &product.format,
+        )
     }
 
     /// Stops the writers after the queued commands are done.
     pub fn shutdown(self) {
-        let Issuer { shards, threads, .. } = self;
+        let Issuer {
+            shards, threads, ..
+        } = self;
         drop(shards);
         for thread in threads {
             let _ = thread.join();
@@ -297,7 +359,10 @@ impl Issuer {
 
 fn check_group_size(field: &str, size: usize, max: usize) -> Result<(), IssuerError> {
     if size == 0 || size > max {
-        return Err(IssuerError::invalid(field, format!("a group holds 1..={max} items, this one {size}")));
+        return Err(IssuerError::invalid(
+            field,
+            format!("a group holds 1..={max} items, this one {size}"),
+        ));
     }
     Ok(())
 }

@@ -252,7 +252,10 @@ impl ItemOutcome {
 
     /// True when nothing changed because the state was already the one asked for.
     pub fn unchanged(self) -> bool {
-        matches!(self, ItemOutcome::AlreadyCommissioned | ItemOutcome::AlreadyVoided)
+        matches!(
+            self,
+            ItemOutcome::AlreadyCommissioned | ItemOutcome::AlreadyVoided
+        )
     }
 }
 

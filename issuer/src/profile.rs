@@ -621,7 +621,10 @@ pub enum ProfileError {
         length: u32,
     },
     /// A profile name that is not one of [`MarketProfile::ALL`].
-    #[error("market_profile: unknown profile {name:?}; valid names: {}", valid_names())]
+    #[error(
+        "market_profile: unknown profile {name:?}; valid names: {}",
+        valid_names()
+    )]
     UnknownProfile {
         /// The name given, cut to 64 characters.
         name: String,
@@ -692,7 +695,11 @@ mod tests {
     #[test]
     fn cset82_table_agrees_with_gs1() {
         for byte in 0..=u8::MAX {
-            assert_eq!(is_member(CSET82, byte), gs1::is_cset82(byte), "byte {byte:#04x}");
+            assert_eq!(
+                is_member(CSET82, byte),
+                gs1::is_cset82(byte),
+                "byte {byte:#04x}"
+            );
         }
         assert_eq!(CSET82.count_ones(), 82);
     }
@@ -700,7 +707,9 @@ mod tests {
     fn check_custom(alphabet: &str, length: u32, expected: Result<u128, &str>) {
         let got = SerialFormat::custom(alphabet, length);
         assert_eq!(
-            got.as_ref().map(SerialFormat::space_size).map_err(ToString::to_string),
+            got.as_ref()
+                .map(SerialFormat::space_size)
+                .map_err(ToString::to_string),
             expected.map_err(str::to_owned),
             "{alphabet:?} {length}"
         );
@@ -741,13 +750,21 @@ mod tests {
             Err("alphabet: character 'A' (0x41) repeated at position 3"),
         );
         check_custom("", 4, Err("alphabet: needs at least 2 characters, found 0"));
-        check_custom("A", 4, Err("alphabet: needs at least 2 characters, found 1"));
+        check_custom(
+            "A",
+            4,
+            Err("alphabet: needs at least 2 characters, found 1"),
+        );
         check_custom("AB", 0, Err("length: 0 is outside 1..=20"));
         check_custom("AB", 21, Err("length: 21 is outside 1..=20"));
         check_custom("AB", 25, Err("length: 25 is outside 1..=20"));
         check_custom("AB", u32::MAX, Err("length: 4294967295 is outside 1..=20"));
         // The alphabet is checked before the length.
-        check_custom("A", 0, Err("alphabet: needs at least 2 characters, found 1"));
+        check_custom(
+            "A",
+            0,
+            Err("alphabet: needs at least 2 characters, found 1"),
+        );
     }
 
     /// Every CSET 82 character, in byte order.
@@ -810,7 +827,11 @@ mod tests {
     }
 
     fn check_contains(format: &SerialFormat, serial: &str, expected: bool) {
-        assert_eq!(format.contains(serial.as_bytes()), expected, "{format} {serial:?}");
+        assert_eq!(
+            format.contains(serial.as_bytes()),
+            expected,
+            "{format} {serial:?}"
+        );
     }
 
     #[test]
@@ -934,7 +955,9 @@ mod tests {
             "us-dscsa",
             "ABCDE-",
             12,
-            Err("alphabet: character '-' (0x2D) at position 5 is not allowed by us-dscsa: Latin letters and digits only"),
+            Err(
+                "alphabet: character '-' (0x2D) at position 5 is not allowed by us-dscsa: Latin letters and digits only",
+            ),
         );
         check_market("ru-chestny-znak", "aZ09", 13, Ok(()));
         check_market(
@@ -947,7 +970,9 @@ mod tests {
             "ru-chestny-znak",
             "AB_",
             13,
-            Err("alphabet: character '_' (0x5F) at position 2 is not allowed by ru-chestny-znak: Latin letters and digits only"),
+            Err(
+                "alphabet: character '_' (0x5F) at position 2 is not allowed by ru-chestny-znak: Latin letters and digits only",
+            ),
         );
         check_market("br-anvisa", "0123456789", 13, Ok(()));
         check_market("br-anvisa", "13579", 13, Ok(()));
@@ -955,7 +980,9 @@ mod tests {
             "br-anvisa",
             "0123456789A",
             13,
-            Err("alphabet: character 'A' (0x41) at position 10 is not allowed by br-anvisa: digits only"),
+            Err(
+                "alphabet: character 'A' (0x41) at position 10 is not allowed by br-anvisa: digits only",
+            ),
         );
         check_market(
             "br-anvisa",
@@ -989,11 +1016,15 @@ mod tests {
         check(MarketProfile::Sgtin96, Ok(()));
         check(
             MarketProfile::RuChestnyZnak,
-            Err("format: ru-chestny-znak requires a fixed length of 13 (SGTIN-96 serials have 1 to 12 digits)"),
+            Err(
+                "format: ru-chestny-znak requires a fixed length of 13 (SGTIN-96 serials have 1 to 12 digits)",
+            ),
         );
         check(
             MarketProfile::BrAnvisa,
-            Err("format: br-anvisa requires a fixed length of 13 (SGTIN-96 serials have 1 to 12 digits)"),
+            Err(
+                "format: br-anvisa requires a fixed length of 13 (SGTIN-96 serials have 1 to 12 digits)",
+            ),
         );
         check(
             MarketProfile::Custom,
@@ -1012,7 +1043,10 @@ mod tests {
         ];
         for (error, field) in errors {
             assert_eq!(error.field(), field);
-            assert!(error.to_string().starts_with(&format!("{field}: ")), "{error}");
+            assert!(
+                error.to_string().starts_with(&format!("{field}: ")),
+                "{error}"
+            );
         }
     }
 

@@ -11,7 +11,10 @@ fn check_version(record: &'static str, version: u8) -> Result<(), DecodeError> {
     if version == RECORD_VERSION {
         Ok(())
     } else {
-        Err(DecodeError { record, detail: format!("version {version} is not {RECORD_VERSION}") })
+        Err(DecodeError {
+            record,
+            detail: format!("version {version} is not {RECORD_VERSION}"),
+        })
     }
 }
 
@@ -73,7 +76,8 @@ impl SerialRecord {
         check_version("serial record", version)?;
         let mut d = Decoder::new("serial record", payload);
         let state = d.u8()?;
-        let state = SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
+        let state =
+            SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
         let record = SerialRecord {
             state,
             reason: d.u8()?,
@@ -102,7 +106,11 @@ impl StoredFormat {
         e.text(&self.profile).text(&self.alphabet).u8(self.length);
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(StoredFormat { profile: d.text()?, alphabet: d.text()?, length: d.u8()? })
+        Ok(StoredFormat {
+            profile: d.text()?,
+            alphabet: d.text()?,
+            length: d.u8()?,
+        })
     }
 }
 
@@ -211,7 +219,11 @@ impl LotRecord {
             2 => LotStatus::Recalled,
             other => return Err(d.error(format!("unknown lot status {other}"))),
         };
-        let record = LotRecord { expiry, status, created_micros: d.u64()? };
+        let record = LotRecord {
+            expiry,
+            status,
+            created_micros: d.u64()?,
+        };
         d.finish()?;
         Ok(record)
     }
@@ -254,7 +266,10 @@ impl PoolRecord {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::default();
-        e.text(&self.request_id).u64(self.gtin).text(&self.line_id).text(&self.location);
+        e.text(&self.request_id)
+            .u64(self.gtin)
+            .text(&self.line_id)
+            .text(&self.location);
         self.format.encode_into(&mut e);
         e.u32(u32::try_from(self.selection_criteria.len()).unwrap_or(u32::MAX));
         for (key, value) in &self.selection_criteria {
@@ -310,7 +325,8 @@ impl PoolRecord {
 
     /// Serials handed out but neither commissioned nor returned.
     pub fn outstanding(&self) -> u64 {
-        self.committed.saturating_sub(self.commissioned + self.returned)
+        self.committed
+            .saturating_sub(self.commissioned + self.returned)
     }
 }
 
@@ -365,7 +381,10 @@ impl RequestRecord {
         check_version("request record", version)?;
         let mut d = Decoder::new("request record", payload);
         let parameters = d.u64()?;
-        Ok(RequestRecord { parameters, result: payload[8..].to_vec() })
+        Ok(RequestRecord {
+            parameters,
+            result: payload[8..].to_vec(),
+        })
     }
 }
 
@@ -375,18 +394,38 @@ mod tests {
     use proptest::prelude::*;
 
     fn format() -> StoredFormat {
-        StoredFormat { profile: "eu-fmd".into(), alphabet: "AB".into(), length: 12 }
+        StoredFormat {
+            profile: "eu-fmd".into(),
+            alphabet: "AB".into(),
+            length: 12,
+        }
     }
 
     #[test]
     fn golden_bytes() {
-        let serial = SerialRecord { state: SerialState::Active, reason: 0, pool_id: 7, changed_micros: 1, lot: "L1".into() };
-        assert_eq!(serial.encode(), b"\x02\x00\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1");
-        let lot = LotRecord { expiry: "251231".into(), status: LotStatus::Active, created_micros: 2 };
+        let serial = SerialRecord {
+            state: SerialState::Active,
+            reason: 0,
+            pool_id: 7,
+            changed_micros: 1,
+            lot: "L1".into(),
+        };
+        assert_eq!(
+            serial.encode(),
+            b"\x02\x00\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1"
+        );
+        let lot = LotRecord {
+            expiry: "251231".into(),
+            status: LotStatus::Active,
+            created_micros: 2,
+        };
         assert_eq!(lot.encode(), b"\0\x06251231\x01\0\0\0\0\0\0\0\x02");
         let chunk = encode_chunk([b"AB".as_slice(), b"C".as_slice()]);
         assert_eq!(chunk, b"\x02AB\x01C");
-        let request = RequestRecord { parameters: 0x0102, result: vec![9] };
+        let request = RequestRecord {
+            parameters: 0x0102,
+            result: vec![9],
+        };
         assert_eq!(request.encode(), b"\0\0\0\0\0\0\x01\x02\x09");
         let product = ProductRecord {
             name: "P".into(),
@@ -406,7 +445,13 @@ mod tests {
 
     #[test]
     fn decoders_reject_unknown_versions_and_trailing_bytes() {
-        let serial = SerialRecord { state: SerialState::Voided, reason: 0, pool_id: 1, changed_micros: 0, lot: String::new() };
+        let serial = SerialRecord {
+            state: SerialState::Voided,
+            reason: 0,
+            pool_id: 1,
+            changed_micros: 0,
+            lot: String::new(),
+        };
         let mut payload = serial.encode();
         assert!(SerialRecord::decode(2, &payload).is_err());
         payload.push(0);

@@ -115,16 +115,6 @@ fn gtin_from_value(value: u64) -> Result<gs1::Gtin, DecodeErrorAlias> {
 }
 type DecodeErrorAlias = crate::codec::DecodeError;
 
-/// 64 bits from the CSPRNG: 16 hex digits drawn without bias, parsed back.
-fn secret_u64(generator: &mut SerialGenerator) -> u64 {
-    let Ok(hex) = crate::profile::SerialFormat::custom("0123456789abcdef", 16) else {
-        unreachable!("a valid 16-character alphabet and length");
-    };
-    let mut digits = Vec::with_capacity(16);
-    generator.generate(&hex, &mut digits);
-    std::str::from_utf8(&digits).ok().and_then(|d| u64::from_str_radix(d, 16).ok()).unwrap_or(0)
-}
-
 fn params_hash(parts: &[&[u8]]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {
@@ -140,10 +130,17 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
 
 impl Writer {
     pub(crate) fn new(shard: usize, shared: Arc<Shared>) -> Result<Self, IssuerError> {
-        let mut generator = SerialGenerator::from_os_entropy()
-            .map_err(|e| IssuerError::FailedPrecondition(format!("cannot seed the serial generator: {e}")))?;
-        let hash_secret = secret_u64(&mut generator);
-        Ok(Writer { shard, shared, products: HashMap::new(), generator, hash_secret })
+        let mut generator = SerialGenerator::from_os_entropy().map_err(|e| {
+            IssuerError::FailedPrecondition(format!("cannot seed the serial generator: {e}"))
+        })?;
+        let hash_secret = generator.next_u64();
+        Ok(Writer {
+            shard,
+            shared,
+            products: HashMap::new(),
+            generator,
+            hash_secret,
+        })
     }
 
     /// Serves commands until every sender is gone.
@@ -176,12 +173,21 @@ impl Writer {
     /// The product's cached state, loading it from storage on first use.
     fn product(&mut self, gtin: u64) -> Result<Option<&mut ProductState>, IssuerError> {
         if !self.products.contains_key(&gtin) {
-            let Some((version, payload)) = self.store().get(Family::Products, &keys::product(gtin))? else {
+            let Some((version, payload)) =
+                self.store().get(Family::Products, &keys::product(gtin))?
+            else {
                 return Ok(None);
             };
             let record = ProductRecord::decode(version, &payload)?;
             let format = Format::from_stored(&record.format)?;
-            self.products.insert(gtin, ProductState { record, format, issued: None });
+            self.products.insert(
+                gtin,
+                ProductState {
+                    record,
+                    format,
+                    issued: None,
+                },
+            );
         }
         Ok(self.products.get_mut(&gtin))
     }
@@ -189,7 +195,9 @@ impl Writer {
     fn add_product(&mut self, request: NewProduct) -> Result<Product, IssuerError> {
         let gtin = gtin_value(&request.gtin);
         let format = Format::resolve(&request.profile, request.custom_format.as_ref())?;
-        let enforced = request.guessing_rule_enforced.unwrap_or(format.profile.guessing_rule_default());
+        let enforced = request
+            .guessing_rule_enforced
+            .unwrap_or(format.profile.guessing_rule_default());
         let record = ProductRecord {
             name: request.name.clone(),
             company_prefix_length: request.company_prefix_length,
@@ -207,27 +215,52 @@ impl Writer {
                 && existing.record.ndc == record.ndc
                 && existing.record.guessing_rule_enforced == record.guessing_rule_enforced;
             if same {
-                return Ok(Product { gtin: request.gtin, record: existing.record.clone(), format: existing.format.clone() });
+                return Ok(Product {
+                    gtin: request.gtin,
+                    record: existing.record.clone(),
+                    format: existing.format.clone(),
+                });
             }
             return Err(IssuerError::AlreadyExists(format!(
                 "GTIN {} is already registered as {:?} (profile {}, company prefix length {}); registered products cannot be changed",
-                request.gtin, existing.record.name, existing.record.format.profile, existing.record.company_prefix_length
+                request.gtin,
+                existing.record.name,
+                existing.record.format.profile,
+                existing.record.company_prefix_length
             )));
         }
         let mut change = ChangeSet::new();
-        change.put(Family::Products, keys::product(gtin), envelope(&record.encode()));
+        change.put(
+            Family::Products,
+            keys::product(gtin),
+            envelope(&record.encode()),
+        );
         let mut event = vec![EVENT_PRODUCT_ADDED];
         event.extend_from_slice(&gtin.to_be_bytes());
         change.event(event);
         self.store().commit(change)?;
-        self.products.insert(gtin, ProductState { record: record.clone(), format: format.clone(), issued: None });
-        Ok(Product { gtin: request.gtin, record, format })
+        self.products.insert(
+            gtin,
+            ProductState {
+                record: record.clone(),
+                format: format.clone(),
+                issued: None,
+            },
+        );
+        Ok(Product {
+            gtin: request.gtin,
+            record,
+            format,
+        })
     }
 
     fn add_lot(&mut self, request: NewLot) -> Result<LotInfo, IssuerError> {
         let gtin = gtin_value(&request.gtin);
         if self.product(gtin)?.is_none() {
-            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin)));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "GTIN {} is not registered",
+                request.gtin
+            )));
         }
         let key = keys::lot(gtin, request.lot.as_str().as_bytes());
         let expiry = request.expiry.to_string();
@@ -244,7 +277,11 @@ impl Writer {
             }
             return Ok(lot_info(&request.gtin, request.lot.as_str(), &existing));
         }
-        let record = LotRecord { expiry, status: LotStatus::Active, created_micros: now_micros() };
+        let record = LotRecord {
+            expiry,
+            status: LotStatus::Active,
+            created_micros: now_micros(),
+        };
         let mut change = ChangeSet::new();
         change.put(Family::Lots, key, envelope(&record.encode()));
         let mut event = vec![EVENT_LOT_ADDED];
@@ -265,11 +302,21 @@ impl Writer {
         let mut set = HashedSet::default();
         let secret = self.hash_secret;
         let started = std::time::Instant::now();
-        self.store().scan_prefix(Family::Serials, &prefix, &prefix, |key, _, _| {
-            set.insert(xxhash_rust::xxh3::xxh3_64_with_seed(&key[prefix.len()..], secret));
-            true
-        })?;
-        tracing::info!(shard = self.shard, gtin, serials = set.len(), elapsed_ms = started.elapsed().as_millis() as u64, "loaded issued serials");
+        self.store()
+            .scan_prefix(Family::Serials, &prefix, &prefix, |key, _, _| {
+                set.insert(xxhash_rust::xxh3::xxh3_64_with_seed(
+                    &key[prefix.len()..],
+                    secret,
+                ));
+                true
+            })?;
+        tracing::info!(
+            shard = self.shard,
+            gtin,
+            serials = set.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded issued serials"
+        );
         if let Some(product) = self.products.get_mut(&gtin) {
             product.issued = Some(set);
         }
@@ -279,7 +326,10 @@ impl Writer {
     fn request_pool(&mut self, request: PoolRequest, reply: Reply<PoolTicket>) {
         let started = std::time::Instant::now();
         let plan = self.plan_pool(&request);
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "pool planned and drawn");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pool planned and drawn"
+        );
         match plan {
             Err(error) => {
                 let _ = reply.send(Err(error));
@@ -297,9 +347,17 @@ impl Writer {
             request.location.as_bytes(),
             request.profile_override.as_deref().unwrap_or("").as_bytes(),
         ];
-        let format = request.format_override.as_ref().map(|(a, l)| format!("{a}\u{0}{l}")).unwrap_or_default();
+        let format = request
+            .format_override
+            .as_ref()
+            .map(|(a, l)| format!("{a}\u{0}{l}"))
+            .unwrap_or_default();
         parts.push(format.as_bytes());
-        let criteria: Vec<String> = request.selection_criteria.iter().map(|(k, v)| format!("{k}\u{0}{v}")).collect();
+        let criteria: Vec<String> = request
+            .selection_criteria
+            .iter()
+            .map(|(k, v)| format!("{k}\u{0}{v}"))
+            .collect();
         for criterion in &criteria {
             parts.push(criterion.as_bytes());
         }
@@ -317,35 +375,58 @@ impl Writer {
             if stored.parameters != parameters {
                 return Err(IssuerError::invalid(
                     "request_id",
-                    format!("{:?} was already used for a pool request with other parameters", request.request_id),
+                    format!(
+                        "{:?} was already used for a pool request with other parameters",
+                        request.request_id
+                    ),
                 ));
             }
-            let pool_id = u64::from_be_bytes(
-                stored.result.as_slice().try_into().map_err(|_| crate::codec::DecodeError {
-                    record: "request record",
-                    detail: "pool id".into(),
-                })?,
-            );
+            let pool_id =
+                u64::from_be_bytes(stored.result.as_slice().try_into().map_err(|_| {
+                    crate::codec::DecodeError {
+                        record: "request record",
+                        detail: "pool id".into(),
+                    }
+                })?);
             let (version, payload) = self
                 .store()
                 .get(Family::Pools, &keys::pool(pool_id))?
-                .ok_or_else(|| IssuerError::NotFound(format!("pool {pool_id} of request {:?} is missing", request.request_id)))?;
+                .ok_or_else(|| {
+                    IssuerError::NotFound(format!(
+                        "pool {pool_id} of request {:?} is missing",
+                        request.request_id
+                    ))
+                })?;
             let pool = PoolRecord::decode(version, &payload)?;
             let missing = pool.granted.saturating_sub(pool.committed);
-            let serials = if missing > 0 { self.draw(gtin, &request.gtin, missing, None)?.0 } else { Vec::new() };
-            return Ok(PoolPlan { pool_id, pool, serials, request_record: None });
+            let serials = if missing > 0 {
+                self.draw(gtin, &request.gtin, missing, None)?.0
+            } else {
+                Vec::new()
+            };
+            return Ok(PoolPlan {
+                pool_id,
+                pool,
+                serials,
+                request_record: None,
+            });
         }
 
-        let product = self
-            .product(gtin)?
-            .ok_or_else(|| IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin)))?;
+        let product = self.product(gtin)?.ok_or_else(|| {
+            IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin))
+        })?;
         if product.record.withdrawn {
-            return Err(IssuerError::FailedPrecondition(format!("product {} is withdrawn", request.gtin)));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "product {} is withdrawn",
+                request.gtin
+            )));
         }
         let format = match (&request.profile_override, &request.format_override) {
             (None, None) => product.format.clone(),
             (profile, custom) => {
-                let profile = profile.clone().unwrap_or_else(|| product.format.profile.name().to_owned());
+                let profile = profile
+                    .clone()
+                    .unwrap_or_else(|| product.format.profile.name().to_owned());
                 Format::resolve(&profile, custom.as_ref())?
             }
         };
@@ -367,8 +448,16 @@ impl Writer {
             commissioned: 0,
             returned: 0,
         };
-        let record = RequestRecord { parameters, result: pool_id.to_be_bytes().to_vec() };
-        Ok(PoolPlan { pool_id, pool, serials, request_record: Some((request_key, record)) })
+        let record = RequestRecord {
+            parameters,
+            result: pool_id.to_be_bytes().to_vec(),
+        };
+        Ok(PoolPlan {
+            pool_id,
+            pool,
+            serials,
+            request_record: Some((request_key, record)),
+        })
     }
 
     /// Draws up to `count` new serials for the GTIN (in the pool's format, or the
@@ -384,7 +473,9 @@ impl Writer {
         self.ensure_issued_set(gtin)?;
         let rule = self.shared.config.guessing_rule;
         let Some(product) = self.products.get_mut(&gtin) else {
-            return Err(IssuerError::FailedPrecondition(format!("GTIN {display} is not registered")));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "GTIN {display} is not registered"
+            )));
         };
         let format = format.cloned().unwrap_or_else(|| product.format.clone());
         let space = format.serial.space_size();
@@ -394,17 +485,30 @@ impl Writer {
         let mut wanted = count;
         if allowance < count {
             wanted = allowance;
-            limit = if enforced { PoolLimit::GuessingRule } else { PoolLimit::SerialSpace };
+            limit = if enforced {
+                PoolLimit::GuessingRule
+            } else {
+                PoolLimit::SerialSpace
+            };
         }
         if wanted == 0 {
-            let figures = figures_of(&self.shared.config, display, &product.record, &product.format);
+            let figures = figures_of(
+                &self.shared.config,
+                display,
+                &product.record,
+                &product.format,
+            );
             return Err(IssuerError::Exhausted(format!(
                 "no serial can be issued for GTIN {display}: issued {}, space {}, ratio {:.3e}, limit {:.3e} ({})",
                 figures.issued,
                 figures.space_size,
                 figures.ratio,
                 figures.ratio_limit,
-                if enforced { "EU guessing rule" } else { "serial space used up" }
+                if enforced {
+                    "EU guessing rule"
+                } else {
+                    "serial space used up"
+                }
             )));
         }
         // Bounded redraws: a nearly full space ends in a partial pool, never a loop.
@@ -440,10 +544,20 @@ impl Writer {
     /// (with the pool and request records) is durable, then each further
     /// segment is announced through the progress channel after its commit.
     fn commit_pool(&mut self, request: PoolRequest, plan: PoolPlan, reply: Reply<PoolTicket>) {
-        let PoolPlan { pool_id, mut pool, serials, mut request_record } = plan;
+        let PoolPlan {
+            pool_id,
+            mut pool,
+            serials,
+            mut request_record,
+        } = plan;
         let gtin = pool.gtin;
         let segment = self.shared.config.pool_segment_size.max(1);
-        let already = PoolProgress { chunks: pool.chunks, serials: pool.committed, finished: false, failed: None };
+        let already = PoolProgress {
+            chunks: pool.chunks,
+            serials: pool.committed,
+            finished: false,
+            failed: None,
+        };
         let (progress, progress_receiver) = watch::channel(already);
         let mut reply = Some(reply);
         let mut remaining = serials.as_slice();
@@ -465,9 +579,13 @@ impl Writer {
                 }
                 Err(error) => {
                     // Forget the uncommitted serials so they may be drawn again.
-                    if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut()) {
+                    if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut())
+                    {
                         for serial in remaining {
-                            set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(serial, self.hash_secret));
+                            set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(
+                                serial,
+                                self.hash_secret,
+                            ));
                         }
                     }
                     tracing::warn!(pool_id, %error, "pool commit failed");
@@ -481,7 +599,8 @@ impl Writer {
                 }
             }
             if let Some(reply) = reply.take() {
-                let _ = reply.send(self.ticket(&request, pool_id, &pool, progress_receiver.clone()));
+                let _ =
+                    reply.send(self.ticket(&request, pool_id, &pool, progress_receiver.clone()));
             }
         }
         if let Some(reply) = reply.take() {
@@ -500,11 +619,29 @@ impl Writer {
         let gtin = gtin_value(&request.gtin);
         let shared = Arc::clone(&self.shared);
         let figures = match self.product(gtin)? {
-            Some(product) => figures_of(&shared.config, &request.gtin, &product.record, &product.format),
-            None => return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", request.gtin))),
+            Some(product) => figures_of(
+                &shared.config,
+                &request.gtin,
+                &product.record,
+                &product.format,
+            ),
+            None => {
+                return Err(IssuerError::FailedPrecondition(format!(
+                    "GTIN {} is not registered",
+                    request.gtin
+                )));
+            }
         };
         let limit = PoolLimit::from_code(pool.limit);
-        Ok(PoolTicket { pool: PoolInfo { pool_id, record: pool.clone(), limit, figures }, progress })
+        Ok(PoolTicket {
+            pool: PoolInfo {
+                pool_id,
+                record: pool.clone(),
+                limit,
+                figures,
+            },
+            progress,
+        })
     }
 
     fn commit_segment(
@@ -517,13 +654,23 @@ impl Writer {
         let gtin = pool.gtin;
         let now = now_micros();
         let mut change = ChangeSet::new();
-        let allocated = SerialRecord { state: SerialState::Allocated, reason: 0, pool_id, changed_micros: now, lot: String::new() };
+        let allocated = SerialRecord {
+            state: SerialState::Allocated,
+            reason: 0,
+            pool_id,
+            changed_micros: now,
+            lot: String::new(),
+        };
         let allocated = envelope(&allocated.encode());
         // Sorted keys insert faster into the memtable's skip list.
         let mut sorted: Vec<&Vec<u8>> = serials.iter().collect();
         sorted.sort_unstable();
         for serial in sorted {
-            change.put(Family::Serials, keys::serial(gtin, serial), allocated.clone());
+            change.put(
+                Family::Serials,
+                keys::serial(gtin, serial),
+                allocated.clone(),
+            );
         }
         let chunk_index = pool.chunks;
         change.put(
@@ -534,14 +681,24 @@ impl Writer {
         let mut updated = pool.clone();
         updated.committed += serials.len() as u64;
         updated.chunks += 1;
-        change.put(Family::Pools, keys::pool(pool_id), envelope(&updated.encode()));
+        change.put(
+            Family::Pools,
+            keys::pool(pool_id),
+            envelope(&updated.encode()),
+        );
         let mut product_record = self
             .products
             .get(&gtin)
             .map(|p| p.record.clone())
-            .ok_or_else(|| IssuerError::FailedPrecondition(format!("GTIN {gtin:014} is not registered")))?;
+            .ok_or_else(|| {
+                IssuerError::FailedPrecondition(format!("GTIN {gtin:014} is not registered"))
+            })?;
         product_record.issued += serials.len() as u64;
-        change.put(Family::Products, keys::product(gtin), envelope(&product_record.encode()));
+        change.put(
+            Family::Products,
+            keys::product(gtin),
+            envelope(&product_record.encode()),
+        );
         if let Some((key, record)) = request_record {
             change.put(Family::Requests, key, envelope(&record.encode()));
         }
@@ -553,7 +710,11 @@ impl Writer {
         change.event(event);
         let built = std::time::Instant::now();
         self.store().commit(change)?;
-        tracing::debug!(commit_ms = built.elapsed().as_millis() as u64, serials = serials.len(), "segment committed");
+        tracing::debug!(
+            commit_ms = built.elapsed().as_millis() as u64,
+            serials = serials.len(),
+            "segment committed"
+        );
         if let Some(product) = self.products.get_mut(&gtin) {
             product.record = product_record;
         }
@@ -576,7 +737,13 @@ impl Writer {
     }
 
     /// Looks up a stored group answer: `Some` when this request id was answered before.
-    fn replay(&self, kind: u8, request_id: &str, parameters: u64, length: usize) -> Result<Option<GroupOutcome>, IssuerError> {
+    fn replay(
+        &self,
+        kind: u8,
+        request_id: &str,
+        parameters: u64,
+        length: usize,
+    ) -> Result<Option<GroupOutcome>, IssuerError> {
         let key = keys::request(kind, request_id.as_bytes());
         let Some((version, payload)) = self.store().get(Family::Requests, &key)? else {
             return Ok(None);
@@ -589,7 +756,10 @@ impl Writer {
             ));
         }
         let outcome = decode_outcomes(&stored.result, length)?;
-        Ok(Some(GroupOutcome { items: outcome, replayed: true }))
+        Ok(Some(GroupOutcome {
+            items: outcome,
+            replayed: true,
+        }))
     }
 
     fn commission(&mut self, group: CommissionGroup) -> Result<GroupOutcome, IssuerError> {
@@ -598,22 +768,42 @@ impl Writer {
         let expiry = group.expiry.map(|e| e.to_string()).unwrap_or_default();
         let parameters = Self::group_parameters(
             &group.gtin,
-            &[group.lot.as_str().as_bytes(), expiry.as_bytes(), &pool_bytes],
+            &[
+                group.lot.as_str().as_bytes(),
+                expiry.as_bytes(),
+                &pool_bytes,
+            ],
             &group.items,
         );
-        if let Some(outcome) = self.replay(KIND_COMMISSION, &group.request_id, parameters, group.items.len())? {
+        if let Some(outcome) = self.replay(
+            KIND_COMMISSION,
+            &group.request_id,
+            parameters,
+            group.items.len(),
+        )? {
             return Ok(outcome);
         }
         if self.product(gtin)?.is_none() {
-            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", group.gtin)));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "GTIN {} is not registered",
+                group.gtin
+            )));
         }
         let lot_key = keys::lot(gtin, group.lot.as_str().as_bytes());
         let (version, payload) = self.store().get(Family::Lots, &lot_key)?.ok_or_else(|| {
-            IssuerError::FailedPrecondition(format!("lot {} is not registered for GTIN {}", group.lot.as_str(), group.gtin))
+            IssuerError::FailedPrecondition(format!(
+                "lot {} is not registered for GTIN {}",
+                group.lot.as_str(),
+                group.gtin
+            ))
         })?;
         let lot = LotRecord::decode(version, &payload)?;
         if lot.status == LotStatus::Recalled {
-            return Err(IssuerError::FailedPrecondition(format!("lot {} of GTIN {} is recalled", group.lot.as_str(), group.gtin)));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "lot {} of GTIN {} is recalled",
+                group.lot.as_str(),
+                group.gtin
+            )));
         }
         if let Some(expiry) = group.expiry
             && expiry.to_string() != lot.expiry
@@ -626,8 +816,14 @@ impl Writer {
             )));
         }
         let lot_text = group.lot.as_str().to_owned();
-        self.apply_group(KIND_COMMISSION, &group.request_id, parameters, gtin, group.pool_id, &group.items, |record| {
-            match record.state {
+        self.apply_group(
+            KIND_COMMISSION,
+            &group.request_id,
+            parameters,
+            gtin,
+            group.pool_id,
+            &group.items,
+            |record| match record.state {
                 SerialState::Allocated => {
                     record.state = SerialState::Active;
                     record.lot = lot_text.clone();
@@ -637,30 +833,44 @@ impl Writer {
                 SerialState::Active => ItemOutcome::LotConflict,
                 SerialState::Voided => ItemOutcome::Voided,
                 SerialState::Decommissioned => ItemOutcome::Decommissioned,
-            }
-        })
+            },
+        )
     }
 
     fn return_serials(&mut self, group: ReturnGroup) -> Result<GroupOutcome, IssuerError> {
         let gtin = gtin_value(&group.gtin);
         let pool_bytes = group.pool_id.unwrap_or(0).to_be_bytes();
         let parameters = Self::group_parameters(&group.gtin, &[&pool_bytes], &group.items);
-        if let Some(outcome) = self.replay(KIND_RETURN, &group.request_id, parameters, group.items.len())? {
+        if let Some(outcome) = self.replay(
+            KIND_RETURN,
+            &group.request_id,
+            parameters,
+            group.items.len(),
+        )? {
             return Ok(outcome);
         }
         if self.product(gtin)?.is_none() {
-            return Err(IssuerError::FailedPrecondition(format!("GTIN {} is not registered", group.gtin)));
+            return Err(IssuerError::FailedPrecondition(format!(
+                "GTIN {} is not registered",
+                group.gtin
+            )));
         }
-        self.apply_group(KIND_RETURN, &group.request_id, parameters, gtin, group.pool_id, &group.items, |record| {
-            match record.state {
+        self.apply_group(
+            KIND_RETURN,
+            &group.request_id,
+            parameters,
+            gtin,
+            group.pool_id,
+            &group.items,
+            |record| match record.state {
                 SerialState::Allocated => {
                     record.state = SerialState::Voided;
                     ItemOutcome::Returned
                 }
                 SerialState::Voided => ItemOutcome::AlreadyVoided,
                 SerialState::Active | SerialState::Decommissioned => ItemOutcome::AlreadyActive,
-            }
-        })
+            },
+        )
     }
 
     /// Reads every item's record, applies `transition` in item order (so a
@@ -735,26 +945,51 @@ impl Writer {
             }
         }
         for (pool_id, count) in &pool_counts {
-            if let Some((version, payload)) = self.store().get(Family::Pools, &keys::pool(*pool_id))? {
+            if let Some((version, payload)) =
+                self.store().get(Family::Pools, &keys::pool(*pool_id))?
+            {
                 let mut pool = PoolRecord::decode(version, &payload)?;
                 if kind == KIND_COMMISSION {
                     pool.commissioned += count;
                 } else {
                     pool.returned += count;
                 }
-                change.put(Family::Pools, keys::pool(*pool_id), envelope(&pool.encode()));
+                change.put(
+                    Family::Pools,
+                    keys::pool(*pool_id),
+                    envelope(&pool.encode()),
+                );
             }
         }
-        let record = RequestRecord { parameters, result: encode_outcomes(&outcomes) };
-        change.put(Family::Requests, keys::request(kind, request_id.as_bytes()), envelope(&record.encode()));
-        let mut event = vec![if kind == KIND_COMMISSION { EVENT_COMMISSIONED } else { EVENT_RETURNED }];
+        let record = RequestRecord {
+            parameters,
+            result: encode_outcomes(&outcomes),
+        };
+        change.put(
+            Family::Requests,
+            keys::request(kind, request_id.as_bytes()),
+            envelope(&record.encode()),
+        );
+        let mut event = vec![if kind == KIND_COMMISSION {
+            EVENT_COMMISSIONED
+        } else {
+            EVENT_RETURNED
+        }];
         event.extend_from_slice(&gtin.to_be_bytes());
         event.extend_from_slice(&encode_chunk(changed_serials.iter().copied()));
         change.event(event);
         let built = std::time::Instant::now();
         self.store().commit(change)?;
-        tracing::debug!(read_ms, commit_ms = built.elapsed().as_millis() as u64, items = items.len(), "group committed");
-        Ok(GroupOutcome { items: outcomes, replayed: false })
+        tracing::debug!(
+            read_ms,
+            commit_ms = built.elapsed().as_millis() as u64,
+            items = items.len(),
+            "group committed"
+        );
+        Ok(GroupOutcome {
+            items: outcomes,
+            replayed: false,
+        })
     }
 }
 
@@ -775,15 +1010,22 @@ fn encode_outcomes(outcomes: &[(ItemOutcome, Option<SerialState>)]) -> Vec<u8> {
     bytes
 }
 
-fn decode_outcomes(bytes: &[u8], length: usize) -> Result<Vec<(ItemOutcome, Option<SerialState>)>, IssuerError> {
-    let corrupt = |detail: &str| crate::codec::DecodeError { record: "group answer", detail: detail.to_owned() };
+fn decode_outcomes(
+    bytes: &[u8],
+    length: usize,
+) -> Result<Vec<(ItemOutcome, Option<SerialState>)>, IssuerError> {
+    let corrupt = |detail: &str| crate::codec::DecodeError {
+        record: "group answer",
+        detail: detail.to_owned(),
+    };
     if bytes.len() != length * 2 {
         return Err(corrupt("length differs from the group").into());
     }
     bytes
         .chunks_exact(2)
         .map(|pair| {
-            let outcome = ItemOutcome::from_code(pair[0]).ok_or_else(|| corrupt("unknown outcome"))?;
+            let outcome =
+                ItemOutcome::from_code(pair[0]).ok_or_else(|| corrupt("unknown outcome"))?;
             let state = match pair[1] {
                 0 => None,
                 1 => Some(SerialState::Allocated),
@@ -807,7 +1049,12 @@ pub(crate) fn lot_info(gtin: &gs1::Gtin, lot: &str, record: &LotRecord) -> LotIn
     }
 }
 
-pub(crate) fn figures_of(config: &IssuerConfig, gtin: &gs1::Gtin, record: &ProductRecord, format: &Format) -> GuessingFigures {
+pub(crate) fn figures_of(
+    config: &IssuerConfig,
+    gtin: &gs1::Gtin,
+    record: &ProductRecord,
+    format: &Format,
+) -> GuessingFigures {
     let space = format.serial.space_size();
     let rule = config.guessing_rule;
     GuessingFigures {
@@ -817,7 +1064,11 @@ pub(crate) fn figures_of(config: &IssuerConfig, gtin: &gs1::Gtin, record: &Produ
         ratio: rule.ratio(space, record.issued),
         ratio_limit: rule.ratio_limit(),
         enforced: record.guessing_rule_enforced,
-        issuable_remaining: rule.issuable_remaining(space, record.issued, record.guessing_rule_enforced),
+        issuable_remaining: rule.issuable_remaining(
+            space,
+            record.issued,
+            record.guessing_rule_enforced,
+        ),
     }
 }
 

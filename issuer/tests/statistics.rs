@@ -186,7 +186,9 @@ fn check_characters_uniform(label: &str, format: &SerialFormat) {
 }
 
 fn default_format(profile: MarketProfile) -> SerialFormat {
-    profile.default_format().expect("profile has a default format")
+    profile
+        .default_format()
+        .expect("profile has a default format")
 }
 
 #[test]

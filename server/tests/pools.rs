@@ -2,6 +2,9 @@
 //! pools (uniqueness under concurrency and across restarts, idempotent replay,
 //! partial fulfilment, the guessing-rule boundary), commissioning and returns.
 
+// Test helpers outside #[test] functions panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -24,7 +27,13 @@ async fn channel(server: &Server) -> Channel {
         .expect("connect to the server")
 }
 
-async fn add_product(channel: &Channel, gtin: &str, profile: &str, custom: Option<(&str, u32)>, guessing: Option<bool>) {
+async fn add_product(
+    channel: &Channel,
+    gtin: &str,
+    profile: &str,
+    custom: Option<(&str, u32)>,
+    guessing: Option<bool>,
+) {
     let mut client = MasterDataServiceClient::new(channel.clone());
     client
         .add_product(pb::AddProductRequest {
@@ -33,7 +42,10 @@ async fn add_product(channel: &Channel, gtin: &str, profile: &str, custom: Optio
             name: "Test product".into(),
             company_prefix_length: 7,
             market_profile: profile.into(),
-            custom_format: custom.map(|(alphabet, length)| pb::SerialFormat { alphabet: alphabet.into(), length }),
+            custom_format: custom.map(|(alphabet, length)| pb::SerialFormat {
+                alphabet: alphabet.into(),
+                length,
+            }),
             ndc: None,
             guessing_rule_enforced: guessing,
         })
@@ -41,10 +53,23 @@ async fn add_product(channel: &Channel, gtin: &str, profile: &str, custom: Optio
         .expect("add product");
 }
 
-async fn add_lot(channel: &Channel, gtin: &str, lot: &str, expiry: &str) -> Result<pb::Lot, tonic::Status> {
+async fn add_lot(
+    channel: &Channel,
+    gtin: &str,
+    lot: &str,
+    expiry: &str,
+) -> Result<pb::Lot, tonic::Status> {
     let mut client = MasterDataServiceClient::new(channel.clone());
-    let request = pb::AddLotRequest { request_id: format!("lot-{lot}"), gtin: gtin.into(), lot: lot.into(), expiry: expiry.into() };
-    client.add_lot(request).await.map(|r| r.into_inner().lot.expect("lot"))
+    let request = pb::AddLotRequest {
+        request_id: format!("lot-{lot}"),
+        gtin: gtin.into(),
+        lot: lot.into(),
+        expiry: expiry.into(),
+    };
+    client
+        .add_lot(request)
+        .await
+        .map(|r| r.into_inner().lot.expect("lot"))
 }
 
 /// A pool as the client received it.
@@ -55,11 +80,22 @@ struct Pool {
     summary: pb::PoolSummary,
 }
 
-async fn request_pool(channel: &Channel, request_id: &str, gtin: &str, count: u64) -> Result<Pool, tonic::Status> {
+async fn request_pool(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+) -> Result<Pool, tonic::Status> {
     request_pool_from(channel, request_id, gtin, count, "").await
 }
 
-async fn request_pool_from(channel: &Channel, request_id: &str, gtin: &str, count: u64, token: &str) -> Result<Pool, tonic::Status> {
+async fn request_pool_from(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+    token: &str,
+) -> Result<Pool, tonic::Status> {
     let mut client = PoolServiceClient::new(channel.clone());
     let request = pb::RequestPoolRequest {
         request_id: request_id.into(),
@@ -75,13 +111,23 @@ async fn request_pool_from(channel: &Channel, request_id: &str, gtin: &str, coun
         match message.message.expect("message") {
             Message::Header(h) => header = Some(h),
             Message::Chunk(chunk) => {
-                assert_eq!(chunk.offset, serials.len() as u64 + token.strip_prefix("offset:").map_or(0, |o| o.parse::<u64>().unwrap()));
+                assert_eq!(
+                    chunk.offset,
+                    serials.len() as u64
+                        + token
+                            .strip_prefix("offset:")
+                            .map_or(0, |o| o.parse::<u64>().unwrap())
+                );
                 serials.extend(chunk.serials);
             }
             Message::Summary(s) => summary = Some(s),
         }
     }
-    Ok(Pool { header: header.expect("header"), serials, summary: summary.expect("summary") })
+    Ok(Pool {
+        header: header.expect("header"),
+        serials,
+        summary: summary.expect("summary"),
+    })
 }
 
 fn checksum(serials: &[String]) -> u64 {
@@ -109,7 +155,9 @@ async fn concurrent_pools_never_repeat_a_serial_within_or_across_restarts() {
             let channel = channel.clone();
             let gtin = if line % 2 == 0 { GTIN } else { GTIN_B };
             tasks.push(tokio::spawn(async move {
-                let pool = request_pool(&channel, &format!("r{round}-line{line}"), gtin, 20_000).await.expect("pool");
+                let pool = request_pool(&channel, &format!("r{round}-line{line}"), gtin, 20_000)
+                    .await
+                    .expect("pool");
                 (gtin, pool)
             }));
         }
@@ -120,7 +168,10 @@ async fn concurrent_pools_never_repeat_a_serial_within_or_across_restarts() {
             assert_eq!(pool.summary.serials_xxh3, checksum(&pool.serials));
             for serial in pool.serials {
                 gs1::Serial::new(&serial).expect("valid GS1 serial");
-                assert!(seen.insert((gtin, serial.clone())), "duplicate ({gtin}, {serial}) in round {round}");
+                assert!(
+                    seen.insert((gtin, serial.clone())),
+                    "duplicate ({gtin}, {serial}) in round {round}"
+                );
             }
         }
         drop(server);
@@ -135,23 +186,37 @@ async fn a_replayed_request_id_returns_the_same_serials_before_and_after_restart
         let server = Server::start(dir.path());
         let channel = channel(&server).await;
         add_product(&channel, GTIN, "eu-fmd", None, None).await;
-        let first = request_pool(&channel, "replay-1", GTIN, 70_000).await.unwrap();
-        let again = request_pool(&channel, "replay-1", GTIN, 70_000).await.unwrap();
+        let first = request_pool(&channel, "replay-1", GTIN, 70_000)
+            .await
+            .unwrap();
+        let again = request_pool(&channel, "replay-1", GTIN, 70_000)
+            .await
+            .unwrap();
         assert_eq!(first.serials, again.serials);
         assert_eq!(first.header.pool_id, again.header.pool_id);
         // Resuming from a page token continues exactly where the token points.
-        let resumed = request_pool_from(&channel, "replay-1", GTIN, 70_000, "offset:50000").await.unwrap();
+        let resumed = request_pool_from(&channel, "replay-1", GTIN, 70_000, "offset:50000")
+            .await
+            .unwrap();
         assert_eq!(resumed.serials, first.serials[50_000..]);
         assert_eq!(resumed.summary.serials_xxh3, first.summary.serials_xxh3);
         // The same id with other parameters is refused, naming the field.
-        let status = request_pool(&channel, "replay-1", GTIN, 5).await.unwrap_err();
+        let status = request_pool(&channel, "replay-1", GTIN, 5)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().starts_with("request_id:"), "{}", status.message());
+        assert!(
+            status.message().starts_with("request_id:"),
+            "{}",
+            status.message()
+        );
         first
     };
     let server = Server::start(dir.path());
     let channel = channel(&server).await;
-    let after = request_pool(&channel, "replay-1", GTIN, 70_000).await.unwrap();
+    let after = request_pool(&channel, "replay-1", GTIN, 70_000)
+        .await
+        .unwrap();
     assert_eq!(first.serials, after.serials);
     assert_eq!(first.header.pool_id, after.header.pool_id);
 }
@@ -167,12 +232,19 @@ async fn a_tiny_space_ends_in_partial_pools_then_exhaustion_never_a_duplicate() 
     assert_eq!(first.serials.len(), 20);
     let second = request_pool(&channel, "tiny-2", GTIN, 20).await.unwrap();
     assert_eq!(second.header.granted_count, 7, "{:?}", second.header);
-    assert_eq!(second.header.status, pb::PoolStatus::InsufficientSerialNumbers as i32);
+    assert_eq!(
+        second.header.status,
+        pb::PoolStatus::InsufficientSerialNumbers as i32
+    );
     let all: HashSet<_> = first.serials.iter().chain(&second.serials).collect();
     assert_eq!(all.len(), 27, "every serial of the space exactly once");
     let status = request_pool(&channel, "tiny-3", GTIN, 1).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("issued 27"), "{}", status.message());
+    assert!(
+        status.message().contains("issued 27"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -182,19 +254,44 @@ async fn the_guessing_rule_is_enforced_at_the_exact_boundary() {
     let channel = channel(&server).await;
     // 10 digits, length 5: space 100,000; issued ÷ space must stay below 1/10,000,
     // so 9 serials may be issued and the 10th may not.
-    add_product(&channel, GTIN, "custom", Some(("0123456789", 5)), Some(true)).await;
+    add_product(
+        &channel,
+        GTIN,
+        "custom",
+        Some(("0123456789", 5)),
+        Some(true),
+    )
+    .await;
     let first = request_pool(&channel, "g-1", GTIN, 8).await.unwrap();
     assert_eq!(first.header.granted_count, 8);
     let second = request_pool(&channel, "g-2", GTIN, 5).await.unwrap();
     assert_eq!(second.header.granted_count, 1);
-    assert_eq!(second.header.limiting_factor, pb::SerialLimit::GuessingRule as i32);
+    assert_eq!(
+        second.header.limiting_factor,
+        pb::SerialLimit::GuessingRule as i32
+    );
     let ratio = second.header.ratio_after.expect("ratio");
-    assert_eq!((ratio.issued, ratio.space_size.as_str(), ratio.issuable_remaining), (9, "100000", 0));
+    assert_eq!(
+        (
+            ratio.issued,
+            ratio.space_size.as_str(),
+            ratio.issuable_remaining
+        ),
+        (9, "100000", 0)
+    );
     let status = request_pool(&channel, "g-3", GTIN, 1).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-    assert!(status.message().contains("guessing rule"), "{}", status.message());
+    assert!(
+        status.message().contains("guessing rule"),
+        "{}",
+        status.message()
+    );
     let mut master = MasterDataServiceClient::new(channel.clone());
-    let ratios = master.get_guessing_ratios(pb::GetGuessingRatiosRequest::default()).await.unwrap().into_inner();
+    let ratios = master
+        .get_guessing_ratios(pb::GetGuessingRatiosRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ratios.ratios.len(), 1);
     assert_eq!(ratios.ratios[0].issued, 9);
     assert!((ratios.ratios[0].ratio - 0.00009).abs() < 1e-12);
@@ -216,28 +313,59 @@ async fn master_data_is_validated_and_lot_expiry_is_fixed() {
     };
     let status = master.add_product(bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().starts_with("gtin:") && status.message().contains("check digit"), "{}", status.message());
+    assert!(
+        status.message().starts_with("gtin:") && status.message().contains("check digit"),
+        "{}",
+        status.message()
+    );
     let unknown_lot = add_lot(&channel, GTIN, "L1", "251231").await.unwrap_err();
     assert_eq!(unknown_lot.code(), tonic::Code::FailedPrecondition);
     let unknown_pool = request_pool(&channel, "u", GTIN, 1).await.unwrap_err();
-    assert_eq!(unknown_pool.code(), tonic::Code::FailedPrecondition, "issuance for an unknown GTIN is refused");
+    assert_eq!(
+        unknown_pool.code(),
+        tonic::Code::FailedPrecondition,
+        "issuance for an unknown GTIN is refused"
+    );
     add_product(&channel, GTIN, "eu-fmd", None, None).await;
     add_lot(&channel, GTIN, "L1", "251231").await.unwrap();
-    add_lot(&channel, GTIN, "L1", "251231").await.expect("the same registration again is fine");
+    add_lot(&channel, GTIN, "L1", "251231")
+        .await
+        .expect("the same registration again is fine");
     let conflict = add_lot(&channel, GTIN, "L1", "261231").await.unwrap_err();
     assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
-    assert!(conflict.message().contains("251231") && conflict.message().contains("261231"), "{}", conflict.message());
+    assert!(
+        conflict.message().contains("251231") && conflict.message().contains("261231"),
+        "{}",
+        conflict.message()
+    );
     let bad_expiry = add_lot(&channel, GTIN, "L2", "251332").await.unwrap_err();
-    assert!(bad_expiry.message().starts_with("expiry:"), "{}", bad_expiry.message());
-    let products = master.list_products(pb::ListProductsRequest::default()).await.unwrap().into_inner();
+    assert!(
+        bad_expiry.message().starts_with("expiry:"),
+        "{}",
+        bad_expiry.message()
+    );
+    let products = master
+        .list_products(pb::ListProductsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(products.products.len(), 1);
     assert_eq!(products.products[0].company_prefix, "9520123");
-    let lots = master.list_lots(pb::ListLotsRequest::default()).await.unwrap().into_inner();
+    let lots = master
+        .list_lots(pb::ListLotsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(lots.lots.len(), 1);
     assert_eq!(lots.lots[0].expiry.as_ref().unwrap().iso_date, "2025-12-31");
 }
 
-async fn commission(channel: &Channel, request_id: &str, lot: &str, serials: Vec<String>) -> pb::CommissionResponse {
+async fn commission(
+    channel: &Channel,
+    request_id: &str,
+    lot: &str,
+    serials: Vec<String>,
+) -> pb::CommissionResponse {
     let mut client = PoolServiceClient::new(channel.clone());
     let group = pb::CommissionRequest {
         request_id: request_id.into(),
@@ -246,14 +374,31 @@ async fn commission(channel: &Channel, request_id: &str, lot: &str, serials: Vec
         serials,
         ..Default::default()
     };
-    let mut answers = client.commission(tokio_stream::iter([group])).await.unwrap().into_inner();
+    let mut answers = client
+        .commission(tokio_stream::iter([group]))
+        .await
+        .unwrap()
+        .into_inner();
     answers.message().await.unwrap().expect("one answer")
 }
 
-async fn return_serials(channel: &Channel, request_id: &str, serials: Vec<String>) -> pb::ReturnSerialsResponse {
+async fn return_serials(
+    channel: &Channel,
+    request_id: &str,
+    serials: Vec<String>,
+) -> pb::ReturnSerialsResponse {
     let mut client = PoolServiceClient::new(channel.clone());
-    let group = pb::ReturnSerialsRequest { request_id: request_id.into(), gtin: GTIN.into(), serials, ..Default::default() };
-    let mut answers = client.return_serials(tokio_stream::iter([group])).await.unwrap().into_inner();
+    let group = pb::ReturnSerialsRequest {
+        request_id: request_id.into(),
+        gtin: GTIN.into(),
+        serials,
+        ..Default::default()
+    };
+    let mut answers = client
+        .return_serials(tokio_stream::iter([group]))
+        .await
+        .unwrap()
+        .into_inner();
     answers.message().await.unwrap().expect("one answer")
 }
 
@@ -269,31 +414,83 @@ async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
     let pool = request_pool(&channel, "c-pool", GTIN, 10).await.unwrap();
     let s = &pool.serials;
 
-    let items = vec![s[0].clone(), s[1].clone(), "BAD#SERIAL".into(), "NEVERISSUED1".into(), s[0].clone()];
+    let items = vec![
+        s[0].clone(),
+        s[1].clone(),
+        "BAD#SERIAL".into(),
+        "NEVERISSUED1".into(),
+        s[0].clone(),
+    ];
     let answer = commission(&channel, "c-1", "LOT1", items.clone()).await;
     assert_eq!(answer.status.as_ref().unwrap().code, 0);
     let outcomes: Vec<i32> = answer.results.iter().map(|r| r.outcome).collect();
-    let expected = [C::Commissioned, C::Commissioned, C::Malformed, C::UnknownSerial, C::AlreadyCommissioned];
+    let expected = [
+        C::Commissioned,
+        C::Commissioned,
+        C::Malformed,
+        C::UnknownSerial,
+        C::AlreadyCommissioned,
+    ];
     assert_eq!(outcomes, expected.map(|o| o as i32));
-    assert_eq!(answer.results[2].error.as_ref().unwrap().field, "serials[2]");
-    assert_eq!(answer.counts.unwrap(), pb::ItemCounts { applied: 2, unchanged: 1, refused: 2 });
+    assert_eq!(
+        answer.results[2].error.as_ref().unwrap().field,
+        "serials[2]"
+    );
+    assert_eq!(
+        answer.counts.unwrap(),
+        pb::ItemCounts {
+            applied: 2,
+            unchanged: 1,
+            refused: 2
+        }
+    );
     // The same request id replays the stored answer, even though the state changed.
     let replay = commission(&channel, "c-1", "LOT1", items).await;
     assert_eq!(replay.results, answer.results);
 
-    let returned = return_serials(&channel, "r-1", vec![s[0].clone(), s[2].clone(), s[3].clone()]).await;
+    let returned = return_serials(
+        &channel,
+        "r-1",
+        vec![s[0].clone(), s[2].clone(), s[3].clone()],
+    )
+    .await;
     let outcomes: Vec<i32> = returned.results.iter().map(|r| r.outcome).collect();
-    assert_eq!(outcomes, [R::Commissioned, R::Voided, R::Voided].map(|o| o as i32));
+    assert_eq!(
+        outcomes,
+        [R::Commissioned, R::Voided, R::Voided].map(|o| o as i32)
+    );
     // A returned serial can never be commissioned.
     let late = commission(&channel, "c-2", "LOT1", vec![s[2].clone()]).await;
     assert_eq!(late.results[0].outcome, C::Voided as i32);
     // An unknown lot refuses the group, not the stream.
     let unknown = commission(&channel, "c-3", "NOLOT", vec![s[4].clone()]).await;
-    assert_eq!(unknown.status.unwrap().code, tonic::Code::FailedPrecondition as i32);
+    assert_eq!(
+        unknown.status.unwrap().code,
+        tonic::Code::FailedPrecondition as i32
+    );
 
     let mut pools = PoolServiceClient::new(channel.clone());
-    let info = pools.get_pool(pb::GetPoolRequest { pool_id: pool.header.pool_id.clone() }).await.unwrap().into_inner().pool.unwrap();
-    assert_eq!((info.commissioned_count, info.returned_count, info.outstanding_count), (2, 2, 6));
-    let limits = pools.get_limits(pb::GetLimitsRequest {}).await.unwrap().into_inner();
+    let info = pools
+        .get_pool(pb::GetPoolRequest {
+            pool_id: pool.header.pool_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pool
+        .unwrap();
+    assert_eq!(
+        (
+            info.commissioned_count,
+            info.returned_count,
+            info.outstanding_count
+        ),
+        (2, 2, 6)
+    );
+    let limits = pools
+        .get_limits(pb::GetLimitsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(limits.max_serials_requestable, 1_000_000);
 }

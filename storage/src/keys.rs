@@ -190,7 +190,10 @@ mod tests {
             b"S\x00\x00\x08\xa8\x93\x93\xad\x14XYZ",
         );
         check(pool(258), b"O\x00\x00\x00\x00\x00\x00\x01\x02");
-        check(pool_chunk(258, 3), b"O\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x03");
+        check(
+            pool_chunk(258, 3),
+            b"O\x00\x00\x00\x00\x00\x00\x01\x02\x00\x00\x00\x03",
+        );
         check(request(3, b"req-1"), b"R\x03req-1");
         check(event(1), b"E\x00\x00\x00\x00\x00\x00\x00\x01");
     }

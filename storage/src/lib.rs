@@ -22,4 +22,6 @@ pub mod value;
 
 pub use error::StorageError;
 pub use keys::Family;
-pub use store::{CHANGE_SET_OPERATIONS_MAX, ChangeSet, CommitReceipt, FORMAT_VERSION, Store};
+pub use store::{
+    CHANGE_SET_OPERATIONS_MAX, ChangeSet, CommitReceipt, FORMAT_VERSION, Store, Versioned,
+};

@@ -86,6 +86,9 @@ impl ChangeSet {
     }
 }
 
+/// A stored payload with its envelope version.
+pub type Versioned = (u8, Vec<u8>);
+
 /// What a successful commit assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitReceipt {
@@ -285,7 +288,11 @@ impl Store {
 
     /// Reads many keys of one family at once (sorted internally, faster than
     /// single gets), checking each envelope. Results are in the order of `keys`.
-    pub fn multi_get(&self, family: Family, keys: &[Vec<u8>]) -> Result<Vec<Option<(u8, Vec<u8>)>>, StorageError> {
+    pub fn multi_get(
+        &self,
+        family: Family,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Versioned>>, StorageError> {
         let cf = self.cf(family);
         let values = self.db.batched_multi_get_cf(cf, keys.iter(), false);
         let mut results = Vec::with_capacity(keys.len());
@@ -294,7 +301,9 @@ impl Store {
                 None => results.push(None),
                 Some(stored) => match value::decode(&stored) {
                     Ok((version, payload)) => results.push(Some((version, payload.to_vec()))),
-                    Err(error) => return Err(self.corruption(family, format!("key {key:02x?}: {error}"))),
+                    Err(error) => {
+                        return Err(self.corruption(family, format!("key {key:02x?}: {error}")));
+                    }
                 },
             }
         }
@@ -312,7 +321,10 @@ impl Store {
         mut visit: impl FnMut(&[u8], u8, &[u8]) -> bool,
     ) -> Result<(), StorageError> {
         debug_assert!(start.starts_with(prefix));
-        let iterator = self.db.iterator_cf(self.cf(family), IteratorMode::From(start, Direction::Forward));
+        let iterator = self.db.iterator_cf(
+            self.cf(family),
+            IteratorMode::From(start, Direction::Forward),
+        );
         for item in iterator {
             let (key, stored) = item?;
             if !key.starts_with(prefix) {
@@ -329,7 +341,11 @@ impl Store {
 
     /// The greatest key in `family`, if any.
     pub fn last_key(&self, family: Family) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.db.iterator_cf(self.cf(family), IteratorMode::End).next() {
+        match self
+            .db
+            .iterator_cf(self.cf(family), IteratorMode::End)
+            .next()
+        {
             None => Ok(None),
             Some(item) => Ok(Some(item?.0.to_vec())),
         }
