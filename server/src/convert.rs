@@ -25,8 +25,12 @@ pub(crate) fn status(error: IssuerError) -> Status {
         IssuerError::NotFound(_) => Status::not_found(message),
         IssuerError::FailedPrecondition(_) => Status::failed_precondition(message),
         IssuerError::AlreadyExists(_) => Status::already_exists(message),
-        IssuerError::Exhausted(_) | IssuerError::Overloaded { .. } => Status::resource_exhausted(message),
-        IssuerError::Storage(_) | IssuerError::Corrupt(_) | IssuerError::ShuttingDown => Status::unavailable(message),
+        IssuerError::Exhausted(_) | IssuerError::Overloaded { .. } => {
+            Status::resource_exhausted(message)
+        }
+        IssuerError::Storage(_) | IssuerError::Corrupt(_) | IssuerError::ShuttingDown => {
+            Status::unavailable(message)
+        }
     }
 }
 
@@ -59,13 +63,26 @@ pub(crate) fn expiry(field: &str, text: &str) -> Result<gs1::Expiry, Status> {
 /// A request id, line id or location: 1–64 characters of GS1 CSET 82.
 pub(crate) fn identifier(field: &str, text: &str, required: bool) -> Result<String, Status> {
     if text.is_empty() {
-        return if required { Err(invalid(field, "required")) } else { Ok(String::new()) };
+        return if required {
+            Err(invalid(field, "required"))
+        } else {
+            Ok(String::new())
+        };
     }
     if text.len() > IDENTIFIER_LENGTH_MAX {
-        return Err(invalid(field, format!("{} characters, at most {IDENTIFIER_LENGTH_MAX}", text.len())));
+        return Err(invalid(
+            field,
+            format!("{} characters, at most {IDENTIFIER_LENGTH_MAX}", text.len()),
+        ));
     }
     if let Some((position, byte)) = text.bytes().enumerate().find(|(_, b)| !gs1::is_cset82(*b)) {
-        return Err(invalid(field, format!("character {:?} at position {position} is not in GS1 CSET 82", byte as char)));
+        return Err(invalid(
+            field,
+            format!(
+                "character {:?} at position {position} is not in GS1 CSET 82",
+                byte as char
+            ),
+        ));
     }
     Ok(text.to_owned())
 }
@@ -73,23 +90,39 @@ pub(crate) fn identifier(field: &str, text: &str, required: bool) -> Result<Stri
 pub(crate) fn name(field: &str, text: &str) -> Result<String, Status> {
     let count = text.chars().count();
     if count == 0 || count > NAME_LENGTH_MAX || text.chars().any(char::is_control) {
-        return Err(invalid(field, format!("1..={NAME_LENGTH_MAX} printable characters required")));
+        return Err(invalid(
+            field,
+            format!("1..={NAME_LENGTH_MAX} printable characters required"),
+        ));
     }
     Ok(text.to_owned())
 }
 
-pub(crate) fn selection_criteria(criteria: &std::collections::HashMap<String, String>) -> Result<Vec<(String, String)>, Status> {
+pub(crate) fn selection_criteria(
+    criteria: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(String, String)>, Status> {
     if criteria.len() > CRITERIA_MAX {
-        return Err(invalid("selection_criteria", format!("{} entries, at most {CRITERIA_MAX}", criteria.len())));
+        return Err(invalid(
+            "selection_criteria",
+            format!("{} entries, at most {CRITERIA_MAX}", criteria.len()),
+        ));
     }
-    let mut sorted: Vec<(String, String)> = criteria.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut sorted: Vec<(String, String)> = criteria
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     sorted.sort();
     for (key, value) in &sorted {
         let key_ok = !key.is_empty()
             && key.len() <= CRITERION_KEY_LENGTH_MAX
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !key_ok {
-            return Err(invalid("selection_criteria", format!("key {key:?} must be 1..=64 characters of [A-Za-z0-9._-]")));
+            return Err(invalid(
+                "selection_criteria",
+                format!("key {key:?} must be 1..=64 characters of [A-Za-z0-9._-]"),
+            ));
         }
         if value.chars().count() > CRITERION_VALUE_LENGTH_MAX {
             return Err(invalid(
@@ -105,12 +138,25 @@ pub(crate) fn pool_id(field: &str, text: &str) -> Result<u64, Status> {
     text.parse::<u64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| invalid(field, format!("{text:?} is not a pool id (a positive decimal number)")))
+        .ok_or_else(|| {
+            invalid(
+                field,
+                format!("{text:?} is not a pool id (a positive decimal number)"),
+            )
+        })
 }
 
 /// A per-item violation for bulk answers.
-pub(crate) fn violation(field: &str, rule: ValidationRule, description: impl Into<String>) -> FieldViolation {
-    FieldViolation { field: field.to_owned(), rule: rule as i32, description: description.into() }
+pub(crate) fn violation(
+    field: &str,
+    rule: ValidationRule,
+    description: impl Into<String>,
+) -> FieldViolation {
+    FieldViolation {
+        field: field.to_owned(),
+        rule: rule as i32,
+        description: description.into(),
+    }
 }
 
 /// Microseconds since the epoch as a protobuf timestamp.
@@ -127,7 +173,8 @@ pub(crate) fn today() -> gs1::CalendarDate {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| (d.as_secs() / 86_400) as i64)
         .unwrap_or(0);
-    gs1::CalendarDate::from_days_since_epoch(days).unwrap_or_else(|_| unreachable!("today is a valid date"))
+    gs1::CalendarDate::from_days_since_epoch(days)
+        .unwrap_or_else(|_| unreachable!("today is a valid date"))
 }
 
 /// The wire form of an expiry: as encoded plus the effective ISO date.

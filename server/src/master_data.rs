@@ -25,7 +25,12 @@ pub(crate) fn product_message(product: &issuer::Product) -> pb::Product {
         gtin: product.gtin.as_str().to_owned(),
         name: record.name.clone(),
         company_prefix_length: u32::from(record.company_prefix_length),
-        company_prefix: product.gtin.as_str().get(1..prefix_end).unwrap_or_default().to_owned(),
+        company_prefix: product
+            .gtin
+            .as_str()
+            .get(1..prefix_end)
+            .unwrap_or_default()
+            .to_owned(),
         market_profile: record.format.profile.clone(),
         serial_format: Some(format_message(&product.format)),
         ndc: record.ndc.clone(),
@@ -38,7 +43,10 @@ pub(crate) fn product_message(product: &issuer::Product) -> pb::Product {
 }
 
 pub(crate) fn format_message(format: &issuer::format::Format) -> pb::SerialFormat {
-    pb::SerialFormat { alphabet: format.serial.alphabet_text().to_owned(), length: format.serial.length() }
+    pb::SerialFormat {
+        alphabet: format.serial.alphabet_text().to_owned(),
+        length: format.serial.length(),
+    }
 }
 
 pub(crate) fn ratio_message(figures: &issuer::GuessingFigures) -> pb::GuessingRatio {
@@ -74,7 +82,10 @@ fn lot_message(lot: &issuer::LotInfo) -> pb::Lot {
 
 #[tonic::async_trait]
 impl MasterDataService for Api {
-    async fn add_product(&self, request: Request<pb::AddProductRequest>) -> Result<Response<pb::AddProductResponse>, Status> {
+    async fn add_product(
+        &self,
+        request: Request<pb::AddProductRequest>,
+    ) -> Result<Response<pb::AddProductResponse>, Status> {
         let request = request.into_inner();
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
@@ -82,14 +93,25 @@ impl MasterDataService for Api {
         let company_prefix_length = u8::try_from(request.company_prefix_length)
             .ok()
             .filter(|l| (6..=12).contains(l))
-            .ok_or_else(|| invalid("company_prefix_length", format!("{} is outside 6..=12", request.company_prefix_length)))?;
+            .ok_or_else(|| {
+                invalid(
+                    "company_prefix_length",
+                    format!("{} is outside 6..=12", request.company_prefix_length),
+                )
+            })?;
         if request.market_profile.is_empty() {
-            return Err(invalid("market_profile", "required (eu-fmd, us-dscsa, ru-chestny-znak, br-anvisa, sgtin-96, custom)"));
+            return Err(invalid(
+                "market_profile",
+                "required (eu-fmd, us-dscsa, ru-chestny-znak, br-anvisa, sgtin-96, custom)",
+            ));
         }
         if let Some(ndc) = &request.ndc
             && !(ndc.len() == 10 || ndc.len() == 11 || ndc.contains('-'))
         {
-            return Err(invalid("ndc", "a 10-digit NDC (with or without dashes) or 11-digit billing form"));
+            return Err(invalid(
+                "ndc",
+                "a 10-digit NDC (with or without dashes) or 11-digit billing form",
+            ));
         }
         let product = issuer::NewProduct {
             gtin,
@@ -101,10 +123,15 @@ impl MasterDataService for Api {
             guessing_rule_enforced: request.guessing_rule_enforced,
         };
         let product = self.issuer.add_product(product).await.map_err(status)?;
-        Ok(Response::new(pb::AddProductResponse { product: Some(product_message(&product)) }))
+        Ok(Response::new(pb::AddProductResponse {
+            product: Some(product_message(&product)),
+        }))
     }
 
-    async fn get_product(&self, request: Request<pb::GetProductRequest>) -> Result<Response<pb::GetProductResponse>, Status> {
+    async fn get_product(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Result<Response<pb::GetProductResponse>, Status> {
         let gtin = convert::gtin("gtin", &request.into_inner().gtin)?;
         let product = self
             .issuer
@@ -112,10 +139,15 @@ impl MasterDataService for Api {
             .await
             .map_err(status)?
             .ok_or_else(|| Status::not_found(format!("GTIN {gtin} is not registered")))?;
-        Ok(Response::new(pb::GetProductResponse { product: Some(product_message(&product)) }))
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(product_message(&product)),
+        }))
     }
 
-    async fn list_products(&self, request: Request<pb::ListProductsRequest>) -> Result<Response<pb::ListProductsResponse>, Status> {
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let request = request.into_inner();
         let after = match request.page_token.as_str() {
             "" => None,
@@ -126,25 +158,41 @@ impl MasterDataService for Api {
         let mut cursor = after;
         // Filters apply after the scan; keep scanning pages until the page is full.
         loop {
-            let batch = self.issuer.products(cursor.clone(), limit).await.map_err(status)?;
+            let batch = self
+                .issuer
+                .products(cursor.clone(), limit)
+                .await
+                .map_err(status)?;
             let exhausted = batch.len() < limit;
             cursor = batch.last().map(|p| p.gtin.clone()).or(cursor);
             for product in batch {
                 let message = product_message(&product);
-                let profile_ok = request.market_profile.is_empty() || message.market_profile == request.market_profile;
-                let prefix_ok = request.company_prefix.is_empty() || message.company_prefix == request.company_prefix;
+                let profile_ok = request.market_profile.is_empty()
+                    || message.market_profile == request.market_profile;
+                let prefix_ok = request.company_prefix.is_empty()
+                    || message.company_prefix == request.company_prefix;
                 if profile_ok && prefix_ok && products.len() < limit {
                     products.push(message);
                 }
             }
             if exhausted || products.len() >= limit {
-                let next_page_token = if exhausted { String::new() } else { products.last().map(|p| p.gtin.clone()).unwrap_or_default() };
-                return Ok(Response::new(pb::ListProductsResponse { products, next_page_token }));
+                let next_page_token = if exhausted {
+                    String::new()
+                } else {
+                    products.last().map(|p| p.gtin.clone()).unwrap_or_default()
+                };
+                return Ok(Response::new(pb::ListProductsResponse {
+                    products,
+                    next_page_token,
+                }));
             }
         }
     }
 
-    async fn add_lot(&self, request: Request<pb::AddLotRequest>) -> Result<Response<pb::AddLotResponse>, Status> {
+    async fn add_lot(
+        &self,
+        request: Request<pb::AddLotRequest>,
+    ) -> Result<Response<pb::AddLotResponse>, Status> {
         let request = request.into_inner();
         convert::identifier("request_id", &request.request_id, true)?;
         let lot = issuer::NewLot {
@@ -153,10 +201,15 @@ impl MasterDataService for Api {
             expiry: convert::expiry("expiry", &request.expiry)?,
         };
         let lot = self.issuer.add_lot(lot).await.map_err(status)?;
-        Ok(Response::new(pb::AddLotResponse { lot: Some(lot_message(&lot)) }))
+        Ok(Response::new(pb::AddLotResponse {
+            lot: Some(lot_message(&lot)),
+        }))
     }
 
-    async fn list_lots(&self, request: Request<pb::ListLotsRequest>) -> Result<Response<pb::ListLotsResponse>, Status> {
+    async fn list_lots(
+        &self,
+        request: Request<pb::ListLotsRequest>,
+    ) -> Result<Response<pb::ListLotsResponse>, Status> {
         let request = request.into_inner();
         let gtin = match request.gtin.as_str() {
             "" => None,
@@ -179,7 +232,10 @@ impl MasterDataService for Api {
             .map(lot_message)
             .filter(|l| wanted == 0 || l.status == wanted)
             .collect();
-        Ok(Response::new(pb::ListLotsResponse { lots, next_page_token }))
+        Ok(Response::new(pb::ListLotsResponse {
+            lots,
+            next_page_token,
+        }))
     }
 
     async fn get_guessing_ratios(
@@ -189,7 +245,10 @@ impl MasterDataService for Api {
         let request = request.into_inner();
         if !request.gtins.is_empty() {
             if request.gtins.len() > PAGE_SIZE_MAX {
-                return Err(invalid("gtins", format!("at most {PAGE_SIZE_MAX} per request")));
+                return Err(invalid(
+                    "gtins",
+                    format!("at most {PAGE_SIZE_MAX} per request"),
+                ));
             }
             let mut ratios = Vec::new();
             for (index, text) in request.gtins.iter().enumerate() {
@@ -202,7 +261,10 @@ impl MasterDataService for Api {
                     .ok_or_else(|| Status::not_found(format!("GTIN {gtin} is not registered")))?;
                 ratios.push(ratio_message(&self.issuer.figures(&product)));
             }
-            return Ok(Response::new(pb::GetGuessingRatiosResponse { ratios, next_page_token: String::new() }));
+            return Ok(Response::new(pb::GetGuessingRatiosResponse {
+                ratios,
+                next_page_token: String::new(),
+            }));
         }
         let after = match request.page_token.as_str() {
             "" => None,
@@ -214,7 +276,13 @@ impl MasterDataService for Api {
             Some(last) if products.len() == limit => last.gtin.as_str().to_owned(),
             _ => String::new(),
         };
-        let ratios = products.iter().map(|p| ratio_message(&self.issuer.figures(p))).collect();
-        Ok(Response::new(pb::GetGuessingRatiosResponse { ratios, next_page_token }))
+        let ratios = products
+            .iter()
+            .map(|p| ratio_message(&self.issuer.figures(p)))
+            .collect();
+        Ok(Response::new(pb::GetGuessingRatiosResponse {
+            ratios,
+            next_page_token,
+        }))
     }
 }

@@ -89,7 +89,14 @@ async fn stream_pool(
     use pb::request_pool_response::Message;
     let send = |message| {
         let sender = sender.clone();
-        async move { sender.send(Ok(pb::RequestPoolResponse { message: Some(message) })).await.is_ok() }
+        async move {
+            sender
+                .send(Ok(pb::RequestPoolResponse {
+                    message: Some(message),
+                }))
+                .await
+                .is_ok()
+        }
     };
     if !send(Message::Header(header(&ticket))).await {
         return;
@@ -104,12 +111,18 @@ async fn stream_pool(
                 break;
             }
             if let Some(error) = progress.failed {
-                let _ = sender.send(Err(Status::unavailable(format!("{error}; resume with page_token offset:{offset}")))).await;
+                let _ = sender
+                    .send(Err(Status::unavailable(format!(
+                        "{error}; resume with page_token offset:{offset}"
+                    ))))
+                    .await;
                 return;
             }
             if ticket.progress.changed().await.is_err() {
                 let _ = sender
-                    .send(Err(Status::unavailable(format!("pool writer stopped; resume with page_token offset:{offset}"))))
+                    .send(Err(Status::unavailable(format!(
+                        "pool writer stopped; resume with page_token offset:{offset}"
+                    ))))
                     .await;
                 return;
             }
@@ -155,37 +168,61 @@ async fn stream_pool(
 }
 
 /// One item of a bulk group, from a bare serial or a pack identifier.
-fn group_item(gtin: &gs1::Gtin, lot: Option<&gs1::Lot>, index: usize, item: GroupInput<'_>) -> GroupItem {
+fn group_item(
+    gtin: &gs1::Gtin,
+    lot: Option<&gs1::Lot>,
+    index: usize,
+    item: GroupInput<'_>,
+) -> GroupItem {
     match item {
-        GroupInput::Serial(text) => gs1::Serial::new(text).map_err(|e| format!("serials[{index}]: {e}")),
+        GroupInput::Serial(text) => {
+            gs1::Serial::new(text).map_err(|e| format!("serials[{index}]: {e}"))
+        }
         GroupInput::Identifier(identifier) => {
             use pb::pack_identifier::Identifier;
             let field = format!("items[{index}]");
             let (item_gtin, serial, item_lot) = match &identifier.identifier {
                 None => return Err(format!("{field}: required")),
                 Some(Identifier::Fields(fields)) => {
-                    let item_gtin = gs1::Gtin::new(&fields.gtin).map_err(|e| format!("{field}.gtin: {e}"))?;
-                    let serial = gs1::Serial::new(&fields.serial).map_err(|e| format!("{field}.serial: {e}"))?;
+                    let item_gtin =
+                        gs1::Gtin::new(&fields.gtin).map_err(|e| format!("{field}.gtin: {e}"))?;
+                    let serial = gs1::Serial::new(&fields.serial)
+                        .map_err(|e| format!("{field}.serial: {e}"))?;
                     let item_lot = match fields.lot.as_deref() {
                         None | Some("") => None,
-                        Some(text) => Some(gs1::Lot::new(text).map_err(|e| format!("{field}.lot: {e}"))?),
+                        Some(text) => {
+                            Some(gs1::Lot::new(text).map_err(|e| format!("{field}.lot: {e}"))?)
+                        }
                     };
                     (item_gtin, serial, item_lot)
                 }
                 Some(Identifier::Encoded(text)) => {
-                    let (data, _) = gs1::parse_any(text.as_bytes()).map_err(|e| format!("{field}.encoded: {e}"))?;
-                    let item_gtin = data.gtin().cloned().ok_or_else(|| format!("{field}.encoded: no GTIN (01)"))?;
-                    let serial = data.serial().cloned().ok_or_else(|| format!("{field}.encoded: no serial (21)"))?;
+                    let (data, _) = gs1::parse_any(text.as_bytes())
+                        .map_err(|e| format!("{field}.encoded: {e}"))?;
+                    let item_gtin = data
+                        .gtin()
+                        .cloned()
+                        .ok_or_else(|| format!("{field}.encoded: no GTIN (01)"))?;
+                    let serial = data
+                        .serial()
+                        .cloned()
+                        .ok_or_else(|| format!("{field}.encoded: no serial (21)"))?;
                     (item_gtin, serial, data.lot().cloned())
                 }
             };
             if &item_gtin != gtin {
-                return Err(format!("{field}: GTIN {item_gtin} differs from the group's {gtin}"));
+                return Err(format!(
+                    "{field}: GTIN {item_gtin} differs from the group's {gtin}"
+                ));
             }
             if let (Some(item_lot), Some(lot)) = (&item_lot, lot)
                 && item_lot != lot
             {
-                return Err(format!("{field}: lot {} differs from the group's {}", item_lot.as_str(), lot.as_str()));
+                return Err(format!(
+                    "{field}: lot {} differs from the group's {}",
+                    item_lot.as_str(),
+                    lot.as_str()
+                ));
             }
             Ok(serial)
         }
@@ -206,7 +243,11 @@ fn group_items(
     match (serials.is_empty(), identifiers.is_empty()) {
         (false, false) => Err(invalid("items", "send either serials or items, not both")),
         (true, true) => Err(invalid("serials", "required (or items)")),
-        (false, true) => Ok(serials.iter().enumerate().map(|(i, s)| group_item(gtin, lot, i, GroupInput::Serial(s))).collect()),
+        (false, true) => Ok(serials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| group_item(gtin, lot, i, GroupInput::Serial(s)))
+            .collect()),
         (true, false) => Ok(identifiers
             .iter()
             .enumerate()
@@ -217,8 +258,16 @@ fn group_items(
 
 fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
     match result {
-        Ok(()) => pb::GroupStatus { code: 0, message: String::new(), violations: Vec::new() },
-        Err(status) => pb::GroupStatus { code: status.code() as i32, message: status.message().to_owned(), violations: Vec::new() },
+        Ok(()) => pb::GroupStatus {
+            code: 0,
+            message: String::new(),
+            violations: Vec::new(),
+        },
+        Err(status) => pb::GroupStatus {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            violations: Vec::new(),
+        },
     }
 }
 
@@ -236,14 +285,22 @@ fn state_code(state: Option<issuer::records::SerialState>) -> i32 {
 fn counts(outcome: &GroupOutcome) -> pb::ItemCounts {
     let applied = outcome.items.iter().filter(|(o, _)| o.applied()).count() as u32;
     let unchanged = outcome.items.iter().filter(|(o, _)| o.unchanged()).count() as u32;
-    pb::ItemCounts { applied, unchanged, refused: outcome.items.len() as u32 - applied - unchanged }
+    pb::ItemCounts {
+        applied,
+        unchanged,
+        refused: outcome.items.len() as u32 - applied - unchanged,
+    }
 }
 
 fn malformed_violation(items: &[GroupItem], index: usize) -> Option<pb::FieldViolation> {
     match &items[index] {
         Err(reason) => {
             let (field, description) = reason.split_once(": ").unwrap_or(("serial", reason));
-            Some(convert::violation(field, ValidationRule::Syntax, description))
+            Some(convert::violation(
+                field,
+                ValidationRule::Syntax,
+                description,
+            ))
         }
         Ok(_) => None,
     }
@@ -255,9 +312,13 @@ fn commission_outcome(outcome: ItemOutcome) -> CommissionOutcome {
         ItemOutcome::AlreadyCommissioned => CommissionOutcome::AlreadyCommissioned,
         ItemOutcome::UnknownSerial => CommissionOutcome::UnknownSerial,
         ItemOutcome::NotInPool => CommissionOutcome::NotInPool,
-        ItemOutcome::Voided | ItemOutcome::Returned | ItemOutcome::AlreadyVoided => CommissionOutcome::Voided,
+        ItemOutcome::Voided | ItemOutcome::Returned | ItemOutcome::AlreadyVoided => {
+            CommissionOutcome::Voided
+        }
         ItemOutcome::LotConflict => CommissionOutcome::LotConflict,
-        ItemOutcome::Decommissioned | ItemOutcome::AlreadyActive => CommissionOutcome::Decommissioned,
+        ItemOutcome::Decommissioned | ItemOutcome::AlreadyActive => {
+            CommissionOutcome::Decommissioned
+        }
         ItemOutcome::Malformed => CommissionOutcome::Malformed,
     }
 }
@@ -273,7 +334,10 @@ fn return_outcome(outcome: ItemOutcome) -> ReturnOutcome {
     }
 }
 
-async fn commission_group(issuer: &Issuer, request: pb::CommissionRequest) -> pb::CommissionResponse {
+async fn commission_group(
+    issuer: &Issuer,
+    request: pb::CommissionRequest,
+) -> pb::CommissionResponse {
     let request_id = request.request_id.clone();
     let mut results = Vec::new();
     let mut counts_message = None;
@@ -290,7 +354,14 @@ async fn commission_group(issuer: &Issuer, request: pb::CommissionRequest) -> pb
             Some(text) => Some(convert::pool_id("pool_id", text)?),
         };
         let items = group_items(&gtin, Some(&lot), &request.serials, &request.items)?;
-        let group = issuer::CommissionGroup { request_id: request.request_id.clone(), gtin, lot, expiry, pool_id, items: items.clone() };
+        let group = issuer::CommissionGroup {
+            request_id: request.request_id.clone(),
+            gtin,
+            lot,
+            expiry,
+            pool_id,
+            items: items.clone(),
+        };
         let outcome = issuer.commission(group).await.map_err(status)?;
         counts_message = Some(counts(&outcome));
         results = outcome
@@ -306,10 +377,18 @@ async fn commission_group(issuer: &Issuer, request: pb::CommissionRequest) -> pb
         Ok(())
     }
     .await;
-    pb::CommissionResponse { request_id, status: Some(group_status(&result)), results, counts: counts_message }
+    pb::CommissionResponse {
+        request_id,
+        status: Some(group_status(&result)),
+        results,
+        counts: counts_message,
+    }
 }
 
-async fn return_group(issuer: &Issuer, request: pb::ReturnSerialsRequest) -> pb::ReturnSerialsResponse {
+async fn return_group(
+    issuer: &Issuer,
+    request: pb::ReturnSerialsRequest,
+) -> pb::ReturnSerialsResponse {
     let request_id = request.request_id.clone();
     let mut results = Vec::new();
     let mut counts_message = None;
@@ -321,7 +400,12 @@ async fn return_group(issuer: &Issuer, request: pb::ReturnSerialsRequest) -> pb:
             Some(text) => Some(convert::pool_id("pool_id", text)?),
         };
         let items = group_items(&gtin, None, &request.serials, &request.items)?;
-        let group = issuer::ReturnGroup { request_id: request.request_id.clone(), gtin, pool_id, items: items.clone() };
+        let group = issuer::ReturnGroup {
+            request_id: request.request_id.clone(),
+            gtin,
+            pool_id,
+            items: items.clone(),
+        };
         let outcome = issuer.return_serials(group).await.map_err(status)?;
         counts_message = Some(counts(&outcome));
         results = outcome
@@ -337,11 +421,20 @@ async fn return_group(issuer: &Issuer, request: pb::ReturnSerialsRequest) -> pb:
         Ok(())
     }
     .await;
-    pb::ReturnSerialsResponse { request_id, status: Some(group_status(&result)), results, counts: counts_message }
+    pb::ReturnSerialsResponse {
+        request_id,
+        status: Some(group_status(&result)),
+        results,
+        counts: counts_message,
+    }
 }
 
 /// Answers each inbound group in order; stops when the client stops.
-fn serve_groups<In, Out, F, Fut>(issuer: Arc<Issuer>, mut inbound: Streaming<In>, handle: F) -> ResponseStream<Out>
+fn serve_groups<In, Out, F, Fut>(
+    issuer: Arc<Issuer>,
+    mut inbound: Streaming<In>,
+    handle: F,
+) -> ResponseStream<Out>
 where
     In: Send + 'static,
     Out: Send + 'static,
@@ -371,8 +464,10 @@ where
 
 #[tonic::async_trait]
 impl PoolService for Api {
-
-    async fn get_limits(&self, _: Request<pb::GetLimitsRequest>) -> Result<Response<pb::GetLimitsResponse>, Status> {
+    async fn get_limits(
+        &self,
+        _: Request<pb::GetLimitsRequest>,
+    ) -> Result<Response<pb::GetLimitsResponse>, Status> {
         let config = self.issuer.config();
         Ok(Response::new(pb::GetLimitsResponse {
             max_serials_requestable: config.pool_count_max,
@@ -382,18 +477,35 @@ impl PoolService for Api {
         }))
     }
 
-    async fn request_pool(&self, request: Request<pb::RequestPoolRequest>) -> Result<Response<ResponseStream<pb::RequestPoolResponse>>, Status> {
+    async fn request_pool(
+        &self,
+        request: Request<pb::RequestPoolRequest>,
+    ) -> Result<Response<ResponseStream<pb::RequestPoolResponse>>, Status> {
         let (pool, offset) = pool_request(request.into_inner())?;
         let ticket = self.issuer.request_pool(pool).await.map_err(status)?;
         if offset > ticket.pool.record.granted {
-            return Err(invalid("page_token", format!("offset {offset} is past the pool's {} serials", ticket.pool.record.granted)));
+            return Err(invalid(
+                "page_token",
+                format!(
+                    "offset {offset} is past the pool's {} serials",
+                    ticket.pool.record.granted
+                ),
+            ));
         }
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream_pool(Arc::clone(&self.issuer), ticket, offset, sender));
+        tokio::spawn(stream_pool(
+            Arc::clone(&self.issuer),
+            ticket,
+            offset,
+            sender,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
-    async fn get_pool(&self, request: Request<pb::GetPoolRequest>) -> Result<Response<pb::GetPoolResponse>, Status> {
+    async fn get_pool(
+        &self,
+        request: Request<pb::GetPoolRequest>,
+    ) -> Result<Response<pb::GetPoolResponse>, Status> {
         let pool_id = convert::pool_id("pool_id", &request.into_inner().pool_id)?;
         let record = self
             .issuer
@@ -403,7 +515,11 @@ impl PoolService for Api {
             .ok_or_else(|| Status::not_found(format!("pool {pool_id} does not exist")))?;
         let gtin = format!("{:014}", record.gtin);
         let format = issuer::format::Format::from_stored(&record.format).ok();
-        let status = if record.granted == record.requested { pb::PoolStatus::Ok } else { pb::PoolStatus::InsufficientSerialNumbers };
+        let status = if record.granted == record.requested {
+            pb::PoolStatus::Ok
+        } else {
+            pb::PoolStatus::InsufficientSerialNumbers
+        };
         Ok(Response::new(pb::GetPoolResponse {
             pool: Some(pb::Pool {
                 pool_id: pool_id.to_string(),
@@ -430,9 +546,11 @@ impl PoolService for Api {
         &self,
         request: Request<Streaming<pb::CommissionRequest>>,
     ) -> Result<Response<ResponseStream<pb::CommissionResponse>>, Status> {
-        let stream = serve_groups(Arc::clone(&self.issuer), request.into_inner(), |issuer, group| async move {
-            commission_group(&issuer, group).await
-        });
+        let stream = serve_groups(
+            Arc::clone(&self.issuer),
+            request.into_inner(),
+            |issuer, group| async move { commission_group(&issuer, group).await },
+        );
         Ok(Response::new(stream))
     }
 
@@ -440,9 +558,11 @@ impl PoolService for Api {
         &self,
         request: Request<Streaming<pb::ReturnSerialsRequest>>,
     ) -> Result<Response<ResponseStream<pb::ReturnSerialsResponse>>, Status> {
-        let stream = serve_groups(Arc::clone(&self.issuer), request.into_inner(), |issuer, group| async move {
-            return_group(&issuer, group).await
-        });
+        let stream = serve_groups(
+            Arc::clone(&self.issuer),
+            request.into_inner(),
+            |issuer, group| async move { return_group(&issuer, group).await },
+        );
         Ok(Response::new(stream))
     }
 }

@@ -63,7 +63,10 @@ pub async fn run(
         .context("join the storage opener")?
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
-    let issuer = Arc::new(issuer::Issuer::start(Arc::clone(&store), config.issuer).context("start the shard writers")?);
+    let issuer = Arc::new(
+        issuer::Issuer::start(Arc::clone(&store), config.issuer)
+            .context("start the shard writers")?,
+    );
 
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.http_listen, "HTTP").await?;
@@ -134,7 +137,9 @@ async fn stop_issuer(issuer: Arc<issuer::Issuer>) {
         Ok(issuer) => {
             let _ = tokio::task::spawn_blocking(move || issuer.shutdown()).await;
         }
-        Err(_) => tracing::warn!("shard writers still referenced at shutdown; their queued work is in the WAL or was never acknowledged"),
+        Err(_) => tracing::warn!(
+            "shard writers still referenced at shutdown; their queued work is in the WAL or was never acknowledged"
+        ),
     }
 }
 
