@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod bulk;
 mod health;
+mod master_data;
+mod output;
 mod parse;
+mod pool;
+mod rpc;
 
 /// Command-line client of serialsvc.
 #[derive(Debug, Parser)]
@@ -39,6 +44,16 @@ enum Command {
     Parse(parse::ParseArgs),
     /// Ask the server's gRPC health service; exit status 0 only when SERVING.
     Health(health::HealthArgs),
+    /// Register, list and show products (GTINs).
+    Product(master_data::ProductArgs),
+    /// Register and list lots (batches).
+    Lot(master_data::LotArgs),
+    /// Report the EU guessing-rule figures per GTIN.
+    Ratios(master_data::RatiosArgs),
+    /// Request serial pools, return unused serials, show the pool limits.
+    Pool(pool::PoolArgs),
+    /// Commission the serials listed in FILE (applied to packs of one lot).
+    Commission(pool::CommissionArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +66,41 @@ fn main() -> ExitCode {
                 timeout: Duration::from_secs(cli.timeout_seconds),
             };
             run_async(health::run(connection, args))
+        }
+        Command::Product(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(master_data::run_product(connection, args))
+        }
+        Command::Lot(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(master_data::run_lot(connection, args))
+        }
+        Command::Ratios(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(master_data::run_ratios(connection, args))
+        }
+        Command::Pool(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(pool::run_pool(connection, args))
+        }
+        Command::Commission(args) => {
+            let connection = Connection {
+                endpoint: cli.endpoint,
+                timeout: Duration::from_secs(cli.timeout_seconds),
+            };
+            run_async(pool::run_commission(connection, args))
         }
     }
 }

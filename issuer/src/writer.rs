@@ -399,10 +399,17 @@ impl Writer {
                 })?;
             let pool = PoolRecord::decode(version, &payload)?;
             let missing = pool.granted.saturating_sub(pool.committed);
+            // After a restart the product is not cached yet; `draw` and `ticket` need it.
+            if self.product(gtin)?.is_none() {
+                return Err(IssuerError::FailedPrecondition(format!(
+                    "GTIN {} is not registered",
+                    request.gtin
+                )));
+            }
             let serials = if missing > 0 {
                 self.draw(gtin, &request.gtin, missing, None)?.0
             } else {
-                Vec::new()
+                SerialBuffer::default()
             };
             return Ok(PoolPlan {
                 pool_id,
@@ -469,7 +476,7 @@ impl Writer {
         display: &gs1::Gtin,
         count: u64,
         format: Option<&Format>,
-    ) -> Result<(Vec<Vec<u8>>, PoolLimit), IssuerError> {
+    ) -> Result<(SerialBuffer, PoolLimit), IssuerError> {
         self.ensure_issued_set(gtin)?;
         let rule = self.shared.config.guessing_rule;
         let Some(product) = self.products.get_mut(&gtin) else {
@@ -514,7 +521,10 @@ impl Writer {
         // Bounded redraws: a nearly full space ends in a partial pool, never a loop.
         let redraws_max = wanted.saturating_mul(16).saturating_add(10_000);
         let set = product.issued.get_or_insert_with(HashedSet::default);
-        let mut serials = Vec::with_capacity(usize::try_from(wanted).unwrap_or(0).min(1 << 20));
+        let capacity = usize::try_from(wanted).unwrap_or(0).min(1 << 24);
+        // Grow the set once, not by repeated rehashing while drawing.
+        set.reserve(capacity);
+        let mut serials = SerialBuffer::with_capacity(capacity, format.serial.length() as usize);
         let mut redraws = 0u64;
         let mut candidate = Vec::with_capacity(20);
         while (serials.len() as u64) < wanted {
@@ -522,7 +532,7 @@ impl Writer {
             self.generator.generate(&format.serial, &mut candidate);
             let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&candidate, self.hash_secret);
             if set.insert(hash) {
-                serials.push(candidate.clone());
+                serials.push(&candidate);
             } else {
                 redraws += 1;
                 if redraws > redraws_max {
@@ -560,30 +570,29 @@ impl Writer {
         };
         let (progress, progress_receiver) = watch::channel(already);
         let mut reply = Some(reply);
-        let mut remaining = serials.as_slice();
-
-        if remaining.is_empty() {
+        let mut next = 0;
+        if serials.is_empty() {
             progress.send_modify(|p| p.finished = true);
         }
-        while !remaining.is_empty() {
-            let take = remaining.len().min(segment);
-            let (batch, rest) = remaining.split_at(take);
-            match self.commit_segment(pool_id, &mut pool, batch, request_record.take()) {
+        while next < serials.len() {
+            let end = serials.len().min(next + segment);
+            let batch: Vec<&[u8]> = (next..end).map(|i| serials.get(i)).collect();
+            match self.commit_segment(pool_id, &mut pool, &batch, request_record.take()) {
                 Ok(()) => {
-                    remaining = rest;
+                    next = end;
                     progress.send_modify(|p| {
                         p.chunks = pool.chunks;
                         p.serials = pool.committed;
-                        p.finished = remaining.is_empty();
+                        p.finished = next == serials.len();
                     });
                 }
                 Err(error) => {
                     // Forget the uncommitted serials so they may be drawn again.
                     if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut())
                     {
-                        for serial in remaining {
+                        for index in next..serials.len() {
                             set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(
-                                serial,
+                                serials.get(index),
                                 self.hash_secret,
                             ));
                         }
@@ -648,7 +657,7 @@ impl Writer {
         &mut self,
         pool_id: u64,
         pool: &mut PoolRecord,
-        serials: &[Vec<u8>],
+        serials: &[&[u8]],
         request_record: Option<(Vec<u8>, RequestRecord)>,
     ) -> Result<(), IssuerError> {
         let gtin = pool.gtin;
@@ -663,7 +672,7 @@ impl Writer {
         };
         let allocated = envelope(&allocated.encode());
         // Sorted keys insert faster into the memtable's skip list.
-        let mut sorted: Vec<&Vec<u8>> = serials.iter().collect();
+        let mut sorted: Vec<&[u8]> = serials.to_vec();
         sorted.sort_unstable();
         for serial in sorted {
             change.put(
@@ -676,7 +685,7 @@ impl Writer {
         change.put(
             Family::Pools,
             keys::pool_chunk(pool_id, chunk_index),
-            envelope(&encode_chunk(serials.iter().map(Vec::as_slice))),
+            envelope(&encode_chunk(serials.iter().copied())),
         );
         let mut updated = pool.clone();
         updated.committed += serials.len() as u64;
@@ -993,11 +1002,52 @@ impl Writer {
     }
 }
 
+/// Serials drawn for one pool, packed in one buffer: one allocation for a
+/// whole pool instead of one per serial.
+#[derive(Debug, Default)]
+struct SerialBuffer {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl SerialBuffer {
+    fn with_capacity(count: usize, width: usize) -> Self {
+        SerialBuffer {
+            bytes: Vec::with_capacity(count * width.max(1)),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    fn push(&mut self, serial: &[u8]) {
+        self.bytes.extend_from_slice(serial);
+        // A pool holds at most 10,000,000 serials of at most 20 bytes: < 2^32.
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        let start = if index == 0 {
+            0
+        } else {
+            self.ends[index - 1] as usize
+        };
+        &self.bytes[start..self.ends[index] as usize]
+    }
+}
+
 /// A pool about to be committed.
 struct PoolPlan {
     pool_id: u64,
     pool: PoolRecord,
-    serials: Vec<Vec<u8>>,
+    serials: SerialBuffer,
     request_record: Option<(Vec<u8>, RequestRecord)>,
 }
 

@@ -65,6 +65,12 @@ impl Server {
         self.child.id()
     }
 
+    /// Kills the server with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit status (panics after 60 s).
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         let status = Command::new("kill")
