@@ -550,9 +550,11 @@ impl Writer {
         Ok((serials, limit))
     }
 
-    /// Commits the plan in segments; the ticket is sent once the first segment
-    /// (with the pool and request records) is durable, then each further
-    /// segment is announced through the progress channel after its commit.
+    /// Commits the plan in segments (each one WriteBatch, synced) and answers
+    /// only when every segment is durable: no serial of a pool is sent before
+    /// the whole pool is on stable storage. A crash between segments leaves a
+    /// pool record with `committed < granted`; its replay draws the rest (none
+    /// of it was ever sent) and completes it.
     fn commit_pool(&mut self, request: PoolRequest, plan: PoolPlan, reply: Reply<PoolTicket>) {
         let PoolPlan {
             pool_id,
@@ -606,10 +608,6 @@ impl Writer {
                     }
                     return;
                 }
-            }
-            if let Some(reply) = reply.take() {
-                let _ =
-                    reply.send(self.ticket(&request, pool_id, &pool, progress_receiver.clone()));
             }
         }
         if let Some(reply) = reply.take() {
