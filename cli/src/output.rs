@@ -62,34 +62,16 @@ pub(crate) fn timestamp(seconds: Option<i64>) -> String {
     };
     let days = seconds.div_euclid(86_400);
     let seconds_of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds_of_day / 3600,
-        seconds_of_day / 60 % 60,
-        seconds_of_day % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // day is 1..=31 and month 1..=12 by construction.
-    (year, month as u32, day as u32)
+    match gs1::CalendarDate::from_days_since_epoch(days) {
+        Ok(date) => format!(
+            "{date}T{:02}:{:02}:{:02}Z",
+            seconds_of_day / 3600,
+            seconds_of_day / 60 % 60,
+            seconds_of_day % 60
+        ),
+        // Outside years 0..=9999: show the raw value rather than a wrong date.
+        Err(_) => format!("{seconds}s since 1970-01-01"),
+    }
 }
 
 /// A progress bar on standard error, drawn only when standard error is a
@@ -145,20 +127,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
-
-    #[test]
     fn timestamps() {
         assert_eq!(timestamp(None), "-");
         assert_eq!(
             timestamp(Some(1_709_164_800 + 3_723)),
             "2024-02-29T01:02:03Z"
         );
+        assert_eq!(timestamp(Some(-1)), "1969-12-31T23:59:59Z");
     }
 
     #[test]

@@ -99,34 +99,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting");
-    serialsvc::run(config, shutdown_signal(), |_| {}).await?;
+    serialsvc::run(config, shutdown_signal()?, |_| {}).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Installs the SIGINT and SIGTERM handlers now, before anything is served,
+/// so that a signal arriving at any time after start-up triggers the clean
+/// shutdown; the returned future completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use anyhow::Context;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
-    }
+    })
 }
 
 fn init_logging(format: LogFormat) {

@@ -334,6 +334,30 @@ fn return_outcome(outcome: ItemOutcome) -> ReturnOutcome {
     }
 }
 
+fn optional_pool_id(text: Option<&str>) -> Result<Option<u64>, Status> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => convert::pool_id("pool_id", text).map(Some),
+    }
+}
+
+/// One wire result per item: its outcome, its state after, and for a
+/// malformed item the violation that says why.
+fn per_item<R>(
+    outcome: &GroupOutcome,
+    items: &[GroupItem],
+    make: impl Fn(ItemOutcome, i32, Option<pb::FieldViolation>) -> R,
+) -> Vec<R> {
+    outcome
+        .items
+        .iter()
+        .enumerate()
+        .map(|(index, (item, state))| {
+            make(*item, state_code(*state), malformed_violation(items, index))
+        })
+        .collect()
+}
+
 async fn commission_group(
     issuer: &Issuer,
     request: pb::CommissionRequest,
@@ -349,10 +373,7 @@ async fn commission_group(
             None | Some("") => None,
             Some(text) => Some(convert::expiry("expiry", text)?),
         };
-        let pool_id = match request.pool_id.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(convert::pool_id("pool_id", text)?),
-        };
+        let pool_id = optional_pool_id(request.pool_id.as_deref())?;
         let items = group_items(&gtin, Some(&lot), &request.serials, &request.items)?;
         let group = issuer::CommissionGroup {
             request_id: request.request_id.clone(),
@@ -364,16 +385,13 @@ async fn commission_group(
         };
         let outcome = issuer.commission(group).await.map_err(status)?;
         counts_message = Some(counts(&outcome));
-        results = outcome
-            .items
-            .iter()
-            .enumerate()
-            .map(|(index, (item, state))| pb::CommissionResult {
-                outcome: commission_outcome(*item) as i32,
-                state: state_code(*state),
-                error: malformed_violation(&items, index),
-            })
-            .collect();
+        results = per_item(&outcome, &items, |item, state, error| {
+            pb::CommissionResult {
+                outcome: commission_outcome(item) as i32,
+                state,
+                error,
+            }
+        });
         Ok(())
     }
     .await;
@@ -395,10 +413,7 @@ async fn return_group(
     let result = async {
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
-        let pool_id = match request.pool_id.as_deref() {
-            None | Some("") => None,
-            Some(text) => Some(convert::pool_id("pool_id", text)?),
-        };
+        let pool_id = optional_pool_id(request.pool_id.as_deref())?;
         let items = group_items(&gtin, None, &request.serials, &request.items)?;
         let group = issuer::ReturnGroup {
             request_id: request.request_id.clone(),
@@ -408,16 +423,13 @@ async fn return_group(
         };
         let outcome = issuer.return_serials(group).await.map_err(status)?;
         counts_message = Some(counts(&outcome));
-        results = outcome
-            .items
-            .iter()
-            .enumerate()
-            .map(|(index, (item, state))| pb::ReturnSerialsResult {
-                outcome: return_outcome(*item) as i32,
-                state: state_code(*state),
-                error: malformed_violation(&items, index),
-            })
-            .collect();
+        results = per_item(&outcome, &items, |item, state, error| {
+            pb::ReturnSerialsResult {
+                outcome: return_outcome(item) as i32,
+                state,
+                error,
+            }
+        });
         Ok(())
     }
     .await;
