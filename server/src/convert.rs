@@ -60,6 +60,28 @@ pub(crate) fn expiry(field: &str, text: &str) -> Result<gs1::Expiry, Status> {
     gs1::Expiry::new(text).map_err(|e| invalid(field, e))
 }
 
+/// A US NDC: 10 digits once hyphens are removed, and the very NDC carried
+/// inside the GTIN (indicator digit, "03", the 10 NDC digits, check digit).
+pub(crate) fn ndc(field: &str, text: &str, gtin: &gs1::Gtin) -> Result<String, Status> {
+    let digits: String = text.chars().filter(|c| *c != '-').collect();
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            field,
+            format!("{text:?} is not a 10-digit NDC (hyphens allowed)"),
+        ));
+    }
+    let inside = gtin.as_str().get(3..13).unwrap_or_default();
+    if gtin.as_str().get(1..3) != Some("03") || inside != digits {
+        return Err(invalid(
+            field,
+            format!(
+                "NDC {digits} is not the one inside GTIN {gtin} (expected indicator + 03 + NDC + check digit)"
+            ),
+        ));
+    }
+    Ok(digits)
+}
+
 /// A request id, line id or location: 1–64 characters of GS1 CSET 82.
 pub(crate) fn identifier(field: &str, text: &str, required: bool) -> Result<String, Status> {
     if text.is_empty() {

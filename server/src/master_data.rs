@@ -105,21 +105,17 @@ impl MasterDataService for Api {
                 "required (eu-fmd, us-dscsa, ru-chestny-znak, br-anvisa, sgtin-96, custom)",
             ));
         }
-        if let Some(ndc) = &request.ndc
-            && !(ndc.len() == 10 || ndc.len() == 11 || ndc.contains('-'))
-        {
-            return Err(invalid(
-                "ndc",
-                "a 10-digit NDC (with or without dashes) or 11-digit billing form",
-            ));
-        }
+        let ndc = match request.ndc.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(convert::ndc("ndc", text, &gtin)?),
+        };
         let product = issuer::NewProduct {
             gtin,
             name,
             company_prefix_length,
             profile: request.market_profile,
             custom_format: request.custom_format.map(|f| (f.alphabet, f.length)),
-            ndc: request.ndc,
+            ndc,
             guessing_rule_enforced: request.guessing_rule_enforced,
         };
         let product = self.issuer.add_product(product).await.map_err(status)?;
