@@ -10,7 +10,7 @@ use proto::serial::v1::{
     master_data_service_server::MasterDataServiceServer,
     pool_service_server::PoolServiceServer,
     reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
-    server_info_service_server::{ServerInfoService, ServerInfoServiceServer},
+    server_info_service_server::ServerInfoServiceServer,
     status_service_server::{StatusService, StatusServiceServer},
     verification_service_server::{VerificationService, VerificationServiceServer},
 };
@@ -45,6 +45,9 @@ const SERVICE_NAMES: [&str; 9] = [
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
     pub(crate) issuer: Arc<issuer::Issuer>,
+    pub(crate) store: Arc<Store>,
+    /// Start time, microseconds since the Unix epoch (GetServerInfo).
+    pub(crate) started_micros: u64,
 }
 
 impl VerificationService for Api {}
@@ -53,7 +56,6 @@ impl AggregationService for Api {}
 impl EventService for Api {}
 impl ReconciliationService for Api {}
 impl AccessService for Api {}
-impl ServerInfoService for Api {}
 
 macro_rules! limited {
     ($server:ident, $api:expr) => {
@@ -66,11 +68,20 @@ macro_rules! limited {
 /// Builds the gRPC router with every service, health and reflection.
 pub(crate) fn router(
     issuer: Arc<issuer::Issuer>,
+    store: Arc<Store>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> anyhow::Result<Router> {
-    let api = Api { issuer };
+    let started_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let api = Api {
+        issuer,
+        store,
+        started_micros,
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -13,6 +13,7 @@ mod http;
 mod master_data;
 mod pools;
 mod serve;
+mod server_info;
 
 pub use issuer::IssuerConfig;
 pub use serve::{BoundAddresses, ServeConfig, run};

@@ -88,7 +88,7 @@ pub async fn run(
     readiness.set_serving().await;
     let watcher = tokio::spawn(readiness.clone().watch_fail_stop(stop.clone()));
 
-    let grpc_server = grpc::router(Arc::clone(&issuer), health_service)?
+    let grpc_server = grpc::router(Arc::clone(&issuer), Arc::clone(&store), health_service)?
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
     let http_server = axum::serve(http_listener, http::router(readiness.clone()))
         .with_graceful_shutdown(stopped(stop.clone()));

@@ -162,3 +162,37 @@ async fn rpcs_not_yet_implemented_answer_unimplemented() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 }
+
+#[tokio::test]
+async fn server_info_publishes_limits_and_profiles() {
+    use proto::serial::v1::server_info_service_client::ServerInfoServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut client = ServerInfoServiceClient::new(channel(&server).await);
+    let info = client
+        .get_server_info(proto::serial::v1::GetServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.api, "serial.v1");
+    let limits = info.limits.unwrap();
+    assert_eq!(limits.max_serials_requestable, 1_000_000);
+    assert_eq!(limits.pool_chunk_size, 16_384);
+    let names: Vec<_> = info
+        .market_profiles
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "eu-fmd",
+            "us-dscsa",
+            "ru-chestny-znak",
+            "br-anvisa",
+            "sgtin-96",
+            "custom"
+        ]
+    );
+    assert!((info.guessing_ratio_limit - 0.0001).abs() < 1e-12);
+}

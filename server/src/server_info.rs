@@ -1,0 +1,70 @@
+//! `serial.v1.ServerInfoService`: version, limits and market profiles, so
+//! clients size their requests instead of discovering limits by failure.
+
+use issuer::profile::MarketProfile;
+use proto::serial::v1 as pb;
+use proto::serial::v1::server_info_service_server::ServerInfoService;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::grpc::{Api, MESSAGE_BYTES_MAX};
+use crate::master_data::PAGE_SIZE_MAX;
+use crate::pools::CHUNK_SIZE;
+
+fn profile_message(profile: MarketProfile) -> pb::MarketProfile {
+    pb::MarketProfile {
+        name: profile.name().to_owned(),
+        description: profile.description().to_owned(),
+        format: profile.default_format().map(|format| pb::SerialFormat {
+            alphabet: format.alphabet_text().to_owned(),
+            length: format.length(),
+        }),
+        guessing_rule_default: profile.guessing_rule_default(),
+        ndc_required: false,
+    }
+}
+
+#[tonic::async_trait]
+impl ServerInfoService for Api {
+    async fn get_server_info(
+        &self,
+        _: Request<pb::GetServerInfoRequest>,
+    ) -> Result<Response<pb::GetServerInfoResponse>, Status> {
+        let config = self.issuer.config();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let limits = pb::ServerLimits {
+            max_serials_requestable: config.pool_count_max,
+            max_serials_returnable: config.return_group_max as u32,
+            pool_chunk_size: CHUNK_SIZE as u32,
+            max_items_per_group: config.commission_group_max as u32,
+            // Groups are answered one at a time per stream.
+            max_groups_in_flight: 1,
+            max_page_size: PAGE_SIZE_MAX as u32,
+            max_message_bytes: MESSAGE_BYTES_MAX as u32,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::GetServerInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            build_commit: String::new(),
+            api: "serial.v1".to_owned(),
+            server_time: Some(convert::timestamp(now)),
+            started_at: Some(convert::timestamp(self.started_micros)),
+            shard_count: config.shards as u32,
+            responder_gln: String::new(),
+            limits: Some(limits),
+            market_profiles: MarketProfile::ALL
+                .into_iter()
+                .map(profile_message)
+                .collect(),
+            guessing_ratio_limit: config.guessing_rule.ratio_limit(),
+            undo_window_seconds: 0,
+            // Idempotency records are never deleted.
+            request_id_retention_seconds: u64::MAX,
+            outstanding_age_default_seconds: 0,
+            head_sequence: self.store.next_event_sequence().saturating_sub(1),
+        }))
+    }
+}
