@@ -406,8 +406,33 @@ impl Writer {
                     request.gtin
                 )));
             }
+            let mut pool = pool;
             let serials = if missing > 0 {
-                self.draw(gtin, &request.gtin, missing, None)?.0
+                // The rest of a pool a crash cut short (none of it was sent):
+                // drawn from the pool's own format, within today's limits.
+                let format = Format::from_stored(&pool.format)?;
+                let (serials, limit) = match self.draw(gtin, &request.gtin, missing, Some(&format))
+                {
+                    Ok(drawn) => drawn,
+                    // Nothing more may be issued now: the pool ends with what is durable.
+                    Err(IssuerError::Exhausted(_)) => {
+                        let enforced = self
+                            .product(gtin)?
+                            .is_some_and(|p| p.record.guessing_rule_enforced);
+                        let limit = if enforced {
+                            PoolLimit::GuessingRule
+                        } else {
+                            PoolLimit::SerialSpace
+                        };
+                        (SerialBuffer::default(), limit)
+                    }
+                    Err(error) => return Err(error),
+                };
+                if (serials.len() as u64) < missing {
+                    pool.granted = pool.committed + serials.len() as u64;
+                    pool.limit = limit.code();
+                }
+                serials
             } else {
                 SerialBuffer::default()
             };

@@ -96,6 +96,17 @@ async fn request_pool_from(
     count: u64,
     token: &str,
 ) -> Result<Pool, tonic::Status> {
+    request_pool_with(channel, request_id, gtin, count, token, None).await
+}
+
+async fn request_pool_with(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+    token: &str,
+    format_override: Option<pb::SerialFormat>,
+) -> Result<Pool, tonic::Status> {
     let mut client = PoolServiceClient::new(channel.clone());
     let request = pb::RequestPoolRequest {
         request_id: request_id.into(),
@@ -103,6 +114,7 @@ async fn request_pool_from(
         count,
         line_id: "LINE-1".into(),
         page_token: token.into(),
+        format_override,
         ..Default::default()
     };
     let mut stream = client.request_pool(request).await?.into_inner();
@@ -495,6 +507,14 @@ async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
     assert_eq!(limits.max_serials_requestable, 1_000_000);
 }
 
+/// A per-pool format override: 13 digits (allowed by eu-fmd's rule).
+fn digits13() -> Option<pb::SerialFormat> {
+    Some(pb::SerialFormat {
+        alphabet: "0123456789".into(),
+        length: 13,
+    })
+}
+
 #[tokio::test]
 async fn a_pool_cut_short_by_kill_9_is_completed_on_replay() {
     let dir = tempfile::tempdir().unwrap();
@@ -506,7 +526,7 @@ async fn a_pool_cut_short_by_kill_9_is_completed_on_replay() {
     // only goes out once the whole pool is durable.
     let request = tokio::spawn({
         let channel = channel.clone();
-        async move { request_pool(&channel, "crash-1", GTIN, 1_000_000).await }
+        async move { request_pool_with(&channel, "crash-1", GTIN, 1_000_000, "", digits13()).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     server.kill9();
@@ -517,14 +537,21 @@ async fn a_pool_cut_short_by_kill_9_is_completed_on_replay() {
 
     let server = Server::start(dir.path());
     let channel = self::channel(&server).await;
-    let replay = request_pool(&channel, "crash-1", GTIN, 1_000_000)
+    let replay = request_pool_with(&channel, "crash-1", GTIN, 1_000_000, "", digits13())
         .await
         .expect("replay after kill -9");
     assert_eq!(replay.header.granted_count, 1_000_000);
+    // Completed in the pool's own (overridden) format, not the product's.
+    assert!(
+        replay
+            .serials
+            .iter()
+            .all(|s| s.len() == 13 && s.bytes().all(|b| b.is_ascii_digit()))
+    );
     let distinct: HashSet<_> = replay.serials.iter().collect();
     assert_eq!(distinct.len(), 1_000_000);
     assert_eq!(replay.summary.serials_xxh3, checksum(&replay.serials));
-    let again = request_pool(&channel, "crash-1", GTIN, 1_000_000)
+    let again = request_pool_with(&channel, "crash-1", GTIN, 1_000_000, "", digits13())
         .await
         .unwrap();
     assert_eq!(again.serials, replay.serials);
