@@ -970,7 +970,12 @@ impl Writer {
 
         let read_ms = started.elapsed().as_millis() as u64;
         let mut change = ChangeSet::new();
-        for serial in &changed_serials {
+        // Sorted keys insert faster into the memtable's skip list; the answer
+        // keeps item order (`outcomes`), only the write order changes.
+        let mut sorted_serials = changed_serials.clone();
+        sorted_serials.sort_unstable();
+        sorted_serials.dedup();
+        for serial in &sorted_serials {
             let key = keys::serial(gtin, serial);
             if let Some(record) = current.get(&key) {
                 change.put(Family::Serials, key, envelope(&record.encode()));
