@@ -567,3 +567,28 @@ async fn a_pool_cut_short_by_kill_9_is_completed_on_replay() {
         .into_inner();
     assert_eq!(ratios.ratios[0].issued, 1_000_000);
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_pool_stream_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    add_product(&channel, GTIN, "eu-fmd", None, None).await;
+    let in_flight = tokio::spawn({
+        let channel = channel.clone();
+        async move { request_pool(&channel, "drain-1", GTIN, 500_000).await }
+    });
+    // Let the request reach the shard writer, then ask the server to stop.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let (status, log) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let pool = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight pool completes despite SIGTERM");
+    assert_eq!(pool.serials.len(), 500_000);
+    assert_eq!(pool.summary.serials_xxh3, checksum(&pool.serials));
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
+    assert!(log.iter().any(|l| l.contains("storage closed")), "{log:#?}");
+}
