@@ -58,50 +58,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let connection = Connection {
+        endpoint: cli.endpoint,
+        timeout: Duration::from_secs(cli.timeout_seconds),
+    };
     match cli.command {
         Command::Parse(args) => parse::run(&args),
-        Command::Health(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(health::run(connection, args))
-        }
-        Command::Product(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(master_data::run_product(connection, args))
-        }
-        Command::Lot(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(master_data::run_lot(connection, args))
-        }
-        Command::Ratios(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(master_data::run_ratios(connection, args))
-        }
-        Command::Pool(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(pool::run_pool(connection, args))
-        }
-        Command::Commission(args) => {
-            let connection = Connection {
-                endpoint: cli.endpoint,
-                timeout: Duration::from_secs(cli.timeout_seconds),
-            };
-            run_async(pool::run_commission(connection, args))
-        }
+        Command::Health(args) => run_async(health::run(connection, args)),
+        Command::Product(args) => run_async(master_data::run_product(connection, args)),
+        Command::Lot(args) => run_async(master_data::run_lot(connection, args)),
+        Command::Ratios(args) => run_async(master_data::run_ratios(connection, args)),
+        Command::Pool(args) => run_async(pool::run_pool(connection, args)),
+        Command::Commission(args) => run_async(pool::run_commission(connection, args)),
     }
 }
 

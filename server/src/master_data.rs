@@ -80,6 +80,25 @@ fn lot_message(lot: &issuer::LotInfo) -> pb::Lot {
     }
 }
 
+impl Api {
+    /// The registered product of `gtin`, or NOT_FOUND.
+    async fn registered_product(&self, gtin: gs1::Gtin) -> Result<issuer::Product, Status> {
+        self.issuer
+            .product(gtin.clone())
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("GTIN {gtin} is not registered")))
+    }
+}
+
+/// An optional GTIN field: empty means "not given".
+fn optional_gtin(field: &str, text: &str) -> Result<Option<gs1::Gtin>, Status> {
+    match text {
+        "" => Ok(None),
+        text => convert::gtin(field, text).map(Some),
+    }
+}
+
 #[tonic::async_trait]
 impl MasterDataService for Api {
     async fn add_product(
@@ -129,12 +148,7 @@ impl MasterDataService for Api {
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
         let gtin = convert::gtin("gtin", &request.into_inner().gtin)?;
-        let product = self
-            .issuer
-            .product(gtin.clone())
-            .await
-            .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("GTIN {gtin} is not registered")))?;
+        let product = self.registered_product(gtin).await?;
         Ok(Response::new(pb::GetProductResponse {
             product: Some(product_message(&product)),
         }))
@@ -145,10 +159,7 @@ impl MasterDataService for Api {
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let request = request.into_inner();
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(convert::gtin("page_token", token)?),
-        };
+        let after = optional_gtin("page_token", &request.page_token)?;
         let limit = page_size(request.page_size);
         let mut products = Vec::new();
         let mut cursor = after;
@@ -207,10 +218,7 @@ impl MasterDataService for Api {
         request: Request<pb::ListLotsRequest>,
     ) -> Result<Response<pb::ListLotsResponse>, Status> {
         let request = request.into_inner();
-        let gtin = match request.gtin.as_str() {
-            "" => None,
-            text => Some(convert::gtin("gtin", text)?),
-        };
+        let gtin = optional_gtin("gtin", &request.gtin)?;
         let after = match request.page_token.split_once('/') {
             None if request.page_token.is_empty() => None,
             Some((g, lot)) => Some((convert::gtin("page_token", g)?, lot.to_owned())),
@@ -249,12 +257,7 @@ impl MasterDataService for Api {
             let mut ratios = Vec::new();
             for (index, text) in request.gtins.iter().enumerate() {
                 let gtin = convert::gtin(&format!("gtins[{index}]"), text)?;
-                let product = self
-                    .issuer
-                    .product(gtin.clone())
-                    .await
-                    .map_err(status)?
-                    .ok_or_else(|| Status::not_found(format!("GTIN {gtin} is not registered")))?;
+                let product = self.registered_product(gtin).await?;
                 ratios.push(ratio_message(&self.issuer.figures(&product)));
             }
             return Ok(Response::new(pb::GetGuessingRatiosResponse {
@@ -262,10 +265,7 @@ impl MasterDataService for Api {
                 next_page_token: String::new(),
             }));
         }
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => Some(convert::gtin("page_token", token)?),
-        };
+        let after = optional_gtin("page_token", &request.page_token)?;
         let limit = page_size(request.page_size);
         let products = self.issuer.products(after, limit).await.map_err(status)?;
         let next_page_token = match products.last() {
