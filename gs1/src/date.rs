@@ -26,6 +26,13 @@ const DAYS_TO_EPOCH_FROM_YEAR_ZERO: i64 = 719_528;
 const DAYS_TO_YEAR_MAX_END: i64 = 2_932_896;
 
 impl CalendarDate {
+    /// 1970-01-01.
+    pub const UNIX_EPOCH: CalendarDate = CalendarDate {
+        year: 1970,
+        month: 1,
+        day: 1,
+    };
+
     /// A checked date: year 0..=9999, month 1..=12, a day that exists.
     pub fn new(year: u16, month: u8, day: u8) -> Result<Self, Gs1Error> {
         let invalid = |reason| {

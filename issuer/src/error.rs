@@ -42,6 +42,14 @@ pub enum IssuerError {
     /// A stored record could not be decoded: corruption (UNAVAILABLE, the store fail-stops).
     #[error("corrupt record: {0}")]
     Corrupt(#[from] crate::codec::DecodeError),
+    /// The status index is still being rebuilt from storage: nothing may
+    /// change state yet (UNAVAILABLE; retry shortly).
+    #[error("starting: the status index is being rebuilt from storage; retry shortly")]
+    Starting,
+    /// The status index refused an update after a durable commit: a defect
+    /// (UNAVAILABLE; logged as an error).
+    #[error("status index: {0}")]
+    Index(#[from] verifier::IndexError),
     /// The writer is gone (shutting down) (UNAVAILABLE).
     #[error("the issuer is shutting down")]
     ShuttingDown,

@@ -16,6 +16,7 @@ mod codec;
 mod error;
 pub mod format;
 pub mod model;
+mod rebuild;
 pub mod records;
 mod writer;
 
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 pub use codec::DecodeError;
 pub use error::IssuerError;
 pub use model::*;
+pub use rebuild::{RebuildProgress, rebuild_index};
 use records::{LotRecord, PoolRecord, ProductRecord};
 use writer::{Command, Shared, Writer};
 
@@ -75,8 +77,22 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Starts one writer thread per shard over `store`.
-    pub fn start(store: Arc<Store>, config: IssuerConfig) -> Result<Issuer, IssuerError> {
+    /// Starts one writer thread per shard over `store`. Every durable change
+    /// is applied to `index` before it is answered; nothing is accepted until
+    /// the index is ready ([`rebuild_index`]). The index must have one
+    /// partition per shard.
+    pub fn start(
+        store: Arc<Store>,
+        config: IssuerConfig,
+        index: Arc<verifier::StatusIndex>,
+    ) -> Result<Issuer, IssuerError> {
+        if index.partitions() != config.shards.max(1) {
+            return Err(IssuerError::FailedPrecondition(format!(
+                "the status index has {} partitions for {} shards",
+                index.partitions(),
+                config.shards.max(1)
+            )));
+        }
         let next_pool_id = match store.last_key(Family::Pools)? {
             Some(key) if key.len() >= 9 => {
                 let mut id = [0u8; 8];
@@ -87,6 +103,7 @@ impl Issuer {
         };
         let shared = Arc::new(Shared {
             store,
+            index,
             config,
             next_pool_id: AtomicU64::new(next_pool_id),
         });
@@ -120,7 +137,12 @@ impl Issuer {
 
     /// The shard owning a GTIN: `xxh3(gtin-14) % shards`.
     pub fn shard_of(&self, gtin: &gs1::Gtin) -> usize {
-        (xxhash_rust::xxh3::xxh3_64(gtin.as_str().as_bytes()) % self.shards.len() as u64) as usize
+        shard_of(gtin.as_str(), self.shards.len())
+    }
+
+    /// The status index this issuer keeps current.
+    pub fn index(&self) -> &Arc<verifier::StatusIndex> {
+        &self.shared.index
     }
 
     /// Hands a command to the GTIN's writer and waits for its answer. The
@@ -131,6 +153,9 @@ impl Issuer {
         gtin: &gs1::Gtin,
         make: impl FnOnce(writer::Reply<T>) -> Command,
     ) -> Result<T, IssuerError> {
+        if !self.shared.index.is_ready() {
+            return Err(IssuerError::Starting);
+        }
         let shard = self.shard_of(gtin);
         let (reply, answer) = oneshot::channel();
         match self.shards[shard].try_send(make(reply)) {
@@ -355,6 +380,11 @@ impl Issuer {
             let _ = thread.join();
         }
     }
+}
+
+/// The shard owning a GTIN (14 digits): `xxh3(gtin-14) % shards`.
+pub fn shard_of(gtin14: &str, shards: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(gtin14.as_bytes()) % shards.max(1) as u64) as usize
 }
 
 fn check_group_size(field: &str, size: usize, max: usize) -> Result<(), IssuerError> {

@@ -55,6 +55,8 @@ pub(crate) const EVENT_RETURNED: u8 = 5;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
+    /// The verifier's index, updated after every durable commit, before the answer.
+    pub(crate) index: Arc<verifier::StatusIndex>,
     pub(crate) config: IssuerConfig,
     pub(crate) next_pool_id: AtomicU64,
 }
@@ -239,6 +241,7 @@ impl Writer {
         event.extend_from_slice(&gtin.to_be_bytes());
         change.event(event);
         self.store().commit(change)?;
+        self.shared.index.put_product(gtin, self.shard, false);
         self.products.insert(
             gtin,
             ProductState {
@@ -277,6 +280,12 @@ impl Writer {
             }
             return Ok(lot_info(&request.gtin, request.lot.as_str(), &existing));
         }
+        if self.shared.index.lots() >= verifier::LOTS_MAX {
+            return Err(IssuerError::Exhausted(format!(
+                "this installation holds its maximum of {} lots",
+                verifier::LOTS_MAX
+            )));
+        }
         let record = LotRecord {
             expiry,
             status: LotStatus::Active,
@@ -289,6 +298,9 @@ impl Writer {
         event.extend_from_slice(request.lot.as_str().as_bytes());
         change.event(event);
         self.store().commit(change)?;
+        self.shared
+            .index
+            .put_lot(gtin, request.lot.as_str(), request.expiry, false)?;
         Ok(lot_info(&request.gtin, request.lot.as_str(), &record))
     }
 
@@ -614,10 +626,17 @@ impl Writer {
                     });
                 }
                 Err(error) => {
-                    // Forget the uncommitted serials so they may be drawn again.
+                    // Forget the uncommitted serials so they may be drawn
+                    // again. An index refusal comes after the segment's
+                    // durable commit: that segment stays issued.
+                    let uncommitted = if matches!(error, IssuerError::Index(_)) {
+                        end
+                    } else {
+                        next
+                    };
                     if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut())
                     {
-                        for index in next..serials.len() {
+                        for index in uncommitted..serials.len() {
                             set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(
                                 serials.get(index),
                                 self.hash_secret,
@@ -751,7 +770,31 @@ impl Writer {
             product.record = product_record;
         }
         *pool = updated;
-        Ok(())
+        // After the state above: an index refusal must not read as an
+        // uncommitted segment (whose serials would be forgotten).
+        self.index_serials(
+            gtin,
+            serials
+                .iter()
+                .map(|serial| (*serial, verifier::SerialEntry::ALLOCATED)),
+        )
+    }
+
+    /// Applies committed serial states to the status index; a refusal is a
+    /// defect (the product is always indexed before its serials), logged as
+    /// an error.
+    fn index_serials<'a>(
+        &self,
+        gtin: u64,
+        entries: impl IntoIterator<Item = (&'a [u8], verifier::SerialEntry)>,
+    ) -> Result<(), IssuerError> {
+        self.shared
+            .index
+            .put_serials(gtin, entries)
+            .map_err(|error| {
+                tracing::error!(gtin, %error, "status index update refused after a durable commit");
+                IssuerError::Index(error)
+            })
     }
 
     fn group_parameters(gtin: &gs1::Gtin, extra: &[&[u8]], items: &[GroupItem]) -> u64 {
@@ -1017,6 +1060,19 @@ impl Writer {
         change.event(event);
         let built = std::time::Instant::now();
         self.store().commit(change)?;
+        let mut lot_ids: HashMap<&str, Option<verifier::LotId>> = HashMap::new();
+        let index = Arc::clone(&self.shared.index);
+        let entries: Vec<(&[u8], verifier::SerialEntry)> = sorted_serials
+            .iter()
+            .filter_map(|serial| {
+                let record = current.get(&keys::serial(gtin, serial))?;
+                let lot = *lot_ids
+                    .entry(record.lot.as_str())
+                    .or_insert_with(|| index.lot_id(gtin, &record.lot));
+                Some((*serial, index_entry(record, lot)))
+            })
+            .collect();
+        self.index_serials(gtin, entries)?;
         tracing::debug!(
             read_ms,
             commit_ms = built.elapsed().as_millis() as u64,
@@ -1115,6 +1171,20 @@ fn decode_outcomes(
             Ok((outcome, state))
         })
         .collect()
+}
+
+/// The index entry of a stored serial record.
+pub(crate) fn index_entry(
+    record: &SerialRecord,
+    lot: Option<verifier::LotId>,
+) -> verifier::SerialEntry {
+    verifier::SerialEntry {
+        state: verifier::PackState::from_code(record.state as u8)
+            .unwrap_or(verifier::PackState::Unknown),
+        reason: record.reason,
+        flags: 0,
+        lot: if record.lot.is_empty() { None } else { lot },
+    }
 }
 
 pub(crate) fn lot_info(gtin: &gs1::Gtin, lot: &str, record: &LotRecord) -> LotInfo {

@@ -28,9 +28,11 @@ pub(crate) fn status(error: IssuerError) -> Status {
         IssuerError::Exhausted(_) | IssuerError::Overloaded { .. } => {
             Status::resource_exhausted(message)
         }
-        IssuerError::Storage(_) | IssuerError::Corrupt(_) | IssuerError::ShuttingDown => {
-            Status::unavailable(message)
-        }
+        IssuerError::Storage(_)
+        | IssuerError::Corrupt(_)
+        | IssuerError::ShuttingDown
+        | IssuerError::Starting
+        | IssuerError::Index(_) => Status::unavailable(message),
     }
 }
 

@@ -63,8 +63,12 @@ pub async fn run(
         .context("join the storage opener")?
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
+    let index = Arc::new(
+        verifier::StatusIndex::new(config.issuer.shards.max(1))
+            .context("create the status index")?,
+    );
     let issuer = Arc::new(
-        issuer::Issuer::start(Arc::clone(&store), config.issuer)
+        issuer::Issuer::start(Arc::clone(&store), config.issuer, Arc::clone(&index))
             .context("start the shard writers")?,
     );
 
@@ -85,8 +89,7 @@ pub async fn run(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = grpc::Readiness::new(health_reporter, Arc::clone(&store));
-    readiness.set_serving().await;
-    let watcher = tokio::spawn(readiness.clone().watch_fail_stop(stop.clone()));
+    readiness.set_not_serving().await;
 
     let grpc_server = grpc::router(Arc::clone(&issuer), Arc::clone(&store), health_service)?
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
@@ -94,9 +97,6 @@ pub async fn run(
         .with_graceful_shutdown(stopped(stop.clone()));
     let metrics_server = axum::serve(metrics_listener, http::metrics_router(metrics))
         .with_graceful_shutdown(stopped(stop.clone()));
-
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, metrics = %bound.metrics, data_dir = %config.data_dir.display(), "serving");
-    on_bound(bound);
 
     let servers = async {
         tokio::try_join!(
@@ -106,9 +106,30 @@ pub async fn run(
         )
     };
     tokio::pin!(servers);
+    tokio::pin!(shutdown);
+
+    // Rebuild the status index while the listeners answer NOT_SERVING.
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, metrics = %bound.metrics, "listening (NOT_SERVING until the status index is rebuilt)");
+    let rebuild = {
+        let store = Arc::clone(&store);
+        let index = Arc::clone(&index);
+        tokio::task::spawn_blocking(move || rebuild_index(&store, &index))
+    };
+    let rebuilt = tokio::select! {
+        result = &mut servers => { result?; None }
+        result = rebuild => Some(result.context("join the index rebuild")?.context("rebuild the status index")?),
+        () = &mut shutdown => None,
+    };
+    if rebuilt.is_some() {
+        readiness.set_serving().await;
+        tracing::info!(grpc = %bound.grpc, http = %bound.http, metrics = %bound.metrics, data_dir = %config.data_dir.display(), "serving");
+        on_bound(bound);
+    }
+    let watcher = tokio::spawn(readiness.clone().watch_fail_stop(stop.clone()));
+
     tokio::select! {
-        result = &mut servers => { result?; }
-        () = shutdown => {
+        result = &mut servers, if rebuilt.is_some() => { result?; }
+        () = &mut shutdown, if rebuilt.is_some() => {
             tracing::info!(grace_seconds = config.shutdown_grace.as_secs_f64(), "shutdown requested: finishing in-flight requests");
             readiness.set_not_serving().await;
             let _ = stop_sender.send(true);
@@ -117,12 +138,51 @@ pub async fn run(
                 Err(_) => tracing::warn!("in-flight requests still running after the grace period; closing anyway"),
             }
         }
+        () = std::future::ready(()), if rebuilt.is_none() => {
+            tracing::info!("shutdown requested during the index rebuild");
+        }
     }
     let _ = stop_sender.send(true);
     watcher.abort();
     drop(readiness);
     stop_issuer(issuer).await;
     close_store(store).await
+}
+
+/// Rebuilds the status index from storage, logging progress about once a second.
+fn rebuild_index(
+    store: &Store,
+    index: &verifier::StatusIndex,
+) -> Result<issuer::RebuildProgress, issuer::IssuerError> {
+    let report = |p: issuer::RebuildProgress| {
+        let seconds = p.elapsed.as_secs_f64().max(1e-9);
+        let rate = p.serials as f64 / seconds;
+        metrics::gauge!("serialsvc_index_rebuild_serials").set(p.serials as f64);
+        if p.finished {
+            let stats = index.stats();
+            metrics::gauge!("serialsvc_index_serials").set(stats.serials as f64);
+            metrics::gauge!("serialsvc_index_table_bytes").set(stats.table_bytes as f64);
+            tracing::info!(
+                products = p.products,
+                lots = p.lots,
+                serials = p.serials,
+                seconds,
+                serials_per_second = rate as u64,
+                table_bytes = stats.table_bytes,
+                "status index rebuilt"
+            );
+        } else {
+            tracing::info!(
+                products = p.products,
+                lots = p.lots,
+                serials = p.serials,
+                seconds,
+                serials_per_second = rate as u64,
+                "rebuilding the status index"
+            );
+        }
+    };
+    issuer::rebuild_index(store, index, report)
 }
 
 /// Lets the shard writers finish what they queued, then stops them.
