@@ -12,7 +12,7 @@ use proto::serial::v1::{
     reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
     server_info_service_server::ServerInfoServiceServer,
     status_service_server::{StatusService, StatusServiceServer},
-    verification_service_server::{VerificationService, VerificationServiceServer},
+    verification_service_server::VerificationServiceServer,
 };
 use storage::Store;
 use tonic::server::NamedService;
@@ -48,9 +48,9 @@ pub(crate) struct Api {
     pub(crate) store: Arc<Store>,
     /// Start time, microseconds since the Unix epoch (GetServerInfo).
     pub(crate) started_micros: u64,
+    /// This responder's GLN (VRS responderGLN); empty when not configured.
+    pub(crate) responder_gln: String,
 }
-
-impl VerificationService for Api {}
 impl StatusService for Api {}
 impl AggregationService for Api {}
 impl EventService for Api {}
@@ -69,6 +69,7 @@ macro_rules! limited {
 pub(crate) fn router(
     issuer: Arc<issuer::Issuer>,
     store: Arc<Store>,
+    responder_gln: String,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -81,6 +82,7 @@ pub(crate) fn router(
         issuer,
         store,
         started_micros,
+        responder_gln,
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

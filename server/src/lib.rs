@@ -14,6 +14,14 @@ mod master_data;
 mod pools;
 mod serve;
 mod server_info;
+mod verification;
+mod vrs;
 
 pub use issuer::IssuerConfig;
 pub use serve::{BoundAddresses, ServeConfig, run};
+
+/// Checks a 13-digit GLN with its check digit (e.g. `--responder-gln`);
+/// the error names `field` and the rule.
+pub fn check_gln(field: &str, text: &str) -> Result<(), String> {
+    verification::gln(field, text).map(|_| ())
+}

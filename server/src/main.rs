@@ -58,6 +58,10 @@ struct ServeArgs {
     /// Largest count of one pool request (OPEN-SCS MaxSNRequestable).
     #[arg(long, default_value_t = 1_000_000, env = "SERIALSVC_POOL_COUNT_MAX", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pool_count_max: u64,
+    /// This responder's GLN (13 digits with check digit), sent as
+    /// `responderGLN` in GS1 Lightweight Verification Messaging answers.
+    #[arg(long, default_value = "", env = "SERIALSVC_RESPONDER_GLN")]
+    responder_gln: String,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.responder_gln.is_empty() {
+        serialsvc::check_gln("--responder-gln", &args.responder_gln).map_err(anyhow::Error::msg)?;
+    }
     let config = serialsvc::ServeConfig {
         data_dir: args.data_dir,
         grpc_listen: args.grpc_listen,
@@ -97,6 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             pool_count_max: args.pool_count_max,
             ..serialsvc::IssuerConfig::default()
         },
+        responder_gln: args.responder_gln,
     };
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting");
     serialsvc::run(config, shutdown_signal()?, |_| {}).await?;

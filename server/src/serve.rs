@@ -29,6 +29,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Limits and shards of the write side.
     pub issuer: issuer::IssuerConfig,
+    /// This responder's GLN, sent as `responderGLN` in VRS answers (13 digits
+    /// with check digit; empty = not configured, answered as an empty string).
+    pub responder_gln: String,
 }
 
 /// The addresses actually bound (useful when a port of 0 was asked for).
@@ -91,10 +94,22 @@ pub async fn run(
     let readiness = grpc::Readiness::new(health_reporter, Arc::clone(&store));
     readiness.set_not_serving().await;
 
-    let grpc_server = grpc::router(Arc::clone(&issuer), Arc::clone(&store), health_service)?
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
-    let http_server = axum::serve(http_listener, http::router(readiness.clone()))
-        .with_graceful_shutdown(stopped(stop.clone()));
+    let grpc_server = grpc::router(
+        Arc::clone(&issuer),
+        Arc::clone(&store),
+        config.responder_gln.clone(),
+        health_service,
+    )?
+    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
+    let responder = crate::vrs::Responder {
+        index: Arc::clone(&index),
+        responder_gln: config.responder_gln.clone(),
+    };
+    let http_server = axum::serve(
+        http_listener,
+        http::router(readiness.clone()).merge(crate::vrs::router(responder)),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()));
     let metrics_server = axum::serve(metrics_listener, http::metrics_router(metrics))
         .with_graceful_shutdown(stopped(stop.clone()));
 

@@ -43,6 +43,7 @@ impl ServerInfoService for Api {
             // Groups are answered one at a time per stream.
             max_groups_in_flight: 1,
             max_page_size: PAGE_SIZE_MAX as u32,
+            max_verify_batch_items: crate::verification::VERIFY_BATCH_ITEMS_MAX as u32,
             max_message_bytes: MESSAGE_BYTES_MAX as u32,
             ..Default::default()
         };
@@ -53,7 +54,7 @@ impl ServerInfoService for Api {
             server_time: Some(convert::timestamp(now)),
             started_at: Some(convert::timestamp(self.started_micros)),
             shard_count: config.shards as u32,
-            responder_gln: String::new(),
+            responder_gln: self.responder_gln.clone(),
             limits: Some(limits),
             market_profiles: MarketProfile::ALL
                 .into_iter()

@@ -1,0 +1,566 @@
+//! `VerificationService`: single, batch and streaming verification answered
+//! from the verifier's in-memory index, plus the DSCSA saleable-return check.
+//! Parsing of each item (fields or any encoding) happens here; the answer
+//! comes from `verifier::View::verify_many`, which never waits behind a
+//! writer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use proto::serial::v1 as pb;
+use proto::serial::v1::verification_service_server::VerificationService;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use verifier::{
+    AdditionalInfo, EuAlert, FailureReason, FieldMatch, Given, PackState, Purpose, Query,
+    StatusIndex, Verdict,
+};
+
+use crate::convert::{self, invalid};
+use crate::grpc::Api;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Most items per VerifyBatch or VerifyStream batch (`max_verify_batch_items`).
+pub(crate) const VERIFY_BATCH_ITEMS_MAX: usize = 4096;
+
+/// Batches of one VerifyStream read ahead before their answers are sent.
+pub(crate) const VERIFY_STREAM_IN_FLIGHT: usize = 8;
+
+/// Longest encoded identifier accepted (bytes).
+pub(crate) const ENCODED_LENGTH_MAX: usize = 512;
+
+/// One item, parsed and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub(crate) gtin: gs1::Gtin,
+    pub(crate) gtin_value: u64,
+    pub(crate) serial: gs1::Serial,
+    pub(crate) lot: Option<gs1::Lot>,
+    pub(crate) expiry: Option<gs1::Expiry>,
+    /// Sent encoded: the answer echoes the identifier as understood.
+    pub(crate) encoded: bool,
+}
+
+impl Item {
+    fn query(&self) -> Query<'_> {
+        Query {
+            gtin: self.gtin_value,
+            serial: self.serial.as_str().as_bytes(),
+            given: Given {
+                lot: self.lot.as_ref().map(|lot| lot.as_str()),
+                expiry: self.expiry,
+            },
+        }
+    }
+}
+
+/// The validation rule a GS1 parse error breaks.
+pub(crate) fn rule_of(error: &gs1::Gs1Error) -> pb::ValidationRule {
+    use gs1::Rule;
+    use pb::ValidationRule as V;
+    match error.rule() {
+        Rule::Empty | Rule::EmptyValue | Rule::MissingPrimaryKey | Rule::RequiresAi { .. } => {
+            V::Required
+        }
+        Rule::InputTooLong { .. } | Rule::WrongLength { .. } | Rule::TooLong { .. } => V::Length,
+        Rule::NotDigit { .. } | Rule::InvalidChar { .. } | Rule::NotUtf8 => V::Charset,
+        Rule::BadCheckDigit { .. } => V::CheckDigit,
+        Rule::InvalidDate { .. } => V::Date,
+        Rule::DuplicateAi => V::Duplicate,
+        _ => V::Syntax,
+    }
+}
+
+fn violation(field: &str, error: &gs1::Gs1Error) -> pb::FieldViolation {
+    convert::violation(field, rule_of(error), error.to_string())
+}
+
+fn gtin_value(gtin: &gs1::Gtin) -> u64 {
+    // 14 checked digits always parse.
+    gtin.as_str().parse().unwrap_or(0)
+}
+
+/// Parses one pack identifier. Field paths are relative to the item.
+pub(crate) fn parse_item(identifier: &pb::PackIdentifier) -> Result<Item, pb::FieldViolation> {
+    use pb::ValidationRule as V;
+    use pb::pack_identifier::Identifier;
+    match &identifier.identifier {
+        None => Err(convert::violation(
+            "identifier",
+            V::Required,
+            "give fields or encoded",
+        )),
+        Some(Identifier::Fields(fields)) => {
+            let gtin = gs1::Gtin::new(&fields.gtin).map_err(|e| violation("fields.gtin", &e))?;
+            let serial =
+                gs1::Serial::new(&fields.serial).map_err(|e| violation("fields.serial", &e))?;
+            let lot = match fields.lot.as_deref() {
+                None => None,
+                Some(text) => Some(gs1::Lot::new(text).map_err(|e| violation("fields.lot", &e))?),
+            };
+            let expiry = match fields.expiry.as_deref() {
+                None => None,
+                Some(text) => {
+                    Some(gs1::Expiry::new(text).map_err(|e| violation("fields.expiry", &e))?)
+                }
+            };
+            Ok(Item {
+                gtin_value: gtin_value(&gtin),
+                gtin,
+                serial,
+                lot,
+                expiry,
+                encoded: false,
+            })
+        }
+        Some(Identifier::Encoded(text)) => {
+            if text.len() > ENCODED_LENGTH_MAX {
+                return Err(convert::violation(
+                    "encoded",
+                    V::Length,
+                    format!("{} bytes; at most {ENCODED_LENGTH_MAX}", text.len()),
+                ));
+            }
+            let (data, _) =
+                gs1::parse_any(text.as_bytes()).map_err(|e| violation("encoded", &e))?;
+            let gtin = data
+                .gtin()
+                .cloned()
+                .ok_or_else(|| convert::violation("encoded", V::Required, "no GTIN (AI 01)"))?;
+            let serial = data
+                .serial()
+                .cloned()
+                .ok_or_else(|| convert::violation("encoded", V::Required, "no serial (AI 21)"))?;
+            Ok(Item {
+                gtin_value: gtin_value(&gtin),
+                gtin,
+                serial,
+                lot: data.lot().cloned(),
+                expiry: data.expiry(),
+                encoded: true,
+            })
+        }
+    }
+}
+
+/// Verifies parsed items against one view of the index.
+pub(crate) fn verify_parsed(
+    index: &StatusIndex,
+    items: &[&Item],
+    purpose: Purpose,
+    today: gs1::CalendarDate,
+) -> Vec<Verdict> {
+    let queries: Vec<Query<'_>> = items.iter().map(|item| item.query()).collect();
+    let mut verdicts = Vec::with_capacity(queries.len());
+    index
+        .view()
+        .verify_many(&queries, today, purpose, &mut verdicts);
+    verdicts
+}
+
+/// Parses and verifies a batch; malformed items are answered individually.
+pub(crate) fn verify_identifiers(
+    index: &StatusIndex,
+    identifiers: &[pb::PackIdentifier],
+    purpose: Purpose,
+) -> Vec<pb::VerificationResult> {
+    let parsed: Vec<Result<Item, pb::FieldViolation>> =
+        identifiers.iter().map(parse_item).collect();
+    let good: Vec<&Item> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let verdicts = verify_parsed(index, &good, purpose, convert::today());
+    let mut verdicts = verdicts.into_iter();
+    let results: Vec<pb::VerificationResult> = parsed
+        .into_iter()
+        .map(|item| match item {
+            Ok(item) => match verdicts.next() {
+                Some(verdict) => result_message(&item, &verdict),
+                None => malformed(convert::violation(
+                    "identifier",
+                    pb::ValidationRule::Unspecified,
+                    "internal: no verdict",
+                )),
+            },
+            Err(violation) => malformed(violation),
+        })
+        .collect();
+    count(&results);
+    results
+}
+
+fn count(results: &[pb::VerificationResult]) {
+    let mut verified = 0u64;
+    let mut failed = 0u64;
+    let mut malformed = 0u64;
+    for result in results {
+        match (
+            &result.error,
+            result.vrs.as_ref().is_some_and(|v| v.verified),
+        ) {
+            (Some(_), _) => malformed += 1,
+            (None, true) => verified += 1,
+            (None, false) => failed += 1,
+        }
+    }
+    metrics::counter!("serialsvc_verifications_total", "result" => "verified").increment(verified);
+    metrics::counter!("serialsvc_verifications_total", "result" => "not_verified")
+        .increment(failed);
+    metrics::counter!("serialsvc_verifications_total", "result" => "malformed")
+        .increment(malformed);
+}
+
+fn malformed(violation: pb::FieldViolation) -> pb::VerificationResult {
+    pb::VerificationResult {
+        error: Some(violation),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn state_code(state: PackState) -> pb::PackState {
+    match state {
+        PackState::Unknown => pb::PackState::Unknown,
+        PackState::Allocated => pb::PackState::Allocated,
+        PackState::Active => pb::PackState::Active,
+        PackState::Decommissioned => pb::PackState::Decommissioned,
+        PackState::Voided => pb::PackState::Voided,
+    }
+}
+
+fn field_match(value: FieldMatch) -> pb::FieldMatch {
+    match value {
+        FieldMatch::Matched => pb::FieldMatch::Matched,
+        FieldMatch::Mismatched => pb::FieldMatch::Mismatched,
+        FieldMatch::NotProvided => pb::FieldMatch::NotProvided,
+        FieldMatch::NotChecked => pb::FieldMatch::NotChecked,
+    }
+}
+
+fn failure_code(value: Option<FailureReason>) -> pb::VerificationFailureReason {
+    use pb::VerificationFailureReason as R;
+    match value {
+        None => R::Unspecified,
+        Some(FailureReason::NoMatchGtinSerial) => R::NoMatchGtinSerial,
+        Some(FailureReason::NoMatchGtinSerialLotExpiry) => R::NoMatchGtinSerialLotExpiry,
+        Some(FailureReason::NoMatchGtinSerialLot) => R::NoMatchGtinSerialLot,
+        Some(FailureReason::NoMatchGtinSerialExpiry) => R::NoMatchGtinSerialExpiry,
+        Some(FailureReason::NotForRedistribution) => R::NotForRedistribution,
+    }
+}
+
+fn info_code(value: Option<AdditionalInfo>) -> pb::AdditionalInfo {
+    match value {
+        None => pb::AdditionalInfo::Unspecified,
+        Some(AdditionalInfo::Expired) => pb::AdditionalInfo::Expired,
+        Some(AdditionalInfo::Recalled) => pb::AdditionalInfo::Recalled,
+        Some(AdditionalInfo::Suspect) => pb::AdditionalInfo::Suspect,
+        Some(AdditionalInfo::Illegitimate) => pb::AdditionalInfo::Illegitimate,
+    }
+}
+
+fn alert_code(value: Option<EuAlert>) -> pb::EuAlertCode {
+    match value {
+        None => pb::EuAlertCode::Unspecified,
+        Some(EuAlert::UnknownProduct) => pb::EuAlertCode::UnknownProduct,
+        Some(EuAlert::UnknownSerial) => pb::EuAlertCode::UnknownSerial,
+        Some(EuAlert::UnknownBatch) => pb::EuAlertCode::UnknownBatch,
+        Some(EuAlert::BatchDoesNotMatchSerial) => pb::EuAlertCode::BatchDoesNotMatchSerial,
+        Some(EuAlert::ExpiryDoesNotMatchBatch) => pb::EuAlertCode::ExpiryDoesNotMatchBatch,
+    }
+}
+
+/// The VRS `data` object of a verdict.
+pub(crate) fn vrs_answer(verdict: &Verdict) -> pb::VrsAnswer {
+    pb::VrsAnswer {
+        verified: verdict.verified,
+        verification_failure_reason: failure_code(verdict.failure) as i32,
+        additional_info: info_code(verdict.info) as i32,
+    }
+}
+
+fn result_message(item: &Item, verdict: &Verdict) -> pb::VerificationResult {
+    pb::VerificationResult {
+        // Echoed only for encoded items: a client that sent fields has them.
+        identifier: item.encoded.then(|| pb::PackFields {
+            gtin: item.gtin.as_str().to_owned(),
+            serial: item.serial.as_str().to_owned(),
+            lot: item.lot.as_ref().map(|lot| lot.as_str().to_owned()),
+            expiry: item.expiry.map(|expiry| expiry.to_string()),
+        }),
+        product_known: verdict.product_known,
+        state: state_code(verdict.state) as i32,
+        decommission_reason: verdict.reason.map_or(0, |reason| reason as i32),
+        lot_match: field_match(verdict.lot_match) as i32,
+        expiry_match: field_match(verdict.expiry_match) as i32,
+        expired: verdict.expired,
+        recalled: verdict.recalled,
+        withdrawn: verdict.withdrawn,
+        suspect: verdict.suspect,
+        illegitimate: verdict.illegitimate,
+        vrs: Some(vrs_answer(verdict)),
+        alert: alert_code(verdict.alert) as i32,
+        error: None,
+    }
+}
+
+fn ready(index: &StatusIndex) -> Result<(), Status> {
+    if index.is_ready() {
+        Ok(())
+    } else {
+        Err(Status::unavailable(
+            "starting: the status index is being rebuilt from storage; retry shortly",
+        ))
+    }
+}
+
+fn check_batch_size(items: usize) -> Result<(), Status> {
+    if items > VERIFY_BATCH_ITEMS_MAX {
+        return Err(invalid(
+            "items",
+            format!(
+                "{items} items; a batch holds at most {VERIFY_BATCH_ITEMS_MAX} (max_verify_batch_items)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn group_status(status: &Status) -> pb::GroupStatus {
+    pb::GroupStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        violations: Vec::new(),
+    }
+}
+
+/// Checks a 13-digit GLN (check digit included).
+pub(crate) fn gln(field: &str, text: &str) -> Result<String, String> {
+    if text.len() != 13 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{field}: a GLN is 13 digits, got {text:?}"));
+    }
+    let expected = gs1::check_digit(&text[..12]);
+    let given = text.as_bytes()[12] - b'0';
+    if expected != given {
+        return Err(format!(
+            "{field}: check digit of GLN {text} must be {expected}"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Checks a correlation UUID: 1–64 visible ASCII characters.
+pub(crate) fn corr_uuid(field: &str, text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{field}: 1–64 visible ASCII characters, got {} bytes",
+            text.len()
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+#[tonic::async_trait]
+impl VerificationService for Api {
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let index = self.issuer.index();
+        ready(index)?;
+        let item = request
+            .into_inner()
+            .item
+            .ok_or_else(|| invalid("item", "required"))?;
+        let parsed =
+            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        let verdicts = verify_parsed(index, &[&parsed], Purpose::Verify, convert::today());
+        let result = verdicts
+            .first()
+            .map(|verdict| result_message(&parsed, verdict))
+            .ok_or_else(|| Status::internal("no verdict"))?;
+        count(std::slice::from_ref(&result));
+        Ok(Response::new(pb::VerifyResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn verify_batch(
+        &self,
+        request: Request<pb::VerifyBatchRequest>,
+    ) -> Result<Response<pb::VerifyBatchResponse>, Status> {
+        let index = self.issuer.index();
+        ready(index)?;
+        let request = request.into_inner();
+        check_batch_size(request.items.len())?;
+        Ok(Response::new(pb::VerifyBatchResponse {
+            results: verify_identifiers(index, &request.items, Purpose::Verify),
+        }))
+    }
+
+    async fn verify_stream(
+        &self,
+        request: Request<Streaming<pb::VerifyStreamRequest>>,
+    ) -> Result<Response<ResponseStream<pb::VerifyStreamResponse>>, Status> {
+        let mut incoming = request.into_inner();
+        let index = Arc::clone(self.issuer.index());
+        let (sender, receiver) = mpsc::channel(VERIFY_STREAM_IN_FLIGHT);
+        tokio::spawn(async move {
+            while let Some(next) = incoming.next().await {
+                let batch = match next {
+                    Ok(batch) => batch,
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let answer = match ready(&index).and_then(|()| check_batch_size(batch.items.len()))
+                {
+                    Ok(()) => pb::VerifyStreamResponse {
+                        batch_id: batch.batch_id,
+                        results: verify_identifiers(&index, &batch.items, Purpose::Verify),
+                        status: Some(pb::GroupStatus::default()),
+                    },
+                    Err(status) => pb::VerifyStreamResponse {
+                        batch_id: batch.batch_id,
+                        results: Vec::new(),
+                        status: Some(group_status(&status)),
+                    },
+                };
+                if sender.send(Ok(answer)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn check_saleable_return(
+        &self,
+        request: Request<pb::CheckSaleableReturnRequest>,
+    ) -> Result<Response<pb::CheckSaleableReturnResponse>, Status> {
+        let index = self.issuer.index();
+        ready(index)?;
+        let request = request.into_inner();
+        let item = request.item.ok_or_else(|| invalid("item", "required"))?;
+        let parsed =
+            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        if parsed.lot.is_none() {
+            return Err(invalid("item.lot", "required for a saleable-return check"));
+        }
+        if parsed.expiry.is_none() {
+            return Err(invalid(
+                "item.expiry",
+                "required for a saleable-return check",
+            ));
+        }
+        gln("requester_gln", &request.requester_gln).map_err(Status::invalid_argument)?;
+        corr_uuid("corr_uuid", &request.corr_uuid).map_err(Status::invalid_argument)?;
+        let verdicts = verify_parsed(index, &[&parsed], Purpose::SaleableReturn, convert::today());
+        let verdict = verdicts
+            .first()
+            .ok_or_else(|| Status::internal("no verdict"))?;
+        if !verdict.product_known {
+            return Err(Status::not_found(format!(
+                "GTIN {} is not served here",
+                parsed.gtin
+            )));
+        }
+        Ok(Response::new(pb::CheckSaleableReturnResponse {
+            verification_timestamp: Some(convert::timestamp(now_micros())),
+            responder_gln: self.responder_gln.clone(),
+            corr_uuid: request.corr_uuid,
+            data: Some(vrs_answer(verdict)),
+        }))
+    }
+}
+
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gln_check_digit() {
+        assert!(gln("g", "0614141000005").is_ok());
+        assert!(gln("g", "0614141000006").unwrap_err().contains("must be 5"));
+        assert!(gln("g", "061414100000").is_err());
+        assert!(gln("g", "06141410000a5").is_err());
+    }
+
+    #[test]
+    fn corr_uuid_limits() {
+        assert!(corr_uuid("c", "b1f4c0de-0000-4000-8000-000000000001").is_ok());
+        assert!(corr_uuid("c", "").is_err());
+        assert!(corr_uuid("c", &"x".repeat(65)).is_err());
+        assert!(corr_uuid("c", "a b").is_err());
+    }
+
+    #[test]
+    fn malformed_items_name_the_field_and_rule() {
+        let fields = |gtin: &str, serial: &str| pb::PackIdentifier {
+            identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+                gtin: gtin.to_owned(),
+                serial: serial.to_owned(),
+                lot: None,
+                expiry: None,
+            })),
+        };
+        let check = |identifier: pb::PackIdentifier, field: &str, rule: pb::ValidationRule| {
+            let error = parse_item(&identifier).unwrap_err();
+            assert_eq!(
+                (error.field.as_str(), error.rule()),
+                (field, rule),
+                "{error:?}"
+            );
+        };
+        check(
+            fields("09520123456789", "A"),
+            "fields.gtin",
+            pb::ValidationRule::CheckDigit,
+        );
+        check(
+            fields("0952012345678X", "A"),
+            "fields.gtin",
+            pb::ValidationRule::Charset,
+        );
+        check(
+            fields("09520123456788", "A#"),
+            "fields.serial",
+            pb::ValidationRule::Charset,
+        );
+        check(
+            fields("09520123456788", ""),
+            "fields.serial",
+            pb::ValidationRule::Required,
+        );
+        check(
+            pb::PackIdentifier {
+                identifier: Some(pb::pack_identifier::Identifier::Encoded(
+                    "(01)09520123456788".to_owned(),
+                )),
+            },
+            "encoded",
+            pb::ValidationRule::Required,
+        );
+        check(
+            pb::PackIdentifier {
+                identifier: Some(pb::pack_identifier::Identifier::Encoded("x".repeat(600))),
+            },
+            "encoded",
+            pb::ValidationRule::Length,
+        );
+        check(
+            pb::PackIdentifier { identifier: None },
+            "identifier",
+            pb::ValidationRule::Required,
+        );
+    }
+}
