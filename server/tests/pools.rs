@@ -10,137 +10,13 @@ mod common;
 use std::collections::HashSet;
 
 use common::Server;
+use common::api::*;
 use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
-use proto::serial::v1::request_pool_response::Message;
-use tonic::transport::Channel;
 
 const GTIN: &str = "09520123456788";
 const GTIN_B: &str = "04012345000009";
-
-async fn channel(server: &Server) -> Channel {
-    tonic::transport::Endpoint::from_shared(server.endpoint())
-        .expect("valid endpoint")
-        .connect()
-        .await
-        .expect("connect to the server")
-}
-
-async fn add_product(
-    channel: &Channel,
-    gtin: &str,
-    profile: &str,
-    custom: Option<(&str, u32)>,
-    guessing: Option<bool>,
-) {
-    let mut client = MasterDataServiceClient::new(channel.clone());
-    client
-        .add_product(pb::AddProductRequest {
-            request_id: format!("product-{gtin}"),
-            gtin: gtin.into(),
-            name: "Test product".into(),
-            company_prefix_length: 7,
-            market_profile: profile.into(),
-            custom_format: custom.map(|(alphabet, length)| pb::SerialFormat {
-                alphabet: alphabet.into(),
-                length,
-            }),
-            ndc: None,
-            guessing_rule_enforced: guessing,
-        })
-        .await
-        .expect("add product");
-}
-
-async fn add_lot(
-    channel: &Channel,
-    gtin: &str,
-    lot: &str,
-    expiry: &str,
-) -> Result<pb::Lot, tonic::Status> {
-    let mut client = MasterDataServiceClient::new(channel.clone());
-    let request = pb::AddLotRequest {
-        request_id: format!("lot-{lot}"),
-        gtin: gtin.into(),
-        lot: lot.into(),
-        expiry: expiry.into(),
-    };
-    client
-        .add_lot(request)
-        .await
-        .map(|r| r.into_inner().lot.expect("lot"))
-}
-
-/// A pool as the client received it.
-#[derive(Debug)]
-struct Pool {
-    header: pb::PoolHeader,
-    serials: Vec<String>,
-    summary: pb::PoolSummary,
-}
-
-async fn request_pool(
-    channel: &Channel,
-    request_id: &str,
-    gtin: &str,
-    count: u64,
-) -> Result<Pool, tonic::Status> {
-    request_pool_from(channel, request_id, gtin, count, "").await
-}
-
-async fn request_pool_from(
-    channel: &Channel,
-    request_id: &str,
-    gtin: &str,
-    count: u64,
-    token: &str,
-) -> Result<Pool, tonic::Status> {
-    request_pool_with(channel, request_id, gtin, count, token, None).await
-}
-
-async fn request_pool_with(
-    channel: &Channel,
-    request_id: &str,
-    gtin: &str,
-    count: u64,
-    token: &str,
-    format_override: Option<pb::SerialFormat>,
-) -> Result<Pool, tonic::Status> {
-    let mut client = PoolServiceClient::new(channel.clone());
-    let request = pb::RequestPoolRequest {
-        request_id: request_id.into(),
-        gtin: gtin.into(),
-        count,
-        line_id: "LINE-1".into(),
-        page_token: token.into(),
-        format_override,
-        ..Default::default()
-    };
-    let mut stream = client.request_pool(request).await?.into_inner();
-    let (mut header, mut summary, mut serials) = (None, None, Vec::new());
-    while let Some(message) = stream.message().await? {
-        match message.message.expect("message") {
-            Message::Header(h) => header = Some(h),
-            Message::Chunk(chunk) => {
-                assert_eq!(
-                    chunk.offset,
-                    serials.len() as u64
-                        + token
-                            .strip_prefix("offset:")
-                            .map_or(0, |o| o.parse::<u64>().unwrap())
-                );
-                serials.extend(chunk.serials);
-            }
-            Message::Summary(s) => summary = Some(s),
-        }
-    }
-    Ok(Pool {
-        header: header.expect("header"),
-        serials,
-        summary: summary.expect("summary"),
-    })
-}
 
 fn checksum(serials: &[String]) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -372,48 +248,6 @@ async fn master_data_is_validated_and_lot_expiry_is_fixed() {
     assert_eq!(lots.lots[0].expiry.as_ref().unwrap().iso_date, "2025-12-31");
 }
 
-async fn commission(
-    channel: &Channel,
-    request_id: &str,
-    lot: &str,
-    serials: Vec<String>,
-) -> pb::CommissionResponse {
-    let mut client = PoolServiceClient::new(channel.clone());
-    let group = pb::CommissionRequest {
-        request_id: request_id.into(),
-        gtin: GTIN.into(),
-        lot: lot.into(),
-        serials,
-        ..Default::default()
-    };
-    let mut answers = client
-        .commission(tokio_stream::iter([group]))
-        .await
-        .unwrap()
-        .into_inner();
-    answers.message().await.unwrap().expect("one answer")
-}
-
-async fn return_serials(
-    channel: &Channel,
-    request_id: &str,
-    serials: Vec<String>,
-) -> pb::ReturnSerialsResponse {
-    let mut client = PoolServiceClient::new(channel.clone());
-    let group = pb::ReturnSerialsRequest {
-        request_id: request_id.into(),
-        gtin: GTIN.into(),
-        serials,
-        ..Default::default()
-    };
-    let mut answers = client
-        .return_serials(tokio_stream::iter([group]))
-        .await
-        .unwrap()
-        .into_inner();
-    answers.message().await.unwrap().expect("one answer")
-}
-
 #[tokio::test]
 async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
     use pb::CommissionOutcome as C;
@@ -433,7 +267,7 @@ async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
         "NEVERISSUED1".into(),
         s[0].clone(),
     ];
-    let answer = commission(&channel, "c-1", "LOT1", items.clone()).await;
+    let answer = commission(&channel, GTIN, "c-1", "LOT1", items.clone()).await;
     assert_eq!(answer.status.as_ref().unwrap().code, 0);
     let outcomes: Vec<i32> = answer.results.iter().map(|r| r.outcome).collect();
     let expected = [
@@ -457,11 +291,12 @@ async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
         }
     );
     // The same request id replays the stored answer, even though the state changed.
-    let replay = commission(&channel, "c-1", "LOT1", items).await;
+    let replay = commission(&channel, GTIN, "c-1", "LOT1", items).await;
     assert_eq!(replay.results, answer.results);
 
     let returned = return_serials(
         &channel,
+        GTIN,
         "r-1",
         vec![s[0].clone(), s[2].clone(), s[3].clone()],
     )
@@ -472,10 +307,10 @@ async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
         [R::Commissioned, R::Voided, R::Voided].map(|o| o as i32)
     );
     // A returned serial can never be commissioned.
-    let late = commission(&channel, "c-2", "LOT1", vec![s[2].clone()]).await;
+    let late = commission(&channel, GTIN, "c-2", "LOT1", vec![s[2].clone()]).await;
     assert_eq!(late.results[0].outcome, C::Voided as i32);
     // An unknown lot refuses the group, not the stream.
-    let unknown = commission(&channel, "c-3", "NOLOT", vec![s[4].clone()]).await;
+    let unknown = commission(&channel, GTIN, "c-3", "NOLOT", vec![s[4].clone()]).await;
     assert_eq!(
         unknown.status.unwrap().code,
         tonic::Code::FailedPrecondition as i32

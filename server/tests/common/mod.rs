@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +27,12 @@ pub struct Server {
 impl Server {
     /// Starts the server on ephemeral loopback ports and waits for its "serving" log line.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = spawn(data_dir);
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts the server with extra `serve` arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = spawn(data_dir, extra);
         let stderr = child.stderr.take().expect("stderr piped");
         let (sender, log) = mpsc::channel();
         std::thread::spawn(move || {
@@ -103,7 +110,7 @@ impl Drop for Server {
 
 /// Starts a server expected to fail; returns its exit status and standard error.
 pub fn run_to_failure(data_dir: &Path) -> (ExitStatus, String) {
-    let mut child = spawn(data_dir);
+    let mut child = spawn(data_dir, &[]);
     let mut stderr = String::new();
     child
         .stderr
@@ -114,7 +121,7 @@ pub fn run_to_failure(data_dir: &Path) -> (ExitStatus, String) {
     (child.wait().expect("wait for server"), stderr)
 }
 
-fn spawn(data_dir: &Path) -> Child {
+fn spawn(data_dir: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_serialsvc"))
         .args([
             "serve",
@@ -125,6 +132,7 @@ fn spawn(data_dir: &Path) -> Child {
         ])
         .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -156,6 +164,12 @@ fn field(line: &str, name: &str) -> SocketAddr {
 
 /// A minimal HTTP/1.0 GET: returns (status code, body).
 pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_full(address, path);
+    (status, body)
+}
+
+/// A minimal HTTP/1.0 GET: returns (status code, header block, body).
+pub fn http_get_full(address: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -168,11 +182,11 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status code");
-    let body = response
+    let (headers, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
         .unwrap_or_default();
-    (status, body)
+    (status, headers, body)
 }
 
 /// Runs the real `serialctl` binary, built by cargo for the workspace.

@@ -1,0 +1,177 @@
+//! gRPC helpers shared by the integration tests: connect, register master
+//! data, request pools, commission and return.
+
+use proto::serial::v1 as pb;
+use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
+use proto::serial::v1::pool_service_client::PoolServiceClient;
+use proto::serial::v1::request_pool_response::Message;
+use tonic::transport::Channel;
+
+use super::Server;
+
+pub async fn channel(server: &Server) -> Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("connect to the server")
+}
+
+pub async fn add_product(
+    channel: &Channel,
+    gtin: &str,
+    profile: &str,
+    custom: Option<(&str, u32)>,
+    guessing: Option<bool>,
+) {
+    let mut client = MasterDataServiceClient::new(channel.clone());
+    client
+        .add_product(pb::AddProductRequest {
+            request_id: format!("product-{gtin}"),
+            gtin: gtin.into(),
+            name: "Test product".into(),
+            company_prefix_length: 7,
+            market_profile: profile.into(),
+            custom_format: custom.map(|(alphabet, length)| pb::SerialFormat {
+                alphabet: alphabet.into(),
+                length,
+            }),
+            ndc: None,
+            guessing_rule_enforced: guessing,
+        })
+        .await
+        .expect("add product");
+}
+
+pub async fn add_lot(
+    channel: &Channel,
+    gtin: &str,
+    lot: &str,
+    expiry: &str,
+) -> Result<pb::Lot, tonic::Status> {
+    let mut client = MasterDataServiceClient::new(channel.clone());
+    let request = pb::AddLotRequest {
+        request_id: format!("lot-{lot}"),
+        gtin: gtin.into(),
+        lot: lot.into(),
+        expiry: expiry.into(),
+    };
+    client
+        .add_lot(request)
+        .await
+        .map(|r| r.into_inner().lot.expect("lot"))
+}
+
+/// A pool as the client received it.
+#[derive(Debug)]
+pub struct Pool {
+    pub header: pb::PoolHeader,
+    pub serials: Vec<String>,
+    pub summary: pb::PoolSummary,
+}
+
+pub async fn request_pool(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+) -> Result<Pool, tonic::Status> {
+    request_pool_from(channel, request_id, gtin, count, "").await
+}
+
+pub async fn request_pool_from(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+    token: &str,
+) -> Result<Pool, tonic::Status> {
+    request_pool_with(channel, request_id, gtin, count, token, None).await
+}
+
+pub async fn request_pool_with(
+    channel: &Channel,
+    request_id: &str,
+    gtin: &str,
+    count: u64,
+    token: &str,
+    format_override: Option<pb::SerialFormat>,
+) -> Result<Pool, tonic::Status> {
+    let mut client = PoolServiceClient::new(channel.clone());
+    let request = pb::RequestPoolRequest {
+        request_id: request_id.into(),
+        gtin: gtin.into(),
+        count,
+        line_id: "LINE-1".into(),
+        page_token: token.into(),
+        format_override,
+        ..Default::default()
+    };
+    let mut stream = client.request_pool(request).await?.into_inner();
+    let (mut header, mut summary, mut serials) = (None, None, Vec::new());
+    while let Some(message) = stream.message().await? {
+        match message.message.expect("message") {
+            Message::Header(h) => header = Some(h),
+            Message::Chunk(chunk) => {
+                assert_eq!(
+                    chunk.offset,
+                    serials.len() as u64
+                        + token
+                            .strip_prefix("offset:")
+                            .map_or(0, |o| o.parse::<u64>().unwrap())
+                );
+                serials.extend(chunk.serials);
+            }
+            Message::Summary(s) => summary = Some(s),
+        }
+    }
+    Ok(Pool {
+        header: header.expect("header"),
+        serials,
+        summary: summary.expect("summary"),
+    })
+}
+
+pub async fn commission(
+    channel: &Channel,
+    gtin: &str,
+    request_id: &str,
+    lot: &str,
+    serials: Vec<String>,
+) -> pb::CommissionResponse {
+    let mut client = PoolServiceClient::new(channel.clone());
+    let group = pb::CommissionRequest {
+        request_id: request_id.into(),
+        gtin: gtin.into(),
+        lot: lot.into(),
+        serials,
+        ..Default::default()
+    };
+    let mut answers = client
+        .commission(tokio_stream::iter([group]))
+        .await
+        .unwrap()
+        .into_inner();
+    answers.message().await.unwrap().expect("one answer")
+}
+
+pub async fn return_serials(
+    channel: &Channel,
+    gtin: &str,
+    request_id: &str,
+    serials: Vec<String>,
+) -> pb::ReturnSerialsResponse {
+    let mut client = PoolServiceClient::new(channel.clone());
+    let group = pb::ReturnSerialsRequest {
+        request_id: request_id.into(),
+        gtin: gtin.into(),
+        serials,
+        ..Default::default()
+    };
+    let mut answers = client
+        .return_serials(tokio_stream::iter([group]))
+        .await
+        .unwrap()
+        .into_inner();
+    answers.message().await.unwrap().expect("one answer")
+}
