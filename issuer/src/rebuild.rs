@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use storage::{Family, Store};
-use verifier::{LotId, SerialEntry, StatusIndex};
+use verifier::{LotId, PackState, SerialEntry, StatusIndex};
 
 use crate::error::IssuerError;
-use crate::records::{LotRecord, LotStatus, ProductRecord, SerialRecord};
+use crate::records::{LotRecord, LotStatus, ProductRecord, SerialView};
 use crate::shard_of;
 
 /// Serials put into the index per call (one partition lock per batch).
@@ -48,6 +48,7 @@ pub fn rebuild_index(
     };
 
     let mut failure: Option<IssuerError> = None;
+    let mut expected = vec![0u64; shards];
     let prefix = [Family::Products.prefix()];
     store.scan_prefix(
         Family::Products,
@@ -55,11 +56,10 @@ pub fn rebuild_index(
         &prefix,
         |key, version, payload| match (gtin_of(key), ProductRecord::decode(version, payload)) {
             (Some(gtin), Ok(record)) => {
-                index.put_product(
-                    gtin,
-                    shard_of(&format!("{gtin:014}"), shards),
-                    record.withdrawn,
-                );
+                let shard = shard_of(&format!("{gtin:014}"), shards);
+                index.put_product(gtin, shard, record.withdrawn);
+                // `issued` counts every serial of the GTIN: size the tables once.
+                expected[shard] += record.issued;
                 report.products += 1;
                 true
             }
@@ -75,6 +75,10 @@ pub fn rebuild_index(
     )?;
     if let Some(error) = failure {
         return Err(error);
+    }
+
+    for (partition, serials) in expected.iter().enumerate() {
+        index.reserve(partition, *serials);
     }
 
     let mut lots = Vec::new();
@@ -111,28 +115,77 @@ pub fn rebuild_index(
     )?;
 
     // Serial keys are `S + GTIN (8 bytes) + serial`, sorted by GTIN: batch
-    // consecutive serials of one GTIN.
-    let mut batch_gtin = 0u64;
-    let mut serials: Vec<u8> = Vec::with_capacity(BATCH * 20);
-    let mut entries: Vec<(usize, usize, SerialEntry)> = Vec::with_capacity(BATCH);
+    // consecutive serials of one GTIN. This thread scans and decodes; a
+    // second one fills the index, so the two halves use both cores.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(4);
+    let scanned = std::thread::scope(|scope| {
+        let inserter = scope.spawn(move || -> Result<(), IssuerError> {
+            for batch in receiver {
+                index.put_serials(
+                    batch.gtin,
+                    batch
+                        .entries
+                        .iter()
+                        .map(|(start, end, entry)| (&batch.serials[*start..*end], *entry)),
+                )?;
+            }
+            Ok(())
+        });
+        let scanned = scan_serials(store, index, &sender, &mut report, started, &mut progress);
+        drop(sender);
+        let inserted = inserter.join().unwrap_or_else(|_| {
+            Err(IssuerError::FailedPrecondition(
+                "index inserter panicked".into(),
+            ))
+        });
+        scanned.and(inserted)
+    });
+    scanned?;
+    report.elapsed = started.elapsed();
+    report.finished = true;
+    index.set_ready();
+    progress(report);
+    Ok(report)
+}
+
+/// Serials of one GTIN on their way to the index: packed serial bytes and
+/// (start, end, entry) per serial.
+struct Batch {
+    gtin: u64,
+    serials: Vec<u8>,
+    entries: Vec<(usize, usize, SerialEntry)>,
+}
+
+impl Batch {
+    fn new(gtin: u64) -> Self {
+        Batch {
+            gtin,
+            serials: Vec::with_capacity(BATCH * 20),
+            entries: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+fn scan_serials(
+    store: &Store,
+    index: &StatusIndex,
+    sender: &std::sync::mpsc::SyncSender<Batch>,
+    report: &mut RebuildProgress,
+    started: Instant,
+    progress: &mut impl FnMut(RebuildProgress),
+) -> Result<(), IssuerError> {
+    let mut failure: Option<IssuerError> = None;
+    let mut batch = Batch::new(0);
     let mut lot_cache: Option<(u64, String, Option<LotId>)> = None;
     let mut last_report = Instant::now();
-    let flush = |gtin: u64,
-                 serials: &mut Vec<u8>,
-                 entries: &mut Vec<(usize, usize, SerialEntry)>|
-     -> Result<(), IssuerError> {
-        if entries.is_empty() {
+    let send = |batch: Batch| -> Result<(), IssuerError> {
+        if batch.entries.is_empty() {
             return Ok(());
         }
-        index.put_serials(
-            gtin,
-            entries
-                .iter()
-                .map(|(start, end, entry)| (&serials[*start..*end], *entry)),
-        )?;
-        serials.clear();
-        entries.clear();
-        Ok(())
+        // The inserter only stops early on an error, which it returns.
+        sender
+            .send(batch)
+            .map_err(|_| IssuerError::FailedPrecondition("index inserter stopped".into()))
     };
     let prefix = [Family::Serials.prefix()];
     store.scan_prefix(
@@ -142,30 +195,31 @@ pub fn rebuild_index(
         |key, version, payload| {
             let step = (|| -> Result<(), IssuerError> {
                 let gtin = gtin_of(key).ok_or_else(|| corrupt("serial key", key))?;
-                if gtin != batch_gtin || entries.len() == BATCH {
-                    flush(batch_gtin, &mut serials, &mut entries)?;
-                    batch_gtin = gtin;
+                if gtin != batch.gtin || batch.entries.len() == BATCH {
+                    send(std::mem::replace(&mut batch, Batch::new(gtin)))?;
                 }
-                let record = SerialRecord::decode(version, payload)?;
+                let record = SerialView::decode(version, payload)?;
                 let lot = if record.lot.is_empty() {
                     None
                 } else {
                     match &lot_cache {
-                        Some((g, text, id)) if *g == gtin && *text == record.lot => *id,
+                        Some((g, text, id)) if *g == gtin && text == record.lot => *id,
                         _ => {
-                            let id = index.lot_id(gtin, &record.lot);
-                            lot_cache = Some((gtin, record.lot.clone(), id));
+                            let id = index.lot_id(gtin, record.lot);
+                            lot_cache = Some((gtin, record.lot.to_owned(), id));
                             id
                         }
                     }
                 };
-                let start = serials.len();
-                serials.extend_from_slice(key.get(9..).unwrap_or(&[]));
-                entries.push((
-                    start,
-                    serials.len(),
-                    crate::writer::index_entry(&record, lot),
-                ));
+                let start = batch.serials.len();
+                batch.serials.extend_from_slice(key.get(9..).unwrap_or(&[]));
+                let entry = SerialEntry {
+                    state: PackState::from_code(record.state as u8).unwrap_or(PackState::Unknown),
+                    reason: record.reason,
+                    flags: 0,
+                    lot,
+                };
+                batch.entries.push((start, batch.serials.len(), entry));
                 report.serials += 1;
                 Ok(())
             })();
@@ -176,7 +230,7 @@ pub fn rebuild_index(
             if report.serials % 65_536 == 0 && last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = Instant::now();
                 report.elapsed = started.elapsed();
-                progress(report);
+                progress(*report);
             }
             true
         },
@@ -184,12 +238,7 @@ pub fn rebuild_index(
     if let Some(error) = failure {
         return Err(error);
     }
-    flush(batch_gtin, &mut serials, &mut entries)?;
-    report.elapsed = started.elapsed();
-    report.finished = true;
-    index.set_ready();
-    progress(report);
-    Ok(report)
+    send(batch)
 }
 
 fn gtin_of(key: &[u8]) -> Option<u64> {

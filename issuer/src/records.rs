@@ -90,6 +90,36 @@ impl SerialRecord {
     }
 }
 
+/// The fields of a serial record the status index needs, read without
+/// allocating (start-up rebuild).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialView<'a> {
+    /// Current state.
+    pub state: SerialState,
+    /// Decommission reason code.
+    pub reason: u8,
+    /// Lot text (empty until commissioned).
+    pub lot: &'a str,
+}
+
+impl<'a> SerialView<'a> {
+    /// Reads a payload with the same checks as [`SerialRecord::decode`].
+    pub fn decode(version: u8, payload: &'a [u8]) -> Result<Self, DecodeError> {
+        check_version("serial record", version)?;
+        let mut d = Decoder::new("serial record", payload);
+        let state = d.u8()?;
+        let state =
+            SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
+        let reason = d.u8()?;
+        d.u64()?;
+        d.u64()?;
+        let lot = d.bytes()?;
+        let lot = std::str::from_utf8(lot).map_err(|_| d.error("text field is not UTF-8"))?;
+        d.finish()?;
+        Ok(SerialView { state, reason, lot })
+    }
+}
+
 /// How serials are drawn for a product or pool, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFormat {

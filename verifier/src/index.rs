@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use xxhash_rust::xxh3::xxh3_128_with_secret;
 
 use crate::semantics::{Facts, Given, LotFacts, PackState, Purpose, Verdict, judge};
-use crate::table::{KeyHash, SLOT_BYTES, Table};
+use crate::table::{KeyHash, SLOT_BYTES, SLOTS as SLOTS_PER_BUCKET, Table};
 
 /// Largest load factor before a partition's table grows.
 const LOAD_MAX: f64 = 0.85;
@@ -391,19 +391,47 @@ impl StatusIndex {
                 partition: partition_index,
             });
         };
+        // Hash everything first, then insert with the slots prefetched a few
+        // entries ahead (inserts into a large table are cache misses too).
+        let hashed: Vec<(KeyHash, u64)> = entries
+            .into_iter()
+            .map(|(serial, entry)| (self.hash(gtin, serial), entry.word()))
+            .collect();
         let _writer = part.writer.lock();
         let mut table = Arc::clone(&part.table.read());
         let mut len = part.len.load(Ordering::Relaxed);
-        for (serial, entry) in entries {
+        for (hash, _) in hashed.iter().take(PREFETCH_DISTANCE) {
+            table.prefetch(*hash);
+        }
+        for (i, (hash, word)) in hashed.iter().enumerate() {
+            if let Some((ahead, _)) = hashed.get(i + PREFETCH_DISTANCE) {
+                table.prefetch(*ahead);
+            }
             if (len + 1) as f64 > table.capacity() as f64 * LOAD_MAX {
                 table = grow(part, &table);
             }
-            if table.put(self.hash(gtin, serial), entry.word()) {
+            if table.put(*hash, *word) {
                 len += 1;
                 part.len.store(len, Ordering::Relaxed);
             }
         }
         Ok(())
+    }
+
+    /// Grows `partition`'s table, if needed, to hold `serials` without
+    /// growing again (start-up, where the count is known from storage).
+    pub fn reserve(&self, partition: usize, serials: u64) {
+        let Some(part) = self.partitions.get(partition) else {
+            return;
+        };
+        let _writer = part.writer.lock();
+        let table = Arc::clone(&part.table.read());
+        let slots = (serials as f64 / LOAD_MAX).ceil() as usize + SLOTS_PER_BUCKET;
+        if slots > table.capacity() {
+            let bigger = Table::with_slots(slots);
+            table.copy_into(&bigger);
+            *part.table.write() = Arc::new(bigger);
+        }
     }
 
     /// A consistent view for one request or batch.
