@@ -73,26 +73,20 @@ fn fill(store: &Store, count: u64) {
     }
     change.event(b"bench master data".to_vec());
     store.commit(change).expect("commit master data");
-    let active = envelope(
-        &SerialRecord {
-            state: SerialState::Active,
-            reason: 0,
-            pool_id: 1,
-            changed_micros: 0,
-            lot: "LOT1".into(),
-        }
-        .encode(),
-    );
-    let allocated = envelope(
-        &SerialRecord {
-            state: SerialState::Allocated,
-            reason: 0,
-            pool_id: 1,
-            changed_micros: 0,
-            lot: String::new(),
-        }
-        .encode(),
-    );
+    let serial_envelope = |record: SerialRecord| {
+        value::encode(issuer::records::SERIAL_RECORD_VERSION, &record.encode())
+    };
+    let active = serial_envelope(SerialRecord {
+        state: SerialState::Active,
+        pool_id: 1,
+        lot: "LOT1".into(),
+        ..SerialRecord::default()
+    });
+    let allocated = serial_envelope(SerialRecord {
+        state: SerialState::Allocated,
+        pool_id: 1,
+        ..SerialRecord::default()
+    });
     let mut n = 0;
     while n < count {
         let mut change = ChangeSet::new();

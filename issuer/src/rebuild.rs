@@ -216,7 +216,7 @@ fn scan_serials(
                 let entry = SerialEntry {
                     state: PackState::from_code(record.state as u8).unwrap_or(PackState::Unknown),
                     reason: record.reason,
-                    flags: 0,
+                    flags: record.flags,
                     lot,
                 };
                 batch.entries.push((start, batch.serials.len(), entry));

@@ -19,10 +19,11 @@ fn check_version(record: &'static str, version: u8) -> Result<(), DecodeError> {
 }
 
 /// The state of one issued (GTIN, serial).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum SerialState {
     /// Handed to a line in a pool; not yet printed or reported.
+    #[default]
     Allocated = 1,
     /// Commissioned with a lot: saleable.
     Active = 2,
@@ -44,12 +45,21 @@ impl SerialState {
     }
 }
 
+/// Payload version of serial records written by this build (2 added flags,
+/// party, location and the decommission time; version 1 is still read).
+pub const SERIAL_RECORD_VERSION: u8 = 2;
+
+/// Flag bit: marked suspect by an administrator.
+pub const FLAG_SUSPECT: u8 = 1;
+/// Flag bit: marked illegitimate by an administrator.
+pub const FLAG_ILLEGITIMATE: u8 = 2;
+
 /// One issued (GTIN, serial): key `storage::keys::serial`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SerialRecord {
     /// Current state.
     pub state: SerialState,
-    /// Decommission reason code (0 = none); filled in by issue 5.
+    /// Decommission reason code (0 = none; `DecommissionReason` numbering).
     pub reason: u8,
     /// The pool it was issued in.
     pub pool_id: u64,
@@ -57,10 +67,18 @@ pub struct SerialRecord {
     pub changed_micros: u64,
     /// The lot it was commissioned with (empty until commissioned).
     pub lot: String,
+    /// Flag bits ([`FLAG_SUSPECT`], [`FLAG_ILLEGITIMATE`]).
+    pub flags: u8,
+    /// Who made the last decommission (compared by undo).
+    pub party: String,
+    /// Where the last decommission was made (compared by undo).
+    pub location: String,
+    /// Commit time of the last decommission (the undo window counts from it).
+    pub decommissioned_micros: u64,
 }
 
 impl SerialRecord {
-    /// Encodes the payload: state, reason, pool id, time, lot.
+    /// Encodes a version-[`SERIAL_RECORD_VERSION`] payload.
     pub fn encode(&self) -> Vec<u8> {
         Encoder::default()
             .u8(self.state as u8)
@@ -68,23 +86,39 @@ impl SerialRecord {
             .u64(self.pool_id)
             .u64(self.changed_micros)
             .text(&self.lot)
+            .u8(self.flags)
+            .text(&self.party)
+            .text(&self.location)
+            .u64(self.decommissioned_micros)
             .finish()
     }
 
-    /// Decodes a payload read with its envelope version.
+    /// Decodes a payload read with its envelope version (1 or 2).
     pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
-        check_version("serial record", version)?;
+        if version != 1 && version != SERIAL_RECORD_VERSION {
+            return Err(DecodeError {
+                record: "serial record",
+                detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
+            });
+        }
         let mut d = Decoder::new("serial record", payload);
         let state = d.u8()?;
         let state =
             SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
-        let record = SerialRecord {
+        let mut record = SerialRecord {
             state,
             reason: d.u8()?,
             pool_id: d.u64()?,
             changed_micros: d.u64()?,
             lot: d.text()?,
+            ..SerialRecord::default()
         };
+        if version == SERIAL_RECORD_VERSION {
+            record.flags = d.u8()?;
+            record.party = d.text()?;
+            record.location = d.text()?;
+            record.decommissioned_micros = d.u64()?;
+        }
         d.finish()?;
         Ok(record)
     }
@@ -100,12 +134,19 @@ pub struct SerialView<'a> {
     pub reason: u8,
     /// Lot text (empty until commissioned).
     pub lot: &'a str,
+    /// Flag bits.
+    pub flags: u8,
 }
 
 impl<'a> SerialView<'a> {
     /// Reads a payload with the same checks as [`SerialRecord::decode`].
     pub fn decode(version: u8, payload: &'a [u8]) -> Result<Self, DecodeError> {
-        check_version("serial record", version)?;
+        if version != 1 && version != SERIAL_RECORD_VERSION {
+            return Err(DecodeError {
+                record: "serial record",
+                detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
+            });
+        }
         let mut d = Decoder::new("serial record", payload);
         let state = d.u8()?;
         let state =
@@ -115,8 +156,20 @@ impl<'a> SerialView<'a> {
         d.u64()?;
         let lot = d.bytes()?;
         let lot = std::str::from_utf8(lot).map_err(|_| d.error("text field is not UTF-8"))?;
+        let mut flags = 0;
+        if version == SERIAL_RECORD_VERSION {
+            flags = d.u8()?;
+            d.bytes()?;
+            d.bytes()?;
+            d.u64()?;
+        }
         d.finish()?;
-        Ok(SerialView { state, reason, lot })
+        Ok(SerialView {
+            state,
+            reason,
+            lot,
+            flags,
+        })
     }
 }
 
@@ -434,15 +487,33 @@ mod tests {
     #[test]
     fn golden_bytes() {
         let serial = SerialRecord {
-            state: SerialState::Active,
-            reason: 0,
+            state: SerialState::Decommissioned,
+            reason: 2,
             pool_id: 7,
             changed_micros: 1,
             lot: "L1".into(),
+            flags: FLAG_SUSPECT,
+            party: "P".into(),
+            location: "X".into(),
+            decommissioned_micros: 9,
         };
         assert_eq!(
             serial.encode(),
-            b"\x02\x00\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1"
+            b"\x03\x02\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1\x01\0\x01P\0\x01X\0\0\0\0\0\0\0\x09"
+        );
+        // Version 1 (before flags, party, location) still reads.
+        let v1 = b"\x02\x00\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01\0\x02L1";
+        let old = SerialRecord::decode(1, v1).unwrap();
+        assert_eq!(
+            (old.state, old.lot.as_str(), old.flags),
+            (SerialState::Active, "L1", 0)
+        );
+        assert_eq!(SerialView::decode(1, v1).unwrap().lot, "L1");
+        let encoded = serial.encode();
+        let view = SerialView::decode(SERIAL_RECORD_VERSION, &encoded).unwrap();
+        assert_eq!(
+            (view.state, view.reason, view.lot, view.flags),
+            (SerialState::Decommissioned, 2, "L1", 1)
         );
         let lot = LotRecord {
             expiry: "251231".into(),
@@ -477,15 +548,15 @@ mod tests {
     fn decoders_reject_unknown_versions_and_trailing_bytes() {
         let serial = SerialRecord {
             state: SerialState::Voided,
-            reason: 0,
             pool_id: 1,
-            changed_micros: 0,
-            lot: String::new(),
+            ..SerialRecord::default()
         };
         let mut payload = serial.encode();
-        assert!(SerialRecord::decode(2, &payload).is_err());
+        assert!(SerialRecord::decode(3, &payload).is_err());
+        assert!(SerialView::decode(3, &payload).is_err());
         payload.push(0);
-        assert!(SerialRecord::decode(RECORD_VERSION, &payload).is_err());
+        assert!(SerialRecord::decode(SERIAL_RECORD_VERSION, &payload).is_err());
+        assert!(SerialView::decode(SERIAL_RECORD_VERSION, &payload).is_err());
     }
 
     proptest! {
@@ -512,6 +583,8 @@ mod tests {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = SerialRecord::decode(RECORD_VERSION, &bytes);
+            let _ = SerialRecord::decode(SERIAL_RECORD_VERSION, &bytes);
+            let _ = SerialView::decode(SERIAL_RECORD_VERSION, &bytes);
             let _ = ProductRecord::decode(RECORD_VERSION, &bytes);
             let _ = LotRecord::decode(RECORD_VERSION, &bytes);
             let _ = PoolRecord::decode(RECORD_VERSION, &bytes);

@@ -130,6 +130,10 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
     value::encode(RECORD_VERSION, payload)
 }
 
+pub(crate) fn serial_envelope(record: &SerialRecord) -> Vec<u8> {
+    value::encode(SERIAL_RECORD_VERSION, &record.encode())
+}
+
 impl Writer {
     pub(crate) fn new(shard: usize, shared: Arc<Shared>) -> Result<Self, IssuerError> {
         let mut generator = SerialGenerator::from_os_entropy().map_err(|e| {
@@ -707,12 +711,11 @@ impl Writer {
         let mut change = ChangeSet::new();
         let allocated = SerialRecord {
             state: SerialState::Allocated,
-            reason: 0,
             pool_id,
             changed_micros: now,
-            lot: String::new(),
+            ..SerialRecord::default()
         };
-        let allocated = envelope(&allocated.encode());
+        let allocated = serial_envelope(&allocated);
         // Sorted keys insert faster into the memtable's skip list.
         let mut sorted: Vec<&[u8]> = serials.to_vec();
         sorted.sort_unstable();
@@ -1021,7 +1024,7 @@ impl Writer {
         for serial in &sorted_serials {
             let key = keys::serial(gtin, serial);
             if let Some(record) = current.get(&key) {
-                change.put(Family::Serials, key, envelope(&record.encode()));
+                change.put(Family::Serials, key, serial_envelope(record));
             }
         }
         for (pool_id, count) in &pool_counts {
@@ -1182,7 +1185,7 @@ pub(crate) fn index_entry(
         state: verifier::PackState::from_code(record.state as u8)
             .unwrap_or(verifier::PackState::Unknown),
         reason: record.reason,
-        flags: 0,
+        flags: record.flags,
         lot: if record.lot.is_empty() { None } else { lot },
     }
 }
