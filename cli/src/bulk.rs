@@ -47,7 +47,7 @@ const PREFIX_LENGTH_MAX: usize = rpc::REQUEST_ID_LENGTH_MAX - 21;
 
 /// Longest input line considered; longer lines are rejected unread (no
 /// encoding accepted by the parser is longer).
-const LINE_BYTES_MAX: usize = gs1::INPUT_LENGTH_MAX;
+pub(crate) const LINE_BYTES_MAX: usize = gs1::INPUT_LENGTH_MAX;
 
 /// Rejected items echoed on standard error; the rest are only in the file.
 const REJECTIONS_SHOWN_MAX: u64 = 20;
@@ -840,15 +840,16 @@ fn looks_like_scan(line: &[u8]) -> bool {
 }
 
 /// A line of input: its 1-based number and bytes without the terminator.
-struct Line<'a> {
-    number: u64,
-    bytes: &'a [u8],
-    overlong: bool,
+pub(crate) struct Line<'a> {
+    pub(crate) number: u64,
+    pub(crate) bytes: &'a [u8],
+    /// Longer than [`LINE_BYTES_MAX`]: `bytes` holds only its start.
+    pub(crate) overlong: bool,
 }
 
 /// Reads lines of at most [`LINE_BYTES_MAX`] bytes; a longer line is
 /// flagged and skipped without being held in memory.
-struct Lines<R> {
+pub(crate) struct Lines<R> {
     reader: R,
     buffer: Vec<u8>,
     number: u64,
@@ -866,7 +867,17 @@ impl Lines<BufReader<File>> {
 }
 
 impl<R: BufRead> Lines<R> {
-    fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+    pub(crate) fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buffer: Vec::new(),
+            number: 0,
+        }
+    }
+
+    /// The next line (LF or CRLF ended, or the last unterminated one), or
+    /// `None` at the end of the input.
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
         self.buffer.clear();
         let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX) + 2;
         let read = <&mut R as io::Read>::take(&mut self.reader, limit)

@@ -13,6 +13,7 @@ mod output;
 mod parse;
 mod pool;
 mod rpc;
+mod verify;
 
 /// Command-line client of serialsvc.
 #[derive(Debug, Parser)]
@@ -54,6 +55,8 @@ enum Command {
     Pool(pool::PoolArgs),
     /// Commission the serials listed in FILE (applied to packs of one lot).
     Commission(pool::CommissionArgs),
+    /// Verify packs (scans given as arguments, or a scan file): state, VRS answer, EU alert.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,10 @@ fn main() -> ExitCode {
         Command::Ratios(args) => run_async(master_data::run_ratios(connection, args)),
         Command::Pool(args) => run_async(pool::run_pool(connection, args)),
         Command::Commission(args) => run_async(pool::run_commission(connection, args)),
+        Command::Verify(args) => run_async_or_exit(
+            verify::run(connection, args),
+            ExitCode::from(verify::EXIT_ERROR),
+        ),
     }
 }
 
@@ -95,6 +102,15 @@ impl Connection {
 
 /// Runs a network subcommand: prints `error: …` and exits 1 on failure.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    run_async_or_exit(work, ExitCode::FAILURE)
+}
+
+/// Runs a network subcommand: prints `error: …` and exits with `failure`
+/// on failure (for subcommands whose status 1 means something else).
+fn run_async_or_exit(
+    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+    failure: ExitCode,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -102,14 +118,14 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) 
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return failure;
         }
     };
     match runtime.block_on(work) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }

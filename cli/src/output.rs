@@ -90,6 +90,20 @@ pub(crate) fn progress_bar(length: u64, unit: &str) -> ProgressBar {
     bar
 }
 
+/// A counter on standard error for input of unknown length (standard
+/// input), drawn only when standard error is a terminal.
+pub(crate) fn progress_counter(unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{human_pos}} {unit} ({{per_sec}})");
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// Prints a line on standard error without tearing a visible progress bar.
 pub(crate) fn note(bar: &ProgressBar, line: &str) {
     bar.suspend(|| eprintln!("{line}"));
