@@ -18,6 +18,7 @@ pub mod format;
 pub mod model;
 mod rebuild;
 pub mod records;
+pub mod status;
 mod writer;
 
 use std::sync::Arc;
@@ -222,6 +223,135 @@ impl Issuer {
         let gtin = group.gtin.clone();
         self.call(&gtin, |reply| Command::Return(group, reply))
             .await
+    }
+
+    /// Applies a decommission or undo group. Items are split by shard; each
+    /// shard commits its part (one batch, one fsync) and the answer comes
+    /// when every part is durable. Malformed items are answered here.
+    pub async fn change_status(&self, group: StatusGroup) -> Result<StatusAnswer, IssuerError> {
+        check_group_size(
+            "items",
+            group.items.len(),
+            self.shared.config.commission_group_max,
+        )?;
+        if !self.shared.index.is_ready() {
+            return Err(IssuerError::Starting);
+        }
+        let malformed = match group.action {
+            StatusAction::Decommission(_) => status::DecommissionOutcome::Malformed as u8,
+            StatusAction::Undo(_) => status::UndoOutcome::Malformed as u8,
+        };
+        let mut results = vec![
+            StatusResult {
+                outcome: malformed,
+                state: None,
+                reason: 0,
+                decommissioned_micros: 0,
+            };
+            group.items.len()
+        ];
+        let mut parts: Vec<Vec<(usize, StatusItem)>> = vec![Vec::new(); self.shards.len()];
+        for (position, item) in group.items.into_iter().enumerate() {
+            if let Ok(item) = item {
+                parts[self.shard_of(&item.gtin)].push((position, item));
+            }
+        }
+        // Hand every part to its writer first, then wait: the shards work
+        // in parallel.
+        let mut answers = Vec::new();
+        for (shard, items) in parts.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let part = writer::StatusPart {
+                request_id: group.request_id.clone(),
+                action: group.action,
+                party: group.party.clone(),
+                location: group.location.clone(),
+                note: group.note.clone(),
+                items,
+            };
+            let (reply, answer) = oneshot::channel();
+            match self.shards[shard].try_send(Command::Status(part, reply)) {
+                Ok(()) => answers.push(answer),
+                Err(TrySendError::Full(_)) => {
+                    return Err(IssuerError::Overloaded {
+                        shard,
+                        depth: self.shared.config.queue_depth,
+                    });
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
+            }
+        }
+        let mut replayed = true;
+        for answer in answers {
+            let (part, part_replayed) = answer.await.map_err(|_| IssuerError::ShuttingDown)??;
+            replayed &= part_replayed;
+            for (position, result) in part {
+                results[position] = result;
+            }
+        }
+        Ok(StatusAnswer {
+            items: results,
+            replayed,
+        })
+    }
+
+    /// Recalls a lot: irreversible; verification reports its packs recalled at once.
+    pub async fn recall_lot(
+        &self,
+        request_id: String,
+        gtin: gs1::Gtin,
+        lot: gs1::Lot,
+        reason: String,
+    ) -> Result<(LotInfo, FlagChange), IssuerError> {
+        let key = gtin.clone();
+        self.call(&key, |reply| Command::RecallLot {
+            request_id,
+            gtin,
+            lot,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Withdraws a product: irreversible; no more pools or lots for it.
+    pub async fn withdraw_product(
+        &self,
+        request_id: String,
+        gtin: gs1::Gtin,
+        reason: String,
+    ) -> Result<(Product, FlagChange), IssuerError> {
+        let key = gtin.clone();
+        self.call(&key, |reply| Command::WithdrawProduct {
+            request_id,
+            gtin,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets or clears a pack's suspect / illegitimate marks.
+    pub async fn flag_pack(
+        &self,
+        request_id: String,
+        gtin: gs1::Gtin,
+        serial: gs1::Serial,
+        action: PackFlagAction,
+        reason: String,
+    ) -> Result<PackFlags, IssuerError> {
+        let key = gtin.clone();
+        self.call(&key, |reply| Command::FlagPack {
+            request_id,
+            gtin,
+            serial,
+            action,
+            reason,
+            reply,
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(

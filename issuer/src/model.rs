@@ -267,3 +267,99 @@ pub struct GroupOutcome {
     /// True when this answer was replayed from the idempotency record.
     pub replayed: bool,
 }
+
+/// One pack of a status group (decommission or undo), any GTIN.
+#[derive(Debug, Clone)]
+pub struct StatusItem {
+    /// GTIN.
+    pub gtin: Gtin,
+    /// Serial.
+    pub serial: Serial,
+    /// Lot, if given: checked against the record.
+    pub lot: Option<Lot>,
+    /// Expiry, if given: checked against the lot's.
+    pub expiry: Option<Expiry>,
+}
+
+/// What a status group does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAction {
+    /// ACTIVE → DECOMMISSIONED with this reason.
+    Decommission(verifier::DecommissionReason),
+    /// DECOMMISSIONED → ACTIVE (Art. 13), only packs with the expected
+    /// reason when one is given.
+    Undo(Option<verifier::DecommissionReason>),
+}
+
+/// A group of state changes: one action, one actor, up to
+/// `commission_group_max` items (malformed ones as `Err(field: rule)`).
+#[derive(Debug, Clone)]
+pub struct StatusGroup {
+    /// Client request id of the group.
+    pub request_id: String,
+    /// The change.
+    pub action: StatusAction,
+    /// Who (compared by undo).
+    pub party: String,
+    /// Where (compared by undo).
+    pub location: String,
+    /// Free text recorded with the events.
+    pub note: String,
+    /// The items, in order.
+    pub items: Vec<Result<StatusItem, String>>,
+}
+
+/// The answer for one item of a status group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusResult {
+    /// `DecommissionOutcome` or `UndoOutcome` code, by the group's action.
+    pub outcome: u8,
+    /// The state after the group (None: never issued).
+    pub state: Option<SerialState>,
+    /// The decommission reason after the group (0 = none).
+    pub reason: u8,
+    /// Commit time of the pack's last decommission (0 = never).
+    pub decommissioned_micros: u64,
+}
+
+/// The answer for a status group.
+#[derive(Debug, Clone)]
+pub struct StatusAnswer {
+    /// One result per item, in order.
+    pub items: Vec<StatusResult>,
+    /// True when every part of the group was answered from stored outcomes.
+    pub replayed: bool,
+}
+
+/// The answer to a recall or withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagChange {
+    /// The flag was already set; nothing changed.
+    pub already: bool,
+    /// Packs that were ACTIVE when the flag was set.
+    pub active_packs_affected: u64,
+}
+
+/// What `flag_pack` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackFlagAction {
+    /// Mark suspect.
+    SetSuspect,
+    /// Mark illegitimate.
+    SetIllegitimate,
+    /// Clear both marks.
+    Clear,
+}
+
+/// The answer to `flag_pack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackFlags {
+    /// The pack's state (unchanged by flagging).
+    pub state: SerialState,
+    /// Marked suspect after the request.
+    pub suspect: bool,
+    /// Marked illegitimate after the request.
+    pub illegitimate: bool,
+    /// The marks were already as asked.
+    pub unchanged: bool,
+}

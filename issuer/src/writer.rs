@@ -26,6 +26,9 @@ use crate::generator::SerialGenerator;
 use crate::model::*;
 use crate::records::*;
 
+mod status_ops;
+pub(crate) use status_ops::StatusPart;
+
 /// Reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, IssuerError>>;
 
@@ -37,6 +40,28 @@ pub(crate) enum Command {
     RequestPool(PoolRequest, Reply<PoolTicket>),
     Commission(CommissionGroup, Reply<GroupOutcome>),
     Return(ReturnGroup, Reply<GroupOutcome>),
+    Status(StatusPart, Reply<(Vec<(usize, StatusResult)>, bool)>),
+    RecallLot {
+        request_id: String,
+        gtin: gs1::Gtin,
+        lot: gs1::Lot,
+        reason: String,
+        reply: Reply<(LotInfo, FlagChange)>,
+    },
+    WithdrawProduct {
+        request_id: String,
+        gtin: gs1::Gtin,
+        reason: String,
+        reply: Reply<(Product, FlagChange)>,
+    },
+    FlagPack {
+        request_id: String,
+        gtin: gs1::Gtin,
+        serial: gs1::Serial,
+        action: PackFlagAction,
+        reason: String,
+        reply: Reply<PackFlags>,
+    },
 }
 
 /// Request-record kinds: a request id is unique per kind.
@@ -167,6 +192,37 @@ impl Writer {
                 Command::Return(group, reply) => {
                     let _ = reply.send(self.return_serials(group));
                 }
+                Command::Status(part, reply) => {
+                    let _ = reply.send(self.status_part(part));
+                }
+                Command::RecallLot {
+                    request_id,
+                    gtin,
+                    lot,
+                    reason,
+                    reply,
+                } => {
+                    let _ = reply.send(self.recall_lot(&request_id, &gtin, &lot, &reason));
+                }
+                Command::WithdrawProduct {
+                    request_id,
+                    gtin,
+                    reason,
+                    reply,
+                } => {
+                    let _ = reply.send(self.withdraw_product(&request_id, &gtin, &reason));
+                }
+                Command::FlagPack {
+                    request_id,
+                    gtin,
+                    serial,
+                    action,
+                    reason,
+                    reply,
+                } => {
+                    let _ =
+                        reply.send(self.flag_pack(&request_id, &gtin, &serial, action, &reason));
+                }
             }
         }
         tracing::debug!(shard = self.shard, "shard writer stopped");
@@ -263,11 +319,20 @@ impl Writer {
 
     fn add_lot(&mut self, request: NewLot) -> Result<LotInfo, IssuerError> {
         let gtin = gtin_value(&request.gtin);
-        if self.product(gtin)?.is_none() {
-            return Err(IssuerError::FailedPrecondition(format!(
-                "GTIN {} is not registered",
-                request.gtin
-            )));
+        match self.product(gtin)? {
+            None => {
+                return Err(IssuerError::FailedPrecondition(format!(
+                    "GTIN {} is not registered",
+                    request.gtin
+                )));
+            }
+            Some(product) if product.record.withdrawn => {
+                return Err(IssuerError::FailedPrecondition(format!(
+                    "product {} is withdrawn: no new lots",
+                    request.gtin
+                )));
+            }
+            Some(_) => {}
         }
         let key = keys::lot(gtin, request.lot.as_str().as_bytes());
         let expiry = request.expiry.to_string();

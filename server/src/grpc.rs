@@ -11,7 +11,7 @@ use proto::serial::v1::{
     pool_service_server::PoolServiceServer,
     reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
     server_info_service_server::ServerInfoServiceServer,
-    status_service_server::{StatusService, StatusServiceServer},
+    status_service_server::StatusServiceServer,
     verification_service_server::VerificationServiceServer,
 };
 use storage::Store;
@@ -51,7 +51,6 @@ pub(crate) struct Api {
     /// This responder's GLN (VRS responderGLN); empty when not configured.
     pub(crate) responder_gln: String,
 }
-impl StatusService for Api {}
 impl AggregationService for Api {}
 impl EventService for Api {}
 impl ReconciliationService for Api {}

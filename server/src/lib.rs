@@ -14,6 +14,7 @@ mod master_data;
 mod pools;
 mod serve;
 mod server_info;
+mod status;
 mod verification;
 mod vrs;
 

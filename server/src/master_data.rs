@@ -61,7 +61,7 @@ pub(crate) fn ratio_message(figures: &issuer::GuessingFigures) -> pb::GuessingRa
     }
 }
 
-fn lot_message(lot: &issuer::LotInfo) -> pb::Lot {
+pub(crate) fn lot_message(lot: &issuer::LotInfo) -> pb::Lot {
     let expired = gs1::Expiry::new(&lot.expiry)
         .map(|e| e.effective_date(convert::today()) < convert::today())
         .unwrap_or(false);

@@ -23,7 +23,7 @@ pub(crate) const CHUNK_SIZE: usize = 16_384;
 /// Messages buffered per outbound stream: bounds memory per slow client.
 const STREAM_BUFFER: usize = 4;
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn page_offset(token: &str) -> Result<u64, Status> {
     if token.is_empty() {
@@ -442,7 +442,7 @@ async fn return_group(
 }
 
 /// Answers each inbound group in order; stops when the client stops.
-fn serve_groups<In, Out, F, Fut>(
+pub(crate) fn serve_groups<In, Out, F, Fut>(
     issuer: Arc<Issuer>,
     mut inbound: Streaming<In>,
     handle: F,

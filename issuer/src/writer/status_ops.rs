@@ -1,0 +1,700 @@
+//! The shard writer's state changes of commissioned packs, lots and products:
+//! decommission and undo groups (the part of a group whose GTINs this shard
+//! owns), lot recall, product withdrawal and pack flags. Each is one durable
+//! commit with its events and idempotency record, then the status index
+//! update, then the answer.
+
+use std::collections::HashMap;
+
+use storage::{ChangeSet, Family, keys};
+use verifier::DecommissionReason;
+
+use super::{Writer, envelope, gtin_value, now_micros, serial_envelope};
+use crate::codec::Encoder;
+use crate::error::IssuerError;
+use crate::model::*;
+use crate::records::*;
+use crate::status::{self, Actor, DecommissionOutcome, Pack, UndoOutcome};
+
+/// Request-record kinds of this module (see `writer.rs` for 1–3).
+pub(crate) const KIND_DECOMMISSION: u8 = 4;
+pub(crate) const KIND_UNDO: u8 = 5;
+pub(crate) const KIND_RECALL: u8 = 6;
+pub(crate) const KIND_WITHDRAW: u8 = 7;
+pub(crate) const KIND_FLAG: u8 = 8;
+
+/// Event kinds of this module (see `writer.rs` for 1–5).
+pub(crate) const EVENT_DECOMMISSIONED: u8 = 6;
+pub(crate) const EVENT_UNDONE: u8 = 7;
+pub(crate) const EVENT_LOT_RECALLED: u8 = 8;
+pub(crate) const EVENT_PRODUCT_WITHDRAWN: u8 = 9;
+pub(crate) const EVENT_PACK_FLAGGED: u8 = 10;
+
+/// The part of a status group one shard owns: items with their position in
+/// the whole group.
+#[derive(Debug)]
+pub(crate) struct StatusPart {
+    pub(crate) request_id: String,
+    pub(crate) action: StatusAction,
+    pub(crate) party: String,
+    pub(crate) location: String,
+    pub(crate) note: String,
+    pub(crate) items: Vec<(usize, StatusItem)>,
+}
+
+/// Bytes per stored item answer: outcome, state, reason, decommission time.
+const ANSWER_BYTES: usize = 11;
+
+/// The lot facts a status change needs.
+#[derive(Debug, Clone)]
+struct LotFacts {
+    effective_expiry: gs1::CalendarDate,
+    recalled: bool,
+}
+
+impl Writer {
+    fn lot_facts(
+        &self,
+        cache: &mut HashMap<(u64, String), Option<LotFacts>>,
+        gtin: u64,
+        lot: &str,
+        today: gs1::CalendarDate,
+    ) -> Result<Option<LotFacts>, IssuerError> {
+        if let Some(found) = cache.get(&(gtin, lot.to_owned())) {
+            return Ok(found.clone());
+        }
+        let found = match self
+            .store()
+            .get(Family::Lots, &keys::lot(gtin, lot.as_bytes()))?
+        {
+            None => None,
+            Some((version, payload)) => {
+                let record = LotRecord::decode(version, &payload)?;
+                let expiry = gs1::Expiry::new(&record.expiry).map_err(|e| {
+                    IssuerError::Corrupt(crate::codec::DecodeError {
+                        record: "lot record",
+                        detail: e.to_string(),
+                    })
+                })?;
+                Some(LotFacts {
+                    effective_expiry: expiry.effective_date(today),
+                    recalled: record.status == LotStatus::Recalled,
+                })
+            }
+        };
+        cache.insert((gtin, lot.to_owned()), found.clone());
+        Ok(found)
+    }
+
+    /// Applies this shard's part of a decommission or undo group.
+    pub(crate) fn status_part(
+        &mut self,
+        part: StatusPart,
+    ) -> Result<(Vec<(usize, StatusResult)>, bool), IssuerError> {
+        let (kind, action_bytes) = match part.action {
+            StatusAction::Decommission(reason) => (KIND_DECOMMISSION, [1, reason as u8]),
+            StatusAction::Undo(expected) => (KIND_UNDO, [2, expected.map_or(0, |r| r as u8)]),
+        };
+        let request_key = format!("{}#{}", part.request_id, self.shard);
+        let item_texts: Vec<String> = part
+            .items
+            .iter()
+            .map(|(_, item)| {
+                format!(
+                    "{}|{}|{}|{}",
+                    item.gtin,
+                    item.serial.as_str(),
+                    item.lot.as_ref().map_or("", |l| l.as_str()),
+                    item.expiry.map(|e| e.to_string()).unwrap_or_default()
+                )
+            })
+            .collect();
+        let mut parts: Vec<&[u8]> = vec![
+            &action_bytes,
+            part.party.as_bytes(),
+            part.location.as_bytes(),
+            part.note.as_bytes(),
+        ];
+        parts.extend(item_texts.iter().map(|t| t.as_bytes()));
+        let parameters = super::params_hash(&parts);
+        let request_record_key = keys::request(kind, request_key.as_bytes());
+        if let Some((version, payload)) = self.store().get(Family::Requests, &request_record_key)? {
+            let stored = RequestRecord::decode(version, &payload)?;
+            if stored.parameters != parameters {
+                return Err(IssuerError::invalid(
+                    "request_id",
+                    format!(
+                        "{:?} was already used for a group with other parameters",
+                        part.request_id
+                    ),
+                ));
+            }
+            let answers = decode_answers(&stored.result, part.items.len())?;
+            let positioned = part.items.iter().map(|(i, _)| *i).zip(answers).collect();
+            return Ok((positioned, true));
+        }
+
+        let now = now_micros();
+        let today = verifier::today_utc();
+        let by = Actor {
+            party: &part.party,
+            location: &part.location,
+        };
+        let keys: Vec<Vec<u8>> = part
+            .items
+            .iter()
+            .map(|(_, item)| keys::serial(gtin_value(&item.gtin), item.serial.as_str().as_bytes()))
+            .collect();
+        let found = self.store().multi_get(Family::Serials, &keys)?;
+        let mut current: HashMap<Vec<u8>, SerialRecord> = HashMap::new();
+        let mut lots: HashMap<(u64, String), Option<LotFacts>> = HashMap::new();
+        let mut changed: Vec<Vec<u8>> = Vec::new();
+        let mut answers = Vec::with_capacity(part.items.len());
+        for (((_, item), key), stored) in part.items.iter().zip(&keys).zip(found) {
+            let gtin = gtin_value(&item.gtin);
+            let withdrawn = match self.product(gtin)? {
+                None => {
+                    answers.push(refusal(part.action, Refusal::UnknownProduct, None));
+                    continue;
+                }
+                Some(product) => product.record.withdrawn,
+            };
+            if !current.contains_key(key) {
+                match stored {
+                    Some((version, payload)) => {
+                        current.insert(key.clone(), SerialRecord::decode(version, &payload)?);
+                    }
+                    None => {
+                        answers.push(refusal(part.action, Refusal::UnknownSerial, None));
+                        continue;
+                    }
+                }
+            }
+            let Some(record) = current.get(key).cloned() else {
+                continue;
+            };
+            let commissioned = matches!(
+                record.state,
+                SerialState::Active | SerialState::Decommissioned
+            );
+            let mut recalled = false;
+            let mut expired = false;
+            if commissioned {
+                let facts = self.lot_facts(&mut lots, gtin, &record.lot, today)?;
+                if let Some(facts) = &facts {
+                    recalled = facts.recalled;
+                    expired = facts.effective_expiry < today;
+                }
+                if let Some(given) = &item.lot
+                    && given.as_str() != record.lot
+                {
+                    let registered = self.lot_facts(&mut lots, gtin, given.as_str(), today)?;
+                    let why = if registered.is_some() {
+                        Refusal::LotMismatch
+                    } else {
+                        Refusal::UnknownLot
+                    };
+                    answers.push(refusal(part.action, why, Some(&record)));
+                    continue;
+                }
+                if let (Some(given), Some(facts)) = (item.expiry, &facts)
+                    && given.effective_date(today) != facts.effective_expiry
+                {
+                    answers.push(refusal(part.action, Refusal::ExpiryMismatch, Some(&record)));
+                    continue;
+                }
+            }
+            let pack = Pack {
+                state: record.state,
+                reason: DecommissionReason::from_code(record.reason),
+                decommissioned_by: Actor {
+                    party: &record.party,
+                    location: &record.location,
+                },
+                decommissioned_micros: record.decommissioned_micros,
+                recalled,
+                withdrawn,
+                expired,
+            };
+            let (outcome, applied) = match part.action {
+                StatusAction::Decommission(reason) => {
+                    let outcome = status::decommission(&pack, reason, by);
+                    (
+                        outcome as u8,
+                        outcome == DecommissionOutcome::Decommissioned,
+                    )
+                }
+                StatusAction::Undo(expected) => {
+                    let outcome =
+                        status::undo(&pack, expected, by, now, status::UNDO_WINDOW_MICROS);
+                    (outcome as u8, outcome == UndoOutcome::Reactivated)
+                }
+            };
+            let mut record = record;
+            if applied {
+                match part.action {
+                    StatusAction::Decommission(reason) => {
+                        record.state = SerialState::Decommissioned;
+                        record.reason = reason as u8;
+                        record.party = part.party.clone();
+                        record.location = part.location.clone();
+                        record.decommissioned_micros = now;
+                    }
+                    StatusAction::Undo(_) => {
+                        record.state = SerialState::Active;
+                        record.reason = 0;
+                    }
+                }
+                record.changed_micros = now;
+                current.insert(key.clone(), record.clone());
+                changed.push(key.clone());
+            }
+            answers.push(answer(outcome, Some(&record)));
+        }
+
+        // One batch: changed records, one event per GTIN, the stored answer.
+        changed.sort_unstable();
+        changed.dedup();
+        let mut change = ChangeSet::new();
+        let mut by_gtin: HashMap<u64, Vec<&[u8]>> = HashMap::new();
+        for key in &changed {
+            if let Some(record) = current.get(key) {
+                change.put(Family::Serials, key.clone(), serial_envelope(record));
+                let gtin = u64::from_be_bytes(key[1..9].try_into().unwrap_or([0; 8]));
+                by_gtin.entry(gtin).or_default().push(&key[9..]);
+            }
+        }
+        let event_kind = match part.action {
+            StatusAction::Decommission(_) => EVENT_DECOMMISSIONED,
+            StatusAction::Undo(_) => EVENT_UNDONE,
+        };
+        let mut gtins: Vec<&u64> = by_gtin.keys().collect();
+        gtins.sort_unstable();
+        for gtin in &gtins {
+            let mut body = vec![event_kind];
+            body.extend_from_slice(&gtin.to_be_bytes());
+            body.extend(
+                Encoder::default()
+                    .u8(action_bytes[1])
+                    .text(&part.party)
+                    .text(&part.location)
+                    .text(&part.note)
+                    .finish(),
+            );
+            body.extend(encode_chunk(by_gtin[*gtin].iter().copied()));
+            change.event(body);
+        }
+        if gtins.is_empty() {
+            // Nothing changed: the answer is still recorded for replay.
+            let mut body = vec![event_kind];
+            body.extend_from_slice(&0u64.to_be_bytes());
+            change.event(body);
+        }
+        change.put(
+            Family::Requests,
+            request_record_key,
+            envelope(
+                &RequestRecord {
+                    parameters,
+                    result: encode_answers(&answers),
+                }
+                .encode(),
+            ),
+        );
+        self.store().commit(change)?;
+
+        // Then the index, then the answer.
+        for gtin in gtins {
+            let mut entries = Vec::new();
+            for serial in &by_gtin[gtin] {
+                if let Some(record) = current.get(&keys::serial(*gtin, serial)) {
+                    let lot = self.shared.index.lot_id(*gtin, &record.lot);
+                    entries.push((*serial, super::index_entry(record, lot)));
+                }
+            }
+            self.index_serials(*gtin, entries)?;
+        }
+        let positioned = part.items.iter().map(|(i, _)| *i).zip(answers).collect();
+        Ok((positioned, false))
+    }
+
+    /// Recalls a lot (irreversible).
+    pub(crate) fn recall_lot(
+        &mut self,
+        request_id: &str,
+        gtin: &gs1::Gtin,
+        lot: &gs1::Lot,
+        reason: &str,
+    ) -> Result<(LotInfo, FlagChange), IssuerError> {
+        let value = gtin_value(gtin);
+        let key = keys::lot(value, lot.as_str().as_bytes());
+        let (version, payload) = self.store().get(Family::Lots, &key)?.ok_or_else(|| {
+            IssuerError::NotFound(format!(
+                "lot {} is not registered for GTIN {gtin}",
+                lot.as_str()
+            ))
+        })?;
+        let mut record = LotRecord::decode(version, &payload)?;
+        let parameters = super::params_hash(&[
+            gtin.as_str().as_bytes(),
+            lot.as_str().as_bytes(),
+            reason.as_bytes(),
+        ]);
+        if let Some(change) = self.flag_replay(KIND_RECALL, request_id, parameters)? {
+            return Ok((super::lot_info(gtin, lot.as_str(), &record), change));
+        }
+        let already = record.status == LotStatus::Recalled;
+        let active = if already {
+            0
+        } else {
+            self.count_active(value, Some(lot.as_str()))?
+        };
+        let result = FlagChange {
+            already,
+            active_packs_affected: active,
+        };
+        let mut change = ChangeSet::new();
+        if !already {
+            record.status = LotStatus::Recalled;
+            change.put(Family::Lots, key, envelope(&record.encode()));
+        }
+        let mut event = vec![EVENT_LOT_RECALLED];
+        event.extend_from_slice(&value.to_be_bytes());
+        event.extend(Encoder::default().text(lot.as_str()).text(reason).finish());
+        change.event(event);
+        self.put_flag_answer(&mut change, KIND_RECALL, request_id, parameters, result);
+        self.store().commit(change)?;
+        self.shared.index.set_lot_recalled(value, lot.as_str());
+        Ok((super::lot_info(gtin, lot.as_str(), &record), result))
+    }
+
+    /// Withdraws a product (irreversible).
+    pub(crate) fn withdraw_product(
+        &mut self,
+        request_id: &str,
+        gtin: &gs1::Gtin,
+        reason: &str,
+    ) -> Result<(Product, FlagChange), IssuerError> {
+        let value = gtin_value(gtin);
+        let parameters = super::params_hash(&[gtin.as_str().as_bytes(), reason.as_bytes()]);
+        let replay = self.flag_replay(KIND_WITHDRAW, request_id, parameters)?;
+        let Some(product) = self.product(value)? else {
+            return Err(IssuerError::NotFound(format!(
+                "GTIN {gtin} is not registered"
+            )));
+        };
+        let mut record = product.record.clone();
+        let format = product.format.clone();
+        if let Some(change) = replay {
+            return Ok((
+                Product {
+                    gtin: gtin.clone(),
+                    record,
+                    format,
+                },
+                change,
+            ));
+        }
+        let already = record.withdrawn;
+        let active = if already {
+            0
+        } else {
+            self.count_active(value, None)?
+        };
+        let result = FlagChange {
+            already,
+            active_packs_affected: active,
+        };
+        let mut change = ChangeSet::new();
+        if !already {
+            record.withdrawn = true;
+            change.put(
+                Family::Products,
+                keys::product(value),
+                envelope(&record.encode()),
+            );
+        }
+        let mut event = vec![EVENT_PRODUCT_WITHDRAWN];
+        event.extend_from_slice(&value.to_be_bytes());
+        event.extend(Encoder::default().text(reason).finish());
+        change.event(event);
+        self.put_flag_answer(&mut change, KIND_WITHDRAW, request_id, parameters, result);
+        self.store().commit(change)?;
+        if let Some(product) = self.products.get_mut(&value) {
+            product.record.withdrawn = true;
+        }
+        self.shared.index.set_product_withdrawn(value);
+        Ok((
+            Product {
+                gtin: gtin.clone(),
+                record,
+                format,
+            },
+            result,
+        ))
+    }
+
+    /// Sets or clears a pack's suspect / illegitimate marks.
+    pub(crate) fn flag_pack(
+        &mut self,
+        request_id: &str,
+        gtin: &gs1::Gtin,
+        serial: &gs1::Serial,
+        action: PackFlagAction,
+        reason: &str,
+    ) -> Result<PackFlags, IssuerError> {
+        let value = gtin_value(gtin);
+        let key = keys::serial(value, serial.as_str().as_bytes());
+        let (version, payload) = self.store().get(Family::Serials, &key)?.ok_or_else(|| {
+            IssuerError::NotFound(format!(
+                "serial {} was never issued for GTIN {gtin}",
+                serial.as_str()
+            ))
+        })?;
+        let mut record = SerialRecord::decode(version, &payload)?;
+        let action_code = action as u8;
+        let parameters = super::params_hash(&[
+            gtin.as_str().as_bytes(),
+            serial.as_str().as_bytes(),
+            &[action_code],
+            reason.as_bytes(),
+        ]);
+        let flags = match action {
+            PackFlagAction::SetSuspect => record.flags | FLAG_SUSPECT,
+            PackFlagAction::SetIllegitimate => record.flags | FLAG_ILLEGITIMATE,
+            PackFlagAction::Clear => 0,
+        };
+        let replayed = self.flag_replay(KIND_FLAG, request_id, parameters)?;
+        let unchanged = replayed.map_or(flags == record.flags, |r| r.already);
+        if replayed.is_none() {
+            let mut change = ChangeSet::new();
+            if flags != record.flags {
+                record.flags = flags;
+                change.put(Family::Serials, key, serial_envelope(&record));
+            }
+            let mut event = vec![EVENT_PACK_FLAGGED];
+            event.extend_from_slice(&value.to_be_bytes());
+            event.extend(
+                Encoder::default()
+                    .text(serial.as_str())
+                    .u8(action_code)
+                    .text(reason)
+                    .finish(),
+            );
+            change.event(event);
+            let answer = FlagChange {
+                already: unchanged,
+                active_packs_affected: 0,
+            };
+            self.put_flag_answer(&mut change, KIND_FLAG, request_id, parameters, answer);
+            self.store().commit(change)?;
+            let lot = self.shared.index.lot_id(value, &record.lot);
+            self.index_serials(
+                value,
+                [(serial.as_str().as_bytes(), super::index_entry(&record, lot))],
+            )?;
+        }
+        Ok(PackFlags {
+            state: record.state,
+            suspect: record.flags & FLAG_SUSPECT != 0,
+            illegitimate: record.flags & FLAG_ILLEGITIMATE != 0,
+            unchanged,
+        })
+    }
+
+    fn flag_replay(
+        &self,
+        kind: u8,
+        request_id: &str,
+        parameters: u64,
+    ) -> Result<Option<FlagChange>, IssuerError> {
+        let key = keys::request(kind, request_id.as_bytes());
+        let Some((version, payload)) = self.store().get(Family::Requests, &key)? else {
+            return Ok(None);
+        };
+        let stored = RequestRecord::decode(version, &payload)?;
+        if stored.parameters != parameters {
+            return Err(IssuerError::invalid(
+                "request_id",
+                format!("{request_id:?} was already used with other parameters"),
+            ));
+        }
+        let bytes: [u8; 9] = stored.result.as_slice().try_into().map_err(|_| {
+            IssuerError::Corrupt(crate::codec::DecodeError {
+                record: "request answer",
+                detail: "not 9 bytes".into(),
+            })
+        })?;
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&bytes[1..]);
+        Ok(Some(FlagChange {
+            already: bytes[0] != 0,
+            active_packs_affected: u64::from_be_bytes(count),
+        }))
+    }
+
+    fn put_flag_answer(
+        &self,
+        change: &mut ChangeSet,
+        kind: u8,
+        request_id: &str,
+        parameters: u64,
+        answer: FlagChange,
+    ) {
+        let mut result = vec![u8::from(answer.already)];
+        result.extend_from_slice(&answer.active_packs_affected.to_be_bytes());
+        change.put(
+            Family::Requests,
+            keys::request(kind, request_id.as_bytes()),
+            envelope(&RequestRecord { parameters, result }.encode()),
+        );
+    }
+
+    /// Active packs of a GTIN (of one lot if given): a scan of the GTIN's
+    /// serials, run on the shard writer (recalls and withdrawals are rare).
+    fn count_active(&self, gtin: u64, lot: Option<&str>) -> Result<u64, IssuerError> {
+        let prefix = keys::serial(gtin, b"");
+        let mut count = 0u64;
+        let mut failure = None;
+        self.store()
+            .scan_prefix(Family::Serials, &prefix, &prefix, |_, version, payload| {
+                match SerialView::decode(version, payload) {
+                    Ok(view) => {
+                        if view.state == SerialState::Active && lot.is_none_or(|l| l == view.lot) {
+                            count += 1;
+                        }
+                        true
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        false
+                    }
+                }
+            })?;
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(count),
+        }
+    }
+}
+
+/// Why an item was refused before the state machine ran.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    UnknownProduct,
+    UnknownSerial,
+    UnknownLot,
+    LotMismatch,
+    ExpiryMismatch,
+}
+
+fn refusal(action: StatusAction, why: Refusal, record: Option<&SerialRecord>) -> StatusResult {
+    let code = match (action, why) {
+        (StatusAction::Decommission(_), Refusal::UnknownProduct) => {
+            DecommissionOutcome::UnknownProduct as u8
+        }
+        (StatusAction::Decommission(_), Refusal::UnknownSerial) => {
+            DecommissionOutcome::UnknownSerial as u8
+        }
+        (StatusAction::Decommission(_), Refusal::UnknownLot) => {
+            DecommissionOutcome::UnknownLot as u8
+        }
+        (StatusAction::Decommission(_), Refusal::LotMismatch) => {
+            DecommissionOutcome::LotMismatch as u8
+        }
+        (StatusAction::Decommission(_), Refusal::ExpiryMismatch) => {
+            DecommissionOutcome::ExpiryMismatch as u8
+        }
+        (StatusAction::Undo(_), Refusal::UnknownProduct) => UndoOutcome::UnknownProduct as u8,
+        (StatusAction::Undo(_), Refusal::UnknownSerial) => UndoOutcome::UnknownSerial as u8,
+        (StatusAction::Undo(_), Refusal::UnknownLot) => UndoOutcome::UnknownLot as u8,
+        (StatusAction::Undo(_), Refusal::LotMismatch) => UndoOutcome::LotMismatch as u8,
+        (StatusAction::Undo(_), Refusal::ExpiryMismatch) => UndoOutcome::ExpiryMismatch as u8,
+    };
+    answer(code, record)
+}
+
+fn answer(outcome: u8, record: Option<&SerialRecord>) -> StatusResult {
+    StatusResult {
+        outcome,
+        state: record.map(|r| r.state),
+        reason: record.map_or(0, |r| {
+            if r.state == SerialState::Decommissioned {
+                r.reason
+            } else {
+                0
+            }
+        }),
+        decommissioned_micros: record.map_or(0, |r| r.decommissioned_micros),
+    }
+}
+
+fn encode_answers(answers: &[StatusResult]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(answers.len() * ANSWER_BYTES);
+    for a in answers {
+        bytes.push(a.outcome);
+        bytes.push(a.state.map_or(0, |s| s as u8));
+        bytes.push(a.reason);
+        bytes.extend_from_slice(&a.decommissioned_micros.to_be_bytes());
+    }
+    bytes
+}
+
+fn decode_answers(bytes: &[u8], length: usize) -> Result<Vec<StatusResult>, IssuerError> {
+    let corrupt = |detail: &str| {
+        IssuerError::Corrupt(crate::codec::DecodeError {
+            record: "status group answer",
+            detail: detail.to_owned(),
+        })
+    };
+    if bytes.len() != length * ANSWER_BYTES {
+        return Err(corrupt("length differs from the group"));
+    }
+    bytes
+        .chunks_exact(ANSWER_BYTES)
+        .map(|a| {
+            let state = match a[1] {
+                0 => None,
+                1 => Some(SerialState::Allocated),
+                2 => Some(SerialState::Active),
+                3 => Some(SerialState::Decommissioned),
+                4 => Some(SerialState::Voided),
+                _ => return Err(corrupt("unknown state")),
+            };
+            let mut time = [0u8; 8];
+            time.copy_from_slice(&a[3..11]);
+            Ok(StatusResult {
+                outcome: a[0],
+                state,
+                reason: a[2],
+                decommissioned_micros: u64::from_be_bytes(time),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_answers_round_trip() {
+        let answers = vec![
+            StatusResult {
+                outcome: 1,
+                state: Some(SerialState::Decommissioned),
+                reason: 2,
+                decommissioned_micros: 77,
+            },
+            StatusResult {
+                outcome: 5,
+                state: None,
+                reason: 0,
+                decommissioned_micros: 0,
+            },
+        ];
+        let bytes = encode_answers(&answers);
+        assert_eq!(decode_answers(&bytes, 2).unwrap(), answers);
+        assert!(decode_answers(&bytes, 3).is_err());
+    }
+}

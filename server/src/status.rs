@@ -1,0 +1,363 @@
+//! `StatusService`: bulk decommission and undo streams with per-item
+//! outcomes, lot recall, product withdrawal and pack flags. Validation of
+//! every field happens here; the rules live in `issuer::status`.
+
+use std::sync::Arc;
+
+use issuer::status::{DecommissionOutcome, UndoOutcome};
+use issuer::{Issuer, StatusAction, StatusAnswer, StatusGroup, StatusItem};
+use proto::serial::v1 as pb;
+use proto::serial::v1::status_service_server::StatusService;
+use tonic::{Request, Response, Status, Streaming};
+use verifier::DecommissionReason;
+
+use crate::convert::{self, invalid, status};
+use crate::grpc::Api;
+use crate::pools::{ResponseStream, serve_groups};
+use crate::verification::{parse_item, state_code};
+
+/// Longest note or reason text accepted, in characters.
+pub(crate) const NOTE_LENGTH_MAX: usize = 256;
+
+fn reason(field: &str, code: i32, required: bool) -> Result<Option<DecommissionReason>, Status> {
+    if code == 0 && !required {
+        return Ok(None);
+    }
+    u8::try_from(code)
+        .ok()
+        .and_then(DecommissionReason::from_code)
+        .map(Some)
+        .ok_or_else(|| invalid(field, format!("{code} is not a decommission reason (1–8)")))
+}
+
+fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
+    let count = value.chars().count();
+    if (required && count == 0) || count > NOTE_LENGTH_MAX || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{}..={NOTE_LENGTH_MAX} printable characters",
+                u8::from(required)
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Parsed items plus, per position, the violation of a malformed one.
+fn items(
+    identifiers: &[pb::PackIdentifier],
+) -> (
+    Vec<Result<StatusItem, String>>,
+    Vec<Option<pb::FieldViolation>>,
+) {
+    identifiers
+        .iter()
+        .map(|identifier| match parse_item(identifier) {
+            Ok(item) => (
+                Ok(StatusItem {
+                    gtin: item.gtin,
+                    serial: item.serial,
+                    lot: item.lot,
+                    expiry: item.expiry,
+                }),
+                None,
+            ),
+            Err(violation) => (
+                Err(format!("{}: {}", violation.field, violation.description)),
+                Some(violation),
+            ),
+        })
+        .unzip()
+}
+
+fn decommission_alert(outcome: u8) -> pb::EuAlertCode {
+    use DecommissionOutcome as O;
+    use pb::EuAlertCode as A;
+    match DecommissionOutcome::from_code(outcome) {
+        Some(O::AlreadySet) => A::StatusAlreadySet,
+        Some(O::AlreadyInactive | O::Recalled | O::Withdrawn | O::Expired) => {
+            A::PackAlreadyInactive
+        }
+        Some(O::UnknownProduct) => A::UnknownProduct,
+        Some(O::UnknownSerial | O::NotCommissioned) => A::UnknownSerial,
+        Some(O::UnknownLot) => A::UnknownBatch,
+        Some(O::LotMismatch) => A::BatchDoesNotMatchSerial,
+        Some(O::ExpiryMismatch) => A::ExpiryDoesNotMatchBatch,
+        _ => A::Unspecified,
+    }
+}
+
+fn undo_alert(outcome: u8) -> pb::EuAlertCode {
+    use UndoOutcome as O;
+    use pb::EuAlertCode as A;
+    let outcome = match outcome {
+        1 => O::Reactivated,
+        2 => O::AlreadyActive,
+        3 => O::WindowExceeded,
+        4 => O::DifferentUser,
+        5 => O::DifferentLocation,
+        6 => O::NotUndoable,
+        7 => O::Recalled,
+        8 => O::Withdrawn,
+        9 => O::Expired,
+        11 => O::UnknownProduct,
+        12 => O::UnknownSerial,
+        13 => O::NotCommissioned,
+        14 => O::UnknownLot,
+        15 => O::LotMismatch,
+        16 => O::ExpiryMismatch,
+        _ => return A::Unspecified,
+    };
+    match outcome {
+        O::AlreadyActive => A::StatusAlreadySet,
+        O::WindowExceeded => A::UndoWindowExceeded,
+        O::DifferentUser => A::UndoByDifferentUser,
+        O::DifferentLocation => A::UndoAtDifferentLocation,
+        O::NotUndoable | O::Recalled | O::Withdrawn | O::Expired => A::UndoNotAllowed,
+        O::UnknownProduct => A::UnknownProduct,
+        O::UnknownSerial | O::NotCommissioned => A::UnknownSerial,
+        O::UnknownLot => A::UnknownBatch,
+        O::LotMismatch => A::BatchDoesNotMatchSerial,
+        O::ExpiryMismatch => A::ExpiryDoesNotMatchBatch,
+        _ => A::Unspecified,
+    }
+}
+
+fn counts(answer: &StatusAnswer, applied: u8, unchanged: u8) -> pb::ItemCounts {
+    let applied_count = answer.items.iter().filter(|r| r.outcome == applied).count() as u32;
+    let unchanged_count = answer
+        .items
+        .iter()
+        .filter(|r| r.outcome == unchanged)
+        .count() as u32;
+    pb::ItemCounts {
+        applied: applied_count,
+        unchanged: unchanged_count,
+        refused: answer.items.len() as u32 - applied_count - unchanged_count,
+    }
+}
+
+fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
+    match result {
+        Ok(()) => pb::GroupStatus::default(),
+        Err(status) => pb::GroupStatus {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            violations: Vec::new(),
+        },
+    }
+}
+
+fn state_of(state: Option<issuer::records::SerialState>) -> i32 {
+    use issuer::records::SerialState as S;
+    use verifier::PackState as P;
+    state_code(match state {
+        None => P::Unknown,
+        Some(S::Allocated) => P::Allocated,
+        Some(S::Active) => P::Active,
+        Some(S::Decommissioned) => P::Decommissioned,
+        Some(S::Voided) => P::Voided,
+    }) as i32
+}
+
+async fn decommission_group(
+    issuer: &Issuer,
+    request: pb::DecommissionRequest,
+) -> pb::DecommissionResponse {
+    let request_id = request.request_id.clone();
+    let mut results = Vec::new();
+    let mut counts_message = None;
+    let result = async {
+        convert::identifier("request_id", &request.request_id, true)?;
+        let reason =
+            reason("reason", request.reason, true)?.ok_or_else(|| invalid("reason", "required"))?;
+        let location = convert::identifier("location", &request.location, true)?;
+        let actor = convert::identifier("actor", &request.actor, false)?;
+        let note = text("note", &request.note, false)?;
+        let (parsed, violations) = items(&request.items);
+        let answer = issuer
+            .change_status(StatusGroup {
+                request_id: request.request_id.clone(),
+                action: StatusAction::Decommission(reason),
+                party: actor,
+                location,
+                note,
+                items: parsed,
+            })
+            .await
+            .map_err(status)?;
+        counts_message = Some(counts(
+            &answer,
+            DecommissionOutcome::Decommissioned as u8,
+            DecommissionOutcome::AlreadySet as u8,
+        ));
+        results = answer
+            .items
+            .iter()
+            .zip(violations)
+            .map(|(item, error)| pb::DecommissionResult {
+                outcome: i32::from(item.outcome),
+                state: state_of(item.state),
+                current_reason: i32::from(item.reason),
+                alert: decommission_alert(item.outcome) as i32,
+                error,
+            })
+            .collect();
+        Ok(())
+    }
+    .await;
+    pb::DecommissionResponse {
+        request_id,
+        status: Some(group_status(&result)),
+        results,
+        counts: counts_message,
+    }
+}
+
+async fn undo_group(issuer: &Issuer, request: pb::UndoRequest) -> pb::UndoResponse {
+    let request_id = request.request_id.clone();
+    let mut results = Vec::new();
+    let mut counts_message = None;
+    let result = async {
+        convert::identifier("request_id", &request.request_id, true)?;
+        let expected = reason("expected_reason", request.expected_reason, false)?;
+        let location = convert::identifier("location", &request.location, true)?;
+        let actor = convert::identifier("actor", &request.actor, false)?;
+        let note = text("note", &request.note, false)?;
+        let (parsed, violations) = items(&request.items);
+        let answer = issuer
+            .change_status(StatusGroup {
+                request_id: request.request_id.clone(),
+                action: StatusAction::Undo(expected),
+                party: actor,
+                location,
+                note,
+                items: parsed,
+            })
+            .await
+            .map_err(status)?;
+        counts_message = Some(counts(
+            &answer,
+            UndoOutcome::Reactivated as u8,
+            UndoOutcome::AlreadyActive as u8,
+        ));
+        results = answer
+            .items
+            .iter()
+            .zip(violations)
+            .map(|(item, error)| pb::UndoResult {
+                outcome: i32::from(item.outcome),
+                state: state_of(item.state),
+                current_reason: i32::from(item.reason),
+                alert: undo_alert(item.outcome) as i32,
+                error,
+                decommissioned_at: (item.decommissioned_micros > 0)
+                    .then(|| convert::timestamp(item.decommissioned_micros)),
+            })
+            .collect();
+        Ok(())
+    }
+    .await;
+    pb::UndoResponse {
+        request_id,
+        status: Some(group_status(&result)),
+        results,
+        counts: counts_message,
+    }
+}
+
+#[tonic::async_trait]
+impl StatusService for Api {
+    async fn decommission(
+        &self,
+        request: Request<Streaming<pb::DecommissionRequest>>,
+    ) -> Result<Response<ResponseStream<pb::DecommissionResponse>>, Status> {
+        Ok(Response::new(serve_groups(
+            Arc::clone(&self.issuer),
+            request.into_inner(),
+            |issuer, group| async move { decommission_group(&issuer, group).await },
+        )))
+    }
+
+    async fn undo(
+        &self,
+        request: Request<Streaming<pb::UndoRequest>>,
+    ) -> Result<Response<ResponseStream<pb::UndoResponse>>, Status> {
+        Ok(Response::new(serve_groups(
+            Arc::clone(&self.issuer),
+            request.into_inner(),
+            |issuer, group| async move { undo_group(&issuer, group).await },
+        )))
+    }
+
+    async fn recall_lot(
+        &self,
+        request: Request<pb::RecallLotRequest>,
+    ) -> Result<Response<pb::RecallLotResponse>, Status> {
+        let request = request.into_inner();
+        let request_id = convert::identifier("request_id", &request.request_id, true)?;
+        let gtin = convert::gtin("gtin", &request.gtin)?;
+        let lot = convert::lot("lot", &request.lot)?;
+        let reason = text("reason", &request.reason, true)?;
+        let (lot, change) = self
+            .issuer
+            .recall_lot(request_id, gtin, lot, reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RecallLotResponse {
+            lot: Some(crate::master_data::lot_message(&lot)),
+            already_recalled: change.already,
+            active_packs_affected: change.active_packs_affected,
+        }))
+    }
+
+    async fn withdraw_product(
+        &self,
+        request: Request<pb::WithdrawProductRequest>,
+    ) -> Result<Response<pb::WithdrawProductResponse>, Status> {
+        let request = request.into_inner();
+        let request_id = convert::identifier("request_id", &request.request_id, true)?;
+        let gtin = convert::gtin("gtin", &request.gtin)?;
+        let reason = text("reason", &request.reason, true)?;
+        let (product, change) = self
+            .issuer
+            .withdraw_product(request_id, gtin, reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::WithdrawProductResponse {
+            product: Some(crate::master_data::product_message(&product)),
+            already_withdrawn: change.already,
+            active_packs_affected: change.active_packs_affected,
+        }))
+    }
+
+    async fn flag_pack(
+        &self,
+        request: Request<pb::FlagPackRequest>,
+    ) -> Result<Response<pb::FlagPackResponse>, Status> {
+        let request = request.into_inner();
+        let request_id = convert::identifier("request_id", &request.request_id, true)?;
+        let item = request.item.ok_or_else(|| invalid("item", "required"))?;
+        let item =
+            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        let action = match pb::PackFlagAction::try_from(request.action) {
+            Ok(pb::PackFlagAction::SetSuspect) => issuer::PackFlagAction::SetSuspect,
+            Ok(pb::PackFlagAction::SetIllegitimate) => issuer::PackFlagAction::SetIllegitimate,
+            Ok(pb::PackFlagAction::Clear) => issuer::PackFlagAction::Clear,
+            _ => return Err(invalid("action", "SET_SUSPECT, SET_ILLEGITIMATE or CLEAR")),
+        };
+        let reason = text("reason", &request.reason, true)?;
+        let flags = self
+            .issuer
+            .flag_pack(request_id, item.gtin, item.serial, action, reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::FlagPackResponse {
+            state: state_of(Some(flags.state)),
+            suspect: flags.suspect,
+            illegitimate: flags.illegitimate,
+            unchanged: flags.unchanged,
+        }))
+    }
+}
