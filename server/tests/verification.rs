@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::api::*;
 use common::{Server, http_get_full};
 use proto::serial::v1 as pb;
+use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
 use tonic::transport::Channel;
 
@@ -21,6 +22,8 @@ const GTIN: &str = "09520123456788";
 const UNKNOWN_GTIN: &str = "04012345000009";
 const RESPONDER_GLN: &str = "0614141000005";
 const REQUESTER_GLN: &str = "0614141000012";
+/// A second product, withdrawn during setup.
+const WITHDRAWN_GTIN: &str = "05012345678900";
 
 /// The packs set up for the table, by role.
 struct Packs {
@@ -28,6 +31,11 @@ struct Packs {
     expired: String,
     voided: String,
     allocated: String,
+    dispensed: String,
+    recalled: String,
+    suspect: String,
+    illegitimate: String,
+    withdrawn: String,
     /// Every serial of the pool.
     all: Vec<String>,
 }
@@ -45,13 +53,114 @@ async fn setup(channel: &Channel) -> Packs {
     assert_eq!(answer.counts.unwrap().applied, 1);
     let answer = return_serials(channel, GTIN, "r-1", vec![s[6].clone()]).await;
     assert_eq!(answer.counts.unwrap().applied, 1);
+    add_lot(channel, GTIN, "LREC", "301231").await.unwrap();
+    let answer = commission(channel, GTIN, "c-3", "LREC", vec![s[8].clone()]).await;
+    assert_eq!(answer.counts.unwrap().applied, 1);
+
+    // Decommission s[1] (dispensed), recall LREC, flag s[2] and s[3].
+    let answer = decommission(
+        channel,
+        "d-1",
+        pb::DecommissionReason::Dispensed,
+        &[fields(GTIN, &s[1], None, None)],
+    )
+    .await;
+    assert_eq!(
+        answer.results[0].outcome(),
+        pb::DecommissionOutcome::Decommissioned
+    );
+    let mut status = StatusServiceClient::new(channel.clone());
+    let recall = status
+        .recall_lot(pb::RecallLotRequest {
+            request_id: "recall-1".into(),
+            gtin: GTIN.into(),
+            lot: "LREC".into(),
+            reason: "quality defect".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (recall.already_recalled, recall.active_packs_affected),
+        (false, 1)
+    );
+    for (serial, action) in [
+        (&s[2], pb::PackFlagAction::SetSuspect),
+        (&s[3], pb::PackFlagAction::SetIllegitimate),
+    ] {
+        let flagged = status
+            .flag_pack(pb::FlagPackRequest {
+                request_id: format!("flag-{serial}"),
+                item: Some(fields(GTIN, serial, None, None)),
+                action: action as i32,
+                reason: "investigation 42".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(flagged.suspect || flagged.illegitimate);
+    }
+
+    // A second product with one active pack, then withdrawn.
+    add_product(channel, WITHDRAWN_GTIN, "eu-fmd", None, None).await;
+    add_lot(channel, WITHDRAWN_GTIN, "W1", "301231")
+        .await
+        .unwrap();
+    let w = request_pool(channel, "pool-w", WITHDRAWN_GTIN, 2)
+        .await
+        .unwrap()
+        .serials;
+    let answer = commission(channel, WITHDRAWN_GTIN, "c-w", "W1", vec![w[0].clone()]).await;
+    assert_eq!(answer.counts.unwrap().applied, 1);
+    let withdrawn = status
+        .withdraw_product(pb::WithdrawProductRequest {
+            request_id: "withdraw-1".into(),
+            gtin: WITHDRAWN_GTIN.into(),
+            reason: "marketing authorisation withdrawn".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (withdrawn.already_withdrawn, withdrawn.active_packs_affected),
+        (false, 1)
+    );
     Packs {
         active: s[0].clone(),
         expired: s[5].clone(),
         voided: s[6].clone(),
         allocated: s[7].clone(),
+        dispensed: s[1].clone(),
+        recalled: s[8].clone(),
+        suspect: s[2].clone(),
+        illegitimate: s[3].clone(),
+        withdrawn: w[0].clone(),
         all: s,
     }
+}
+
+async fn decommission(
+    channel: &Channel,
+    request_id: &str,
+    reason: pb::DecommissionReason,
+    items: &[pb::PackIdentifier],
+) -> pb::DecommissionResponse {
+    let group = pb::DecommissionRequest {
+        request_id: request_id.into(),
+        reason: reason as i32,
+        location: "0614141000012".into(),
+        actor: "returns-desk-1".into(),
+        items: items.to_vec(),
+        ..Default::default()
+    };
+    let mut answers = StatusServiceClient::new(channel.clone())
+        .decommission(tokio_stream::iter([group]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("one answer");
+    assert_eq!(answer.status.as_ref().unwrap().code, 0, "{answer:?}");
+    answer
 }
 
 fn fields(gtin: &str, serial: &str, lot: Option<&str>, expiry: Option<&str>) -> pb::PackIdentifier {
@@ -249,6 +358,46 @@ fn table(p: &Packs) -> Vec<(&'static str, pb::PackIdentifier, Expect)> {
                 A::UnknownProduct,
             ),
         ),
+        (
+            "decommissioned (dispensed): the identifier is genuine",
+            fields(GTIN, &p.dispensed, Some("L1"), Some("301231")),
+            Expect {
+                state: S::Decommissioned,
+                ..ok(M::Matched, M::Matched)
+            },
+        ),
+        (
+            "recalled lot",
+            fields(GTIN, &p.recalled, Some("LREC"), None),
+            Expect {
+                info: I::Recalled,
+                ..ok(M::Matched, M::NotProvided)
+            },
+        ),
+        (
+            "withdrawn product",
+            fields(WITHDRAWN_GTIN, &p.withdrawn, Some("W1"), Some("301231")),
+            Expect {
+                info: I::Recalled,
+                ..ok(M::Matched, M::Matched)
+            },
+        ),
+        (
+            "suspect",
+            fields(GTIN, &p.suspect, None, None),
+            Expect {
+                info: I::Suspect,
+                ..ok(M::NotProvided, M::NotProvided)
+            },
+        ),
+        (
+            "illegitimate",
+            fields(GTIN, &p.illegitimate, None, None),
+            Expect {
+                info: I::Illegitimate,
+                ..ok(M::NotProvided, M::NotProvided)
+            },
+        ),
     ]
 }
 
@@ -284,6 +433,20 @@ async fn the_semantics_table_through_grpc() {
     assert_eq!(results[3].identifier.as_ref().unwrap().serial, packs.active);
     assert!(results[0].identifier.is_none());
     assert!(results[9].expired);
+    let by_name = |name: &str| {
+        &results[rows
+            .iter()
+            .position(|(n, _, _)| n.starts_with(name))
+            .unwrap()]
+    };
+    assert_eq!(
+        by_name("decommissioned").decommission_reason(),
+        pb::DecommissionReason::Dispensed
+    );
+    assert!(by_name("recalled lot").recalled);
+    assert!(by_name("withdrawn product").withdrawn);
+    assert!(by_name("suspect").suspect);
+    assert!(by_name("illegitimate").illegitimate);
 
     // Single Verify agrees with the batch, row by row.
     let mut client = VerificationServiceClient::new(channel.clone());
@@ -532,6 +695,60 @@ async fn the_semantics_table_through_the_vrs_http_responder() {
             Some("Not_for_re-distribution"),
             Some("Expired"),
         ),
+        (
+            format!("/01/{GTIN}/10/L1/21/{}?17=301231&{query}", packs.dispensed),
+            true,
+            None,
+            None,
+        ),
+        (
+            format!(
+                "/01/{GTIN}/10/L1/21/{}?17=301231&{query}&context=dscsaSaleableReturn",
+                packs.dispensed
+            ),
+            false,
+            Some("Not_for_re-distribution"),
+            None,
+        ),
+        (
+            format!("/01/{GTIN}/10/LREC/21/{}?17=301231&{query}", packs.recalled),
+            true,
+            None,
+            Some("Recalled"),
+        ),
+        (
+            format!(
+                "/01/{GTIN}/10/LREC/21/{}?17=301231&{query}&context=dscsaSaleableReturn",
+                packs.recalled
+            ),
+            false,
+            Some("Not_for_re-distribution"),
+            Some("Recalled"),
+        ),
+        (
+            format!(
+                "/01/{WITHDRAWN_GTIN}/10/W1/21/{}?17=301231&{query}",
+                packs.withdrawn
+            ),
+            true,
+            None,
+            Some("Recalled"),
+        ),
+        (
+            format!("/01/{GTIN}/10/L1/21/{}?17=301231&{query}", packs.suspect),
+            true,
+            None,
+            Some("Suspect"),
+        ),
+        (
+            format!(
+                "/gtin/{GTIN}/lot/L1/ser/{}?exp=301231&{query}",
+                packs.illegitimate
+            ),
+            true,
+            None,
+            Some("Illegitimate"),
+        ),
     ];
     for (path, verified, reason, info) in rows {
         let (status, json, error) = vrs_get(&server, &path);
@@ -658,7 +875,7 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    eprintln!("TEST_SEED={seed}");
+    eprintln!("TEST_SEED={seed} (set TEST_SEED to replay this order)");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let channel = channel(&server).await;
@@ -668,7 +885,12 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
         .await
         .unwrap()
         .serials;
-    // Even positions are commissioned, odd ones returned, in seeded order.
+    for (g, group) in serials.chunks(1000).enumerate() {
+        let answer = commission(&channel, GTIN, &format!("race-c-{g}"), "L1", group.to_vec()).await;
+        assert_eq!(answer.counts.unwrap().applied as usize, group.len());
+    }
+    // Decommission everything in seeded order, two writer streams at once:
+    // even positions dispensed, odd ones destroyed.
     let mut order: Vec<usize> = (0..serials.len()).collect();
     let mut state = seed | 1;
     for i in (1..order.len()).rev() {
@@ -680,6 +902,13 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
     let acked: Arc<Vec<AtomicBool>> =
         Arc::new((0..serials.len()).map(|_| AtomicBool::new(false)).collect());
     let done = Arc::new(AtomicBool::new(false));
+    fn reason_of(n: usize) -> pb::DecommissionReason {
+        if n % 2 == 0 {
+            pb::DecommissionReason::Dispensed
+        } else {
+            pb::DecommissionReason::Destroyed
+        }
+    }
 
     let mut readers = Vec::new();
     for _ in 0..3 {
@@ -700,21 +929,17 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
                     let results = verify_batch(&channel, chunk.to_vec()).await;
                     for (i, result) in results.iter().enumerate() {
                         let n = offset + i;
-                        let state = result.state();
-                        let final_state = if n % 2 == 0 {
-                            pb::PackState::Active
-                        } else {
-                            pb::PackState::Voided
-                        };
-                        assert!(
-                            state == pb::PackState::Allocated || state == final_state,
-                            "serial {n}: torn or impossible state {state:?}"
-                        );
-                        if known[n] {
-                            assert_eq!(
-                                state, final_state,
-                                "serial {n}: stale after its acknowledgement"
-                            );
+                        match result.state() {
+                            pb::PackState::Active => assert!(
+                                !known[n],
+                                "serial {n}: active after its decommission was acknowledged"
+                            ),
+                            pb::PackState::Decommissioned => assert_eq!(
+                                result.decommission_reason(),
+                                reason_of(n),
+                                "serial {n}: torn reason"
+                            ),
+                            other => panic!("serial {n}: impossible state {other:?}"),
                         }
                     }
                 }
@@ -724,18 +949,32 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
         }));
     }
 
-    // Writers: groups of 40 in seeded order, commission and return in turn.
-    for (g, group) in order.chunks(40).enumerate() {
-        let commissioned: Vec<usize> = group.iter().copied().filter(|n| n % 2 == 0).collect();
-        let returned: Vec<usize> = group.iter().copied().filter(|n| n % 2 == 1).collect();
-        let list = |ns: &[usize]| ns.iter().map(|n| serials[*n].clone()).collect::<Vec<_>>();
-        let (commission_id, return_id) = (format!("race-c-{g}"), format!("race-r-{g}"));
-        let (c, r) = tokio::join!(
-            commission(&channel, GTIN, &commission_id, "L1", list(&commissioned)),
-            return_serials(&channel, GTIN, &return_id, list(&returned)),
+    for (g, group) in order.chunks(80).enumerate() {
+        let items = |parity: usize| -> Vec<pb::PackIdentifier> {
+            group
+                .iter()
+                .filter(|n| *n % 2 == parity)
+                .map(|n| fields(GTIN, &serials[*n], None, None))
+                .collect()
+        };
+        let (even, odd) = (items(0), items(1));
+        let (dispensed_id, destroyed_id) = (format!("race-d-{g}"), format!("race-x-{g}"));
+        let (a, b) = tokio::join!(
+            decommission(
+                &channel,
+                &dispensed_id,
+                pb::DecommissionReason::Dispensed,
+                &even
+            ),
+            decommission(
+                &channel,
+                &destroyed_id,
+                pb::DecommissionReason::Destroyed,
+                &odd
+            ),
         );
-        assert_eq!(c.counts.unwrap().applied as usize, commissioned.len());
-        assert_eq!(r.counts.unwrap().applied as usize, returned.len());
+        assert_eq!(a.counts.unwrap().applied as usize, even.len());
+        assert_eq!(b.counts.unwrap().applied as usize, odd.len());
         for n in group {
             acked[*n].store(true, Ordering::Release);
         }
