@@ -313,6 +313,9 @@ mod tests {
         }
     }
 
+    /// name, pack, expected reason, who asks, when, expected outcome.
+    type UndoRow<'a> = (&'a str, Pack<'a>, Option<R>, Actor<'a>, u64, UndoOutcome);
+
     #[test]
     fn undo_table() {
         use SerialState as S;
@@ -323,7 +326,7 @@ mod tests {
             let undoable = !matches!(reason, R::Destroyed | R::Stolen);
             let decommissioned = pack(S::Decommissioned, Some(reason));
             #[rustfmt::skip]
-            let rows: Vec<(&str, Pack<'_>, Option<R>, Actor<'_>, u64, O)> = vec![
+            let rows: Vec<UndoRow<'_>> = vec![
                 ("same party, place, inside", decommissioned, None, ME, inside,
                     if undoable { O::Reactivated } else { O::NotUndoable }),
                 ("outside the window", decommissioned, None, ME, outside,

@@ -903,7 +903,7 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
         Arc::new((0..serials.len()).map(|_| AtomicBool::new(false)).collect());
     let done = Arc::new(AtomicBool::new(false));
     fn reason_of(n: usize) -> pb::DecommissionReason {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             pb::DecommissionReason::Dispensed
         } else {
             pb::DecommissionReason::Destroyed

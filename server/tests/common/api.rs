@@ -1,6 +1,9 @@
 //! gRPC helpers shared by the integration tests: connect, register master
 //! data, request pools, commission and return.
 
+// Helpers panic on failure by design: they run inside tests.
+#![allow(clippy::unwrap_used)]
+
 use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
