@@ -229,6 +229,14 @@ impl Issuer {
     /// shard commits its part (one batch, one fsync) and the answer comes
     /// when every part is durable. Malformed items are answered here.
     pub async fn change_status(&self, group: StatusGroup) -> Result<StatusAnswer, IssuerError> {
+        self.submit_status(group)?.wait().await
+    }
+
+    /// The first half of [`Issuer::change_status`]: checks the group and hands
+    /// its parts to the shard writers now, in call order, so a stream can
+    /// submit its next group while earlier ones commit and still have them
+    /// applied in the order they were sent.
+    pub fn submit_status(&self, group: StatusGroup) -> Result<PendingStatus, IssuerError> {
         check_group_size(
             "items",
             group.items.len(),
@@ -241,7 +249,7 @@ impl Issuer {
             StatusAction::Decommission(_) => status::DecommissionOutcome::Malformed as u8,
             StatusAction::Undo(_) => status::UndoOutcome::Malformed as u8,
         };
-        let mut results = vec![
+        let results = vec![
             StatusResult {
                 outcome: malformed,
                 state: None,
@@ -283,18 +291,7 @@ impl Issuer {
                 Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
             }
         }
-        let mut replayed = true;
-        for answer in answers {
-            let (part, part_replayed) = answer.await.map_err(|_| IssuerError::ShuttingDown)??;
-            replayed &= part_replayed;
-            for (position, result) in part {
-                results[position] = result;
-            }
-        }
-        Ok(StatusAnswer {
-            items: results,
-            replayed,
-        })
+        Ok(PendingStatus { results, answers })
     }
 
     /// Recalls a lot: irreversible; verification reports its packs recalled at once.
@@ -509,6 +506,35 @@ impl Issuer {
         for thread in threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// A submitted status group: its parts are queued at their shard writers.
+#[derive(Debug)]
+pub struct PendingStatus {
+    results: Vec<StatusResult>,
+    answers: Vec<writer::PartAnswer>,
+}
+
+impl PendingStatus {
+    /// Waits until every part is durable (or failed) and assembles the answer.
+    pub async fn wait(self) -> Result<StatusAnswer, IssuerError> {
+        let PendingStatus {
+            mut results,
+            answers,
+        } = self;
+        let mut replayed = true;
+        for answer in answers {
+            let (part, part_replayed) = answer.await.map_err(|_| IssuerError::ShuttingDown)??;
+            replayed &= part_replayed;
+            for (position, result) in part {
+                results[position] = result;
+            }
+        }
+        Ok(StatusAnswer {
+            items: results,
+            replayed,
+        })
     }
 }
 

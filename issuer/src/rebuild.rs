@@ -227,7 +227,9 @@ fn scan_serials(
                 failure = Some(error);
                 return false;
             }
-            if report.serials.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(1) {
+            if report.serials.is_multiple_of(65_536)
+                && last_report.elapsed() >= Duration::from_secs(1)
+            {
                 last_report = Instant::now();
                 report.elapsed = started.elapsed();
                 progress(*report);

@@ -32,6 +32,10 @@ pub(crate) use status_ops::StatusPart;
 /// Reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, IssuerError>>;
 
+/// What a shard answers for its part of a status group.
+pub(crate) type PartAnswer =
+    oneshot::Receiver<Result<(Vec<(usize, StatusResult)>, bool), IssuerError>>;
+
 /// Work for a shard writer.
 #[derive(Debug)]
 pub(crate) enum Command {

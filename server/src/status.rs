@@ -13,11 +13,60 @@ use verifier::DecommissionReason;
 
 use crate::convert::{self, invalid, status};
 use crate::grpc::Api;
-use crate::pools::{ResponseStream, serve_groups};
+use crate::pools::ResponseStream;
 use crate::verification::{parse_item, state_code};
 
 /// Longest note or reason text accepted, in characters.
 pub(crate) const NOTE_LENGTH_MAX: usize = 256;
+
+/// Groups of one Decommission or Undo stream submitted to the writers
+/// before the first of them is answered (`max_groups_in_flight`).
+pub(crate) const GROUPS_IN_FLIGHT: usize = 4;
+
+type Answer<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Reads groups, submits each to the writers at once and in order (`start`
+/// validates and submits synchronously, then returns the wait for its
+/// answer), and answers them in order; at most [`GROUPS_IN_FLIGHT`] wait at
+/// a time, after which the stream is not read (HTTP/2 flow control holds the
+/// client).
+fn pipeline_groups<In, Out>(
+    issuer: Arc<Issuer>,
+    mut inbound: Streaming<In>,
+    start: fn(&Issuer, In) -> Answer<Out>,
+) -> ResponseStream<Out>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    let (waiting, mut ready) = tokio::sync::mpsc::channel::<Answer<Out>>(GROUPS_IN_FLIGHT);
+    let (sender, receiver) = tokio::sync::mpsc::channel(GROUPS_IN_FLIGHT);
+    let failure = sender.clone();
+    tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(group)) => {
+                    if waiting.send(start(&issuer, group)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = failure.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(answer) = ready.recv().await {
+            if sender.send(Ok(answer.await)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}
 
 fn reason(field: &str, code: i32, required: bool) -> Result<Option<DecommissionReason>, Status> {
     if code == 0 && !required {
@@ -161,14 +210,20 @@ fn state_of(state: Option<issuer::records::SerialState>) -> i32 {
     }) as i32
 }
 
-async fn decommission_group(
+fn start_decommission(
     issuer: &Issuer,
     request: pb::DecommissionRequest,
-) -> pb::DecommissionResponse {
+) -> Answer<pb::DecommissionResponse> {
     let request_id = request.request_id.clone();
-    let mut results = Vec::new();
-    let mut counts_message = None;
-    let result = async {
+    let refuse = |request_id: String, error: Status| -> Answer<pb::DecommissionResponse> {
+        Box::pin(std::future::ready(pb::DecommissionResponse {
+            request_id,
+            status: Some(group_status(&Err(error))),
+            results: Vec::new(),
+            counts: None,
+        }))
+    };
+    let submitted = (|| {
         convert::identifier("request_id", &request.request_id, true)?;
         let reason =
             reason("reason", request.reason, true)?.ok_or_else(|| invalid("reason", "required"))?;
@@ -176,8 +231,8 @@ async fn decommission_group(
         let actor = convert::identifier("actor", &request.actor, false)?;
         let note = text("note", &request.note, false)?;
         let (parsed, violations) = items(&request.items);
-        let answer = issuer
-            .change_status(StatusGroup {
+        let pending = issuer
+            .submit_status(StatusGroup {
                 request_id: request.request_id.clone(),
                 action: StatusAction::Decommission(reason),
                 party: actor,
@@ -185,49 +240,57 @@ async fn decommission_group(
                 note,
                 items: parsed,
             })
-            .await
             .map_err(status)?;
-        counts_message = Some(counts(
-            &answer,
-            DecommissionOutcome::Decommissioned as u8,
-            DecommissionOutcome::AlreadySet as u8,
-        ));
-        results = answer
-            .items
-            .iter()
-            .zip(violations)
-            .map(|(item, error)| pb::DecommissionResult {
-                outcome: i32::from(item.outcome),
-                state: state_of(item.state),
-                current_reason: i32::from(item.reason),
-                alert: decommission_alert(item.outcome) as i32,
-                error,
-            })
-            .collect();
-        Ok(())
-    }
-    .await;
-    pb::DecommissionResponse {
-        request_id,
-        status: Some(group_status(&result)),
-        results,
-        counts: counts_message,
-    }
+        Ok::<_, Status>((pending, violations))
+    })();
+    let (pending, violations) = match submitted {
+        Ok(submitted) => submitted,
+        Err(error) => return refuse(request_id, error),
+    };
+    Box::pin(async move {
+        match pending.wait().await {
+            Err(error) => pb::DecommissionResponse {
+                request_id,
+                status: Some(group_status(&Err(status(error)))),
+                results: Vec::new(),
+                counts: None,
+            },
+            Ok(answer) => pb::DecommissionResponse {
+                request_id,
+                status: Some(group_status(&Ok(()))),
+                counts: Some(counts(
+                    &answer,
+                    DecommissionOutcome::Decommissioned as u8,
+                    DecommissionOutcome::AlreadySet as u8,
+                )),
+                results: answer
+                    .items
+                    .iter()
+                    .zip(violations)
+                    .map(|(item, error)| pb::DecommissionResult {
+                        outcome: i32::from(item.outcome),
+                        state: state_of(item.state),
+                        current_reason: i32::from(item.reason),
+                        alert: decommission_alert(item.outcome) as i32,
+                        error,
+                    })
+                    .collect(),
+            },
+        }
+    })
 }
 
-async fn undo_group(issuer: &Issuer, request: pb::UndoRequest) -> pb::UndoResponse {
+fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoResponse> {
     let request_id = request.request_id.clone();
-    let mut results = Vec::new();
-    let mut counts_message = None;
-    let result = async {
+    let submitted = (|| {
         convert::identifier("request_id", &request.request_id, true)?;
         let expected = reason("expected_reason", request.expected_reason, false)?;
         let location = convert::identifier("location", &request.location, true)?;
         let actor = convert::identifier("actor", &request.actor, false)?;
         let note = text("note", &request.note, false)?;
         let (parsed, violations) = items(&request.items);
-        let answer = issuer
-            .change_status(StatusGroup {
+        let pending = issuer
+            .submit_status(StatusGroup {
                 request_id: request.request_id.clone(),
                 action: StatusAction::Undo(expected),
                 party: actor,
@@ -235,36 +298,47 @@ async fn undo_group(issuer: &Issuer, request: pb::UndoRequest) -> pb::UndoRespon
                 note,
                 items: parsed,
             })
-            .await
             .map_err(status)?;
-        counts_message = Some(counts(
-            &answer,
-            UndoOutcome::Reactivated as u8,
-            UndoOutcome::AlreadyActive as u8,
-        ));
-        results = answer
-            .items
-            .iter()
-            .zip(violations)
-            .map(|(item, error)| pb::UndoResult {
-                outcome: i32::from(item.outcome),
-                state: state_of(item.state),
-                current_reason: i32::from(item.reason),
-                alert: undo_alert(item.outcome) as i32,
-                error,
-                decommissioned_at: (item.decommissioned_micros > 0)
-                    .then(|| convert::timestamp(item.decommissioned_micros)),
-            })
-            .collect();
-        Ok(())
-    }
-    .await;
-    pb::UndoResponse {
+        Ok::<_, Status>((pending, violations))
+    })();
+    let refused = |request_id: String, error: Status| pb::UndoResponse {
         request_id,
-        status: Some(group_status(&result)),
-        results,
-        counts: counts_message,
-    }
+        status: Some(group_status(&Err(error))),
+        results: Vec::new(),
+        counts: None,
+    };
+    let (pending, violations) = match submitted {
+        Ok(submitted) => submitted,
+        Err(error) => return Box::pin(std::future::ready(refused(request_id, error))),
+    };
+    Box::pin(async move {
+        match pending.wait().await {
+            Err(error) => refused(request_id, status(error)),
+            Ok(answer) => pb::UndoResponse {
+                request_id,
+                status: Some(group_status(&Ok(()))),
+                counts: Some(counts(
+                    &answer,
+                    UndoOutcome::Reactivated as u8,
+                    UndoOutcome::AlreadyActive as u8,
+                )),
+                results: answer
+                    .items
+                    .iter()
+                    .zip(violations)
+                    .map(|(item, error)| pb::UndoResult {
+                        outcome: i32::from(item.outcome),
+                        state: state_of(item.state),
+                        current_reason: i32::from(item.reason),
+                        alert: undo_alert(item.outcome) as i32,
+                        error,
+                        decommissioned_at: (item.decommissioned_micros > 0)
+                            .then(|| convert::timestamp(item.decommissioned_micros)),
+                    })
+                    .collect(),
+            },
+        }
+    })
 }
 
 #[tonic::async_trait]
@@ -273,10 +347,10 @@ impl StatusService for Api {
         &self,
         request: Request<Streaming<pb::DecommissionRequest>>,
     ) -> Result<Response<ResponseStream<pb::DecommissionResponse>>, Status> {
-        Ok(Response::new(serve_groups(
+        Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            |issuer, group| async move { decommission_group(&issuer, group).await },
+            start_decommission,
         )))
     }
 
@@ -284,10 +358,10 @@ impl StatusService for Api {
         &self,
         request: Request<Streaming<pb::UndoRequest>>,
     ) -> Result<Response<ResponseStream<pb::UndoResponse>>, Status> {
-        Ok(Response::new(serve_groups(
+        Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            |issuer, group| async move { undo_group(&issuer, group).await },
+            start_undo,
         )))
     }
 
