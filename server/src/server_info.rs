@@ -40,8 +40,7 @@ impl ServerInfoService for Api {
             max_serials_returnable: config.return_group_max as u32,
             pool_chunk_size: CHUNK_SIZE as u32,
             max_items_per_group: config.commission_group_max as u32,
-            // Groups are answered one at a time per stream.
-            max_groups_in_flight: 1,
+            max_groups_in_flight: crate::status::GROUPS_IN_FLIGHT as u32,
             max_page_size: PAGE_SIZE_MAX as u32,
             max_verify_batch_items: crate::verification::VERIFY_BATCH_ITEMS_MAX as u32,
             max_message_bytes: MESSAGE_BYTES_MAX as u32,
