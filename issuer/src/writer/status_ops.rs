@@ -45,6 +45,9 @@ pub(crate) struct StatusPart {
 /// Bytes per stored item answer: outcome, state, reason, decommission time.
 const ANSWER_BYTES: usize = 11;
 
+/// Lot facts by GTIN, then lot text.
+type LotCache = HashMap<u64, HashMap<String, Option<LotFacts>>>;
+
 /// The lot facts a status change needs.
 #[derive(Debug, Clone)]
 struct LotFacts {
@@ -55,12 +58,13 @@ struct LotFacts {
 impl Writer {
     fn lot_facts(
         &self,
-        cache: &mut HashMap<(u64, String), Option<LotFacts>>,
+        cache: &mut LotCache,
         gtin: u64,
         lot: &str,
         today: gs1::CalendarDate,
     ) -> Result<Option<LotFacts>, IssuerError> {
-        if let Some(found) = cache.get(&(gtin, lot.to_owned())) {
+        // Looked up per item: borrow the lot text, allocate only on a miss.
+        if let Some(found) = cache.get(&gtin).and_then(|lots| lots.get(lot)) {
             return Ok(found.clone());
         }
         let found = match self
@@ -82,7 +86,10 @@ impl Writer {
                 })
             }
         };
-        cache.insert((gtin, lot.to_owned()), found.clone());
+        cache
+            .entry(gtin)
+            .or_default()
+            .insert(lot.to_owned(), found.clone());
         Ok(found)
     }
 
@@ -147,7 +154,7 @@ impl Writer {
             .collect();
         let found = self.store().multi_get(Family::Serials, &keys)?;
         let mut current: HashMap<Vec<u8>, SerialRecord> = HashMap::new();
-        let mut lots: HashMap<(u64, String), Option<LotFacts>> = HashMap::new();
+        let mut lots: LotCache = HashMap::new();
         let mut changed: Vec<Vec<u8>> = Vec::new();
         let mut answers = Vec::with_capacity(part.items.len());
         for (((_, item), key), stored) in part.items.iter().zip(&keys).zip(found) {
@@ -306,9 +313,12 @@ impl Writer {
         // Then the index, then the answer.
         for gtin in gtins {
             let mut entries = Vec::new();
+            let mut lot_ids: HashMap<&str, Option<verifier::LotId>> = HashMap::new();
             for serial in &by_gtin[gtin] {
                 if let Some(record) = current.get(&keys::serial(*gtin, serial)) {
-                    let lot = self.shared.index.lot_id(*gtin, &record.lot);
+                    let lot = *lot_ids
+                        .entry(record.lot.as_str())
+                        .or_insert_with(|| self.shared.index.lot_id(*gtin, &record.lot));
                     entries.push((*serial, super::index_entry(record, lot)));
                 }
             }
