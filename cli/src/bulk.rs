@@ -1,8 +1,11 @@
-//! The bulk streams of the packaging line, `serialctl commission` and
-//! `serialctl pool return`: read serials (or scans) from a file, send them
+//! The bulk streams: `serialctl commission` and `serialctl pool return` for
+//! the packaging line, `serialctl decommission` and `serialctl undo` for
+//! returns processors (the operations of the last two are in `status.rs`).
+//! Read items (serials or scans) from a file or standard input, send them
 //! in groups with deterministic request ids over one bidirectional stream,
-//! tally the per-item outcomes and write the rejected items to
-//! `FILE.rejected`.
+//! several groups in flight, tally the per-item outcomes and write the
+//! items not accepted, with their reasons, to a file (`FILE.rejected`,
+//! `FILE.refused`).
 //!
 //! Re-running the same command sends the same groups with the same request
 //! ids, so the server answers with the outcomes it stored: running twice
@@ -12,9 +15,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -22,9 +26,9 @@ use indicatif::ProgressBar;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
 use proto::serial::v1::{
     CommissionOutcome, CommissionRequest, CommissionResponse, FieldViolation, GroupStatus,
-    ReturnOutcome, ReturnReason, ReturnSerialsRequest, ReturnSerialsResponse,
+    ReturnOutcome, ReturnReason, ReturnSerialsRequest, ReturnSerialsResponse, ValidationRule,
 };
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
@@ -34,8 +38,8 @@ use xxhash_rust::xxh3::Xxh3Default;
 use crate::output::{self, escape_control, note};
 use crate::rpc::{self, AuthArgs};
 
-/// Group size when the server publishes none (0).
-const GROUP_SIZE_DEFAULT: u32 = 10_000;
+/// Most items per group when the server publishes no limit (0).
+const GROUP_SIZE_LIMIT_DEFAULT: u32 = 10_000;
 
 /// Groups sent and not yet answered on one stream. The server reads ahead
 /// a bounded number anyway; a few keep it busy while we read the file.
@@ -49,13 +53,35 @@ const PREFIX_LENGTH_MAX: usize = rpc::REQUEST_ID_LENGTH_MAX - 21;
 /// encoding accepted by the parser is longer).
 pub(crate) const LINE_BYTES_MAX: usize = gs1::INPUT_LENGTH_MAX;
 
+/// Longest encoded identifier the API accepts (common.proto,
+/// PackIdentifier.encoded); longer input is refused here, unsent.
+pub(crate) const ENCODED_BYTES_MAX: usize = 512;
+
+/// Most bytes read from standard input: it is read to its end before
+/// anything is sent (its hash gives the request ids); larger inputs must be
+/// given as a file.
+pub(crate) const STDIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Rejected items echoed on standard error; the rest are only in the file.
 const REJECTIONS_SHOWN_MAX: u64 = 20;
 
 /// How long to wait for the server to close a finished stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Arguments common to both bulk commands.
+/// Arguments every bulk command takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StreamArgs {
+    /// Request id of group N is PREFIX-N (1-43 printable ASCII). Default: derived from a
+    /// hash of the input's content and the parameters, so re-running the same command on the
+    /// same input is idempotent.
+    #[arg(long, value_name = "P")]
+    request_id_prefix: Option<String>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments common to the packaging line's bulk commands.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BulkArgs {
     /// GTIN of every serial in FILE.
@@ -70,20 +96,29 @@ pub(crate) struct BulkArgs {
     /// Site of the line: a GLN or a site code.
     #[arg(long, value_name = "LOC")]
     location: Option<String>,
-    /// Request id of group N is PREFIX-N (1-43 printable ASCII). Default: derived from a
-    /// hash of FILE's content and the parameters, so re-running the same command is idempotent.
-    #[arg(long, value_name = "P")]
-    request_id_prefix: Option<String>,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Serials per group; at most (and by default) the server's limit.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     group_size: Option<u32>,
-    /// Print the summary as one JSON object.
-    #[arg(long)]
-    json: bool,
     /// One serial per line, or one scan per line (element string, bracketed, Digital Link,
-    /// EPC URI) whose GTIN must be --gtin; blank lines are ignored.
+    /// EPC URI) whose GTIN must be --gtin; blank lines are ignored. Items not accepted are
+    /// written to FILE.rejected with their reasons. "-": standard input (read to its end
+    /// first; not accepted items go to ./commission.rejected or ./return.rejected).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+}
+
+impl BulkArgs {
+    /// This run of `command` (`commission` or `return`), its input opened.
+    pub(crate) fn job(&self, command: &str) -> anyhow::Result<Job<'_>> {
+        Ok(Job {
+            stream: &self.stream,
+            input: Input::open(&self.file)?,
+            group_size: self.group_size,
+            refused: refused_path(&self.file, "rejected", command),
+        })
+    }
 }
 
 /// Arguments of `serialctl commission`.
@@ -137,7 +172,8 @@ enum Reason {
     LabelSampled,
 }
 
-/// One bulk rpc: how to build its groups and read its answers.
+/// One bulk rpc: how to read its items, build its groups and read its
+/// answers.
 pub(crate) trait Operation {
     type Request: Send + 'static;
     type Response;
@@ -148,15 +184,20 @@ pub(crate) trait Operation {
     const APPLIED: &'static str;
     /// Summary label of items already in the state asked for.
     const UNCHANGED: &'static str;
+    /// What the summary, the messages and the JSON keys call items not
+    /// accepted ("rejected", "refused").
+    const REFUSED: &'static str;
     /// First letters of the default request id prefix.
     const TAG: &'static str;
+    /// Items per group unless asked otherwise, at most the server's limit
+    /// (`u32::MAX`: the server's limit).
+    const GROUP_SIZE: u32;
 
-    fn gtin(&self) -> &gs1::Gtin;
-    /// The lot and expiry scans must carry, if any.
-    fn scan_lot(&self) -> Option<(&str, Option<&str>)>;
-    /// Every group parameter besides the serials, for the default prefix.
+    /// What a line of input is: blank, an item to send, or refused here.
+    fn classify(&self, line: &[u8], overlong: bool) -> Classified;
+    /// Every group parameter besides the items, for the default prefix.
     fn identity(&self) -> String;
-    fn request(&self, request_id: &str, serials: Vec<String>) -> Self::Request;
+    fn request(&self, request_id: &str, items: Vec<String>) -> Self::Request;
     fn open(
         &self,
         requests: ReceiverStream<Self::Request>,
@@ -166,13 +207,13 @@ pub(crate) trait Operation {
 
 /// One group's answer, independent of the rpc.
 pub(crate) struct Answer {
-    request_id: String,
-    status: Option<GroupStatus>,
-    outcomes: Vec<Outcome>,
+    pub(crate) request_id: String,
+    pub(crate) status: Option<GroupStatus>,
+    pub(crate) outcomes: Vec<Outcome>,
 }
 
 /// One item's outcome, independent of the rpc.
-enum Outcome {
+pub(crate) enum Outcome {
     Applied,
     Unchanged,
     Rejected {
@@ -243,14 +284,17 @@ impl Operation for CommissionOperation {
     const ACTION: &'static str = "commission";
     const APPLIED: &'static str = "commissioned";
     const UNCHANGED: &'static str = "already commissioned";
+    const REFUSED: &'static str = "rejected";
     const TAG: &'static str = "c";
+    const GROUP_SIZE: u32 = u32::MAX;
 
-    fn gtin(&self) -> &gs1::Gtin {
-        &self.parameters.gtin
-    }
-
-    fn scan_lot(&self) -> Option<(&str, Option<&str>)> {
-        Some((&self.lot, self.expiry.as_deref()))
+    fn classify(&self, line: &[u8], overlong: bool) -> Classified {
+        classify_line(
+            line,
+            overlong,
+            &self.parameters.gtin,
+            Some((&self.lot, self.expiry.as_deref())),
+        )
     }
 
     fn identity(&self) -> String {
@@ -338,14 +382,12 @@ impl Operation for ReturnOperation {
     const ACTION: &'static str = "return serials";
     const APPLIED: &'static str = "voided";
     const UNCHANGED: &'static str = "already voided";
+    const REFUSED: &'static str = "rejected";
     const TAG: &'static str = "r";
+    const GROUP_SIZE: u32 = u32::MAX;
 
-    fn gtin(&self) -> &gs1::Gtin {
-        &self.parameters.gtin
-    }
-
-    fn scan_lot(&self) -> Option<(&str, Option<&str>)> {
-        None
+    fn classify(&self, line: &[u8], overlong: bool) -> Classified {
+        classify_line(line, overlong, &self.parameters.gtin, None)
     }
 
     fn identity(&self) -> String {
@@ -399,7 +441,8 @@ impl Operation for ReturnOperation {
     }
 }
 
-fn malformed(error: Option<&FieldViolation>) -> Outcome {
+/// The outcome of an item the server found malformed.
+pub(crate) fn malformed(error: Option<&FieldViolation>) -> Outcome {
     Outcome::Rejected {
         code: "MALFORMED".to_owned(),
         detail: error.map(|violation| {
@@ -412,14 +455,16 @@ fn malformed(error: Option<&FieldViolation>) -> Outcome {
     }
 }
 
-fn strip(name: &str, prefix: &str) -> String {
+/// `NAME` of a protobuf enum value name `PREFIX_NAME`.
+pub(crate) fn strip(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix).unwrap_or(name).to_owned()
 }
 
-/// A serial read from the file, with the line it came from.
+/// An item read from the input (a serial or a scan, as sent), with the
+/// line it came from.
 struct Item {
     line: u64,
-    serial: String,
+    text: String,
 }
 
 /// A group as sent (and resent, with the same request id).
@@ -430,21 +475,31 @@ struct Group {
     attempts: u32,
 }
 
+/// One run of a bulk command: its input and how to send it.
+pub(crate) struct Job<'a> {
+    pub(crate) stream: &'a StreamArgs,
+    pub(crate) input: Input,
+    /// Items per group asked for; default: the operation's.
+    pub(crate) group_size: Option<u32>,
+    /// Where items not accepted are written, with their reasons.
+    pub(crate) refused: PathBuf,
+}
+
 /// Runs a bulk command to the end: 0 when every item was accepted (or
 /// already done), 1 when any was rejected.
 pub(crate) async fn run<O: Operation>(
     operation: O,
-    args: &BulkArgs,
+    job: Job<'_>,
     group_size_limit: u32,
 ) -> anyhow::Result<ExitCode> {
     let limit = if group_size_limit == 0 {
-        GROUP_SIZE_DEFAULT
+        GROUP_SIZE_LIMIT_DEFAULT
     } else {
         group_size_limit
     };
-    let group_size = args.group_size.map_or(limit, |asked| asked.min(limit));
-    let (line_count, content_hash) = scan_file(&args.file)?;
-    let prefix = match &args.request_id_prefix {
+    let group_size = job.group_size.unwrap_or(O::GROUP_SIZE).min(limit);
+    let (line_count, content_hash) = job.input.scan()?;
+    let prefix = match &job.stream.request_id_prefix {
         Some(prefix) => {
             rpc::check_request_id("--request-id-prefix", prefix, PREFIX_LENGTH_MAX)?;
             prefix.clone()
@@ -452,13 +507,13 @@ pub(crate) async fn run<O: Operation>(
         None => default_prefix::<O>(&operation, group_size, content_hash),
     };
     eprintln!(
-        "{}: groups of at most {group_size} serials, request ids {prefix}-0, {prefix}-1, …",
+        "{}: groups of at most {group_size} items, request ids {prefix}-0, {prefix}-1, …",
         O::ACTION
     );
     let bar = output::progress_bar(line_count, "lines");
-    let mut tally = Tally::new(rejected_path(&args.file), bar.clone());
+    let mut tally = Tally::new(job.refused, O::REFUSED, bar.clone());
     let mut source = Source {
-        lines: Lines::open(&args.file)?,
+        lines: job.input.lines()?,
         group_size: usize::try_from(group_size).unwrap_or(usize::MAX),
         prefix,
         next_index: 0,
@@ -469,7 +524,7 @@ pub(crate) async fn run<O: Operation>(
     loop {
         let (sender, receiver) = mpsc::channel(GROUPS_IN_FLIGHT_MAX);
         for group in &pending {
-            let _ = sender.try_send(operation.request(&group.request_id, serials_of(group)));
+            let _ = sender.try_send(operation.request(&group.request_id, items_of(group)));
         }
         source.fill(&mut pending, &sender, &operation, &mut tally)?;
         if pending.is_empty() {
@@ -522,7 +577,7 @@ pub(crate) async fn run<O: Operation>(
         return Err(rpc::status_error(O::ACTION, &status));
     }
     bar.finish_and_clear();
-    tally.finish::<O>(args.json, &source.prefix, source.next_index)
+    tally.finish::<O>(job.stream.json, &source.prefix, source.next_index)
 }
 
 /// Why one bulk stream stopped before every group was answered.
@@ -618,14 +673,14 @@ async fn drive<O: Operation>(
                     ),
                 );
                 tokio::time::sleep(wait).await;
-                let _ = sender.try_send(operation.request(&group.request_id, serials_of(&group)));
+                let _ = sender.try_send(operation.request(&group.request_id, items_of(&group)));
                 pending.push_back(group);
             }
             _ => {
                 let detail = group_refusal(&group.request_id, &status);
                 for item in &group.items {
                     tally
-                        .reject(&item.serial, rpc::code_name(code), item.line, Some(&detail))
+                        .reject(&item.text, rpc::code_name(code), item.line, Some(&detail))
                         .map_err(StreamEnd::Fatal)?;
                 }
             }
@@ -663,13 +718,13 @@ fn group_refusal(request_id: &str, status: &GroupStatus) -> String {
     detail
 }
 
-fn serials_of(group: &Group) -> Vec<String> {
-    group.items.iter().map(|item| item.serial.clone()).collect()
+fn items_of(group: &Group) -> Vec<String> {
+    group.items.iter().map(|item| item.text.clone()).collect()
 }
 
-/// The file, read line by line into groups.
+/// The input, read line by line into groups.
 struct Source {
-    lines: Lines<BufReader<File>>,
+    lines: Lines<Box<dyn BufRead + Send>>,
     group_size: usize,
     prefix: String,
     next_index: u64,
@@ -678,7 +733,7 @@ struct Source {
 
 impl Source {
     /// Reads the next groups and sends them until the window is full or
-    /// the file ends; malformed lines are rejected on the way.
+    /// the input ends; malformed lines are rejected on the way.
     fn fill<O: Operation>(
         &mut self,
         pending: &mut VecDeque<Group>,
@@ -693,11 +748,11 @@ impl Source {
                     self.exhausted = true;
                     break;
                 };
-                match classify(line.bytes, line.overlong, operation) {
+                match operation.classify(line.bytes, line.overlong) {
                     Classified::Blank => {}
-                    Classified::Serial(serial) => items.push(Item {
+                    Classified::Item(text) => items.push(Item {
                         line: line.number,
-                        serial,
+                        text,
                     }),
                     Classified::Rejected { code, detail } => {
                         let text = String::from_utf8_lossy(line.bytes).into_owned();
@@ -717,7 +772,7 @@ impl Source {
             // The channel holds at most the groups pending, fewer than its
             // capacity; a closed channel means the stream failed, which the
             // answer side reports (and the group is resent from pending).
-            let _ = sender.try_send(operation.request(&group.request_id, serials_of(&group)));
+            let _ = sender.try_send(operation.request(&group.request_id, items_of(&group)));
             pending.push_back(group);
         }
         Ok(())
@@ -726,19 +781,20 @@ impl Source {
 
 /// What a line of the input is.
 #[derive(Debug, PartialEq)]
-enum Classified {
+pub(crate) enum Classified {
     Blank,
-    Serial(String),
-    Rejected { code: &'static str, detail: String },
+    /// The text to send for it.
+    Item(String),
+    /// Refused before sending.
+    Rejected {
+        code: &'static str,
+        detail: String,
+    },
 }
 
-/// A line is a scan when it parses as GS1 data with a GTIN (its GTIN, lot
-/// and expiry must then match the command's); otherwise it must be a
-/// serial (1-20 chars of CSET 82).
-fn classify<O: Operation>(line: &[u8], overlong: bool, operation: &O) -> Classified {
-    classify_line(line, overlong, operation.gtin(), operation.scan_lot())
-}
-
+/// A line of the packaging line's commands: a scan when it parses as GS1
+/// data with a GTIN (its GTIN, lot and expiry must then match the
+/// command's); otherwise it must be a serial (1-20 chars of CSET 82).
 fn classify_line(
     line: &[u8],
     overlong: bool,
@@ -771,7 +827,7 @@ fn classify_line(
         }
     };
     match gs1::Serial::new(text) {
-        Ok(serial) => Classified::Serial(serial.as_str().to_owned()),
+        Ok(serial) => Classified::Item(serial.as_str().to_owned()),
         Err(serial_error) => Classified::Rejected {
             code: "MALFORMED",
             detail: match parsed {
@@ -819,7 +875,7 @@ fn classify_scan(
         }
     }
     match data.serial() {
-        Some(serial) => Classified::Serial(serial.as_str().to_owned()),
+        Some(serial) => Classified::Item(serial.as_str().to_owned()),
         None => Classified::Rejected {
             code: "MALFORMED",
             detail: format!("{form} has no serial (21)"),
@@ -839,6 +895,46 @@ fn looks_like_scan(line: &[u8]) -> bool {
         || line.contains(&gs1::GROUP_SEPARATOR)
 }
 
+/// A line of the status commands: one encoded identifier (any encoding the
+/// server parses), sent as it is; only what the API cannot carry (too long,
+/// not UTF-8) is refused here, as the server would (field `encoded`).
+pub(crate) fn classify_encoded(line: &[u8], overlong: bool) -> Classified {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return Classified::Blank;
+    }
+    match encoded_item(line, overlong) {
+        Ok(text) => Classified::Item(text.to_owned()),
+        Err(violation) => Classified::Rejected {
+            code: "MALFORMED",
+            detail: format!("{}: {}", violation.field, violation.description),
+        },
+    }
+}
+
+/// The text to send as `PackIdentifier.encoded`, or why the API cannot
+/// carry it: longer than [`ENCODED_BYTES_MAX`] (`overlong`: longer than
+/// [`LINE_BYTES_MAX`], only its start read) or not UTF-8.
+pub(crate) fn encoded_item(bytes: &[u8], overlong: bool) -> Result<&str, FieldViolation> {
+    if overlong || bytes.len() > ENCODED_BYTES_MAX {
+        let length = if overlong {
+            format!("more than {LINE_BYTES_MAX} bytes")
+        } else {
+            format!("{} bytes", bytes.len())
+        };
+        return Err(FieldViolation {
+            field: "encoded".to_owned(),
+            rule: ValidationRule::Length as i32,
+            description: format!("{length}; at most {ENCODED_BYTES_MAX}"),
+        });
+    }
+    std::str::from_utf8(bytes).map_err(|error| FieldViolation {
+        field: "encoded".to_owned(),
+        rule: ValidationRule::Charset as i32,
+        description: format!("not UTF-8 text (byte {})", error.valid_up_to()),
+    })
+}
+
 /// A line of input: its 1-based number and bytes without the terminator.
 pub(crate) struct Line<'a> {
     pub(crate) number: u64,
@@ -853,17 +949,6 @@ pub(crate) struct Lines<R> {
     reader: R,
     buffer: Vec<u8>,
     number: u64,
-}
-
-impl Lines<BufReader<File>> {
-    fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-        Ok(Self {
-            reader: BufReader::new(file),
-            buffer: Vec::new(),
-            number: 0,
-        })
-    }
 }
 
 impl<R: BufRead> Lines<R> {
@@ -924,40 +1009,99 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
-/// First pass over the file: its non-blank lines (for the progress bar)
-/// and a hash of their content (for the default request id prefix).
-fn scan_file(path: &Path) -> anyhow::Result<(u64, u128)> {
-    let mut lines = Lines::open(path)?;
-    let mut hasher = Xxh3Default::new();
-    let mut count = 0;
-    while let Some(line) = lines
-        .next_line()
-        .with_context(|| format!("read {}", path.display()))?
-    {
-        let content = line.bytes.trim_ascii();
-        if content.is_empty() {
-            continue;
+/// Where a bulk command reads its lines: a file, read twice (first to
+/// count and hash its lines, then to send them), or standard input, read
+/// to its end first (at most [`STDIN_BYTES_MAX`] bytes).
+pub(crate) enum Input {
+    File(PathBuf),
+    Stdin(Arc<[u8]>),
+}
+
+impl Input {
+    /// Opens FILE ("-": reads standard input), so a missing file is
+    /// reported before anything is sent.
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
+        if path != Path::new("-") {
+            File::open(path).with_context(|| format!("open {}", path.display()))?;
+            return Ok(Self::File(path.to_owned()));
         }
-        count += 1;
-        hasher.update(content);
-        hasher.update(b"\n");
+        let limit = u64::try_from(STDIN_BYTES_MAX).unwrap_or(u64::MAX) + 1;
+        let mut bytes = Vec::new();
+        io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .context("read standard input")?;
+        if bytes.len() > STDIN_BYTES_MAX {
+            return Err(anyhow!(
+                "standard input is longer than {STDIN_BYTES_MAX} bytes: give it as a file"
+            ));
+        }
+        Ok(Self::Stdin(bytes.into()))
     }
-    Ok((count, hasher.digest128()))
+
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Stdin(_) => "standard input".to_owned(),
+        }
+    }
+
+    /// Its lines, from the start.
+    fn lines(&self) -> anyhow::Result<Lines<Box<dyn BufRead + Send>>> {
+        let reader: Box<dyn BufRead + Send> = match self {
+            Self::File(path) => Box::new(BufReader::new(
+                File::open(path).with_context(|| format!("open {}", path.display()))?,
+            )),
+            Self::Stdin(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
+        };
+        Ok(Lines::new(reader))
+    }
+
+    /// First pass: the non-blank lines (for the progress bar) and a hash
+    /// of their content (for the default request id prefix).
+    fn scan(&self) -> anyhow::Result<(u64, u128)> {
+        let mut lines = self.lines()?;
+        let mut hasher = Xxh3Default::new();
+        let mut count = 0;
+        while let Some(line) = lines
+            .next_line()
+            .with_context(|| format!("read {}", self.name()))?
+        {
+            let content = line.bytes.trim_ascii();
+            if content.is_empty() {
+                continue;
+            }
+            count += 1;
+            hasher.update(content);
+            hasher.update(b"\n");
+        }
+        Ok((count, hasher.digest128()))
+    }
 }
 
 /// `TAG-<hash>`: the same file, parameters and group size give the same
 /// prefix, hence the same request ids; anything else gives other ids.
 fn default_prefix<O: Operation>(operation: &O, group_size: u32, content_hash: u128) -> String {
-    let mut hasher = Xxh3Default::new();
-    hasher.update(operation.identity().as_bytes());
-    hasher.update(format!("\n{group_size}\n{content_hash:032x}").as_bytes());
-    format!("{}-{:032x}", O::TAG, hasher.digest128())
+    rpc::derived_request_id(
+        O::TAG,
+        &[
+            &operation.identity(),
+            &group_size.to_string(),
+            &format!("{content_hash:032x}"),
+        ],
+    )
 }
 
-/// `FILE.rejected`, beside FILE.
-fn rejected_path(file: &Path) -> PathBuf {
+/// `FILE.EXTENSION` beside FILE, or `STDIN_STEM.EXTENSION` in the current
+/// directory when FILE is "-" (standard input).
+pub(crate) fn refused_path(file: &Path, extension: &str, stdin_stem: &str) -> PathBuf {
+    if file == Path::new("-") {
+        return PathBuf::from(format!("{stdin_stem}.{extension}"));
+    }
     let mut name = OsString::from(file.as_os_str());
-    name.push(".rejected");
+    name.push(".");
+    name.push(extension);
     PathBuf::from(name)
 }
 
@@ -967,18 +1111,21 @@ struct Tally {
     unchanged: u64,
     rejected: BTreeMap<String, u64>,
     rejected_total: u64,
+    /// What items not accepted are called ([`Operation::REFUSED`]).
+    word: &'static str,
     path: PathBuf,
     file: Option<BufWriter<File>>,
     bar: ProgressBar,
 }
 
 impl Tally {
-    fn new(path: PathBuf, bar: ProgressBar) -> Self {
+    fn new(path: PathBuf, word: &'static str, bar: ProgressBar) -> Self {
         Self {
             applied: 0,
             unchanged: 0,
             rejected: BTreeMap::new(),
             rejected_total: 0,
+            word,
             path,
             file: None,
             bar,
@@ -996,7 +1143,7 @@ impl Tally {
                 self.bar.inc(1);
             }
             Outcome::Rejected { code, detail } => {
-                self.reject(&item.serial, &code, item.line, detail.as_deref())?;
+                self.reject(&item.text, &code, item.line, detail.as_deref())?;
             }
         }
         Ok(())
@@ -1028,11 +1175,15 @@ impl Tally {
         self.rejected_total += 1;
         *self.rejected.entry(code.to_owned()).or_default() += 1;
         if self.rejected_total <= REJECTIONS_SHOWN_MAX {
-            note(&self.bar, &format!("rejected: {subject}: {reason}"));
+            note(&self.bar, &format!("{}: {subject}: {reason}", self.word));
         } else if self.rejected_total == REJECTIONS_SHOWN_MAX + 1 {
             note(
                 &self.bar,
-                &format!("(further rejected items only in {})", self.path.display()),
+                &format!(
+                    "(further {} items only in {})",
+                    self.word,
+                    self.path.display()
+                ),
             );
         }
         self.bar.inc(1);
@@ -1040,6 +1191,8 @@ impl Tally {
     }
 
     /// Prints the summary on standard output; 1 if anything was rejected.
+    /// The JSON keys of items not accepted are named after [`Self::word`]
+    /// (`rejected`, `rejected_by_reason`, `rejected_file` or `refused`, …).
     fn finish<O: Operation>(
         mut self,
         json: bool,
@@ -1055,30 +1208,28 @@ impl Tally {
                 .with_context(|| format!("remove stale {}", self.path.display()))?;
         }
         let rejected_file = (self.rejected_total > 0).then(|| self.path.display().to_string());
+        let word = self.word;
         if json {
-            println!(
-                "{}",
-                json!({
-                    "accepted": self.applied,
-                    "already_done": self.unchanged,
-                    "rejected": self.rejected_total,
-                    "rejected_by_reason": self.rejected,
-                    "rejected_file": rejected_file,
-                    "groups": groups,
-                    "request_id_prefix": prefix,
-                })
-            );
+            let mut summary = Map::new();
+            summary.insert("accepted".to_owned(), json!(self.applied));
+            summary.insert("already_done".to_owned(), json!(self.unchanged));
+            summary.insert(word.to_owned(), json!(self.rejected_total));
+            summary.insert(format!("{word}_by_reason"), json!(self.rejected));
+            summary.insert(format!("{word}_file"), json!(rejected_file));
+            summary.insert("groups".to_owned(), json!(groups));
+            summary.insert("request_id_prefix".to_owned(), json!(prefix));
+            println!("{}", Value::Object(summary));
         } else {
             println!("{}: {}", O::APPLIED, self.applied);
             println!("{}: {}", O::UNCHANGED, self.unchanged);
-            println!("rejected: {}", self.rejected_total);
+            println!("{word}: {}", self.rejected_total);
             for (code, count) in &self.rejected {
                 println!("  {code}: {count}");
             }
         }
         match rejected_file {
             Some(path) => {
-                eprintln!("{} rejected items written to {path}", self.rejected_total);
+                eprintln!("{} {word} items written to {path}", self.rejected_total);
                 Ok(ExitCode::FAILURE)
             }
             None => Ok(ExitCode::SUCCESS),
@@ -1114,17 +1265,17 @@ mod tests {
         let lot = Some(("ABC", Some("251231")));
         check("", None, Classified::Blank);
         check("  \t", None, Classified::Blank);
-        check("XYZ123", None, Classified::Serial("XYZ123".to_owned()));
-        check(" XYZ123 ", None, Classified::Serial("XYZ123".to_owned()));
+        check("XYZ123", None, Classified::Item("XYZ123".to_owned()));
+        check(" XYZ123 ", None, Classified::Item("XYZ123".to_owned()));
         check(
             "(01)09520123456788(17)251231(10)ABC(21)XYZ",
             lot,
-            Classified::Serial("XYZ".to_owned()),
+            Classified::Item("XYZ".to_owned()),
         );
         check(
             "https://id.gs1.org/01/09520123456788/21/S1",
             None,
-            Classified::Serial("S1".to_owned()),
+            Classified::Item("S1".to_owned()),
         );
         check(
             "(01)09520123456788(10)OTHER(21)XYZ",
@@ -1196,10 +1347,60 @@ mod tests {
     }
 
     #[test]
-    fn rejected_path_is_beside_the_file() {
+    fn refused_path_is_beside_the_file() {
         assert_eq!(
-            rejected_path(Path::new("/tmp/serials.txt")),
+            refused_path(Path::new("/tmp/serials.txt"), "rejected", "commission"),
             PathBuf::from("/tmp/serials.txt.rejected")
+        );
+        assert_eq!(
+            refused_path(Path::new("-"), "refused", "undo"),
+            PathBuf::from("undo.refused")
+        );
+    }
+
+    #[test]
+    fn classifies_encoded_lines() {
+        assert_eq!(classify_encoded(b" \t", false), Classified::Blank);
+        assert_eq!(
+            classify_encoded(b" ]d2010952012345678821X\x1d10L \r", false),
+            Classified::Item("]d2010952012345678821X\u{1d}10L".to_owned())
+        );
+        // Not parsed here: the server answers a bad scan with its violation.
+        assert_eq!(
+            classify_encoded(b"(01)0952012345678", false),
+            Classified::Item("(01)0952012345678".to_owned())
+        );
+        let long = "9".repeat(ENCODED_BYTES_MAX + 1);
+        assert_eq!(
+            classify_encoded(long.as_bytes(), false),
+            rejected("MALFORMED", "encoded: 513 bytes; at most 512")
+        );
+        let Classified::Rejected { code, detail } = classify_encoded(b"(01)\xff", false) else {
+            panic!("non-UTF-8 input was accepted");
+        };
+        assert_eq!(code, "MALFORMED");
+        assert_eq!(detail, "encoded: not UTF-8 text (byte 4)");
+    }
+
+    #[test]
+    fn stdin_input_is_read_from_memory() {
+        let input = Input::Stdin(Arc::from(&b"a\n\n b \r\n"[..]));
+        let (count, hash) = input.scan().unwrap();
+        assert_eq!(count, 2);
+        let file = Input::Stdin(Arc::from(&b"a\nb\n"[..]));
+        assert_eq!(file.scan().unwrap(), (2, hash));
+    }
+
+    #[test]
+    fn default_prefix_is_stable() {
+        // The hash input is the identity, the group size and the content
+        // hash, joined by line feeds: ids of earlier runs stay valid.
+        let mut hasher = Xxh3Default::new();
+        hasher.update(b"identity\n400\n");
+        hasher.update(format!("{:032x}", 7u128).as_bytes());
+        assert_eq!(
+            rpc::derived_request_id("c", &["identity", "400", &format!("{:032x}", 7u128)]),
+            format!("c-{:032x}", hasher.digest128())
         );
     }
 }

@@ -13,7 +13,13 @@ mod output;
 mod parse;
 mod pool;
 mod rpc;
+mod status;
 mod verify;
+
+/// The exit status of a usage or connection error for the commands whose
+/// status 1 means "some item was not accepted" (`verify`, `decommission`,
+/// `undo`); clap's own usage errors exit with 2 too.
+const EXIT_ERROR: u8 = 2;
 
 /// Command-line client of serialsvc.
 #[derive(Debug, Parser)]
@@ -57,6 +63,12 @@ enum Command {
     Commission(pool::CommissionArgs),
     /// Verify packs (scans given as arguments, or a scan file): state, VRS answer, EU alert.
     Verify(verify::VerifyArgs),
+    /// Decommission the packs scanned in INPUT (dispensed, destroyed, exported, …).
+    Decommission(status::DecommissionArgs),
+    /// Undo decommissions of the packs scanned in INPUT (EU FMD Art. 13).
+    Undo(status::UndoArgs),
+    /// Flag one pack suspect or illegitimate, or clear its flags.
+    Pack(status::PackArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,10 +85,18 @@ fn main() -> ExitCode {
         Command::Ratios(args) => run_async(master_data::run_ratios(connection, args)),
         Command::Pool(args) => run_async(pool::run_pool(connection, args)),
         Command::Commission(args) => run_async(pool::run_commission(connection, args)),
-        Command::Verify(args) => run_async_or_exit(
-            verify::run(connection, args),
-            ExitCode::from(verify::EXIT_ERROR),
+        Command::Verify(args) => {
+            run_async_or_exit(verify::run(connection, args), ExitCode::from(EXIT_ERROR))
+        }
+        Command::Decommission(args) => run_async_or_exit(
+            status::run_decommission(connection, args),
+            ExitCode::from(EXIT_ERROR),
         ),
+        Command::Undo(args) => run_async_or_exit(
+            status::run_undo(connection, args),
+            ExitCode::from(EXIT_ERROR),
+        ),
+        Command::Pack(args) => run_async(status::run_pack(connection, args)),
     }
 }
 

@@ -1,14 +1,18 @@
 //! `serialctl product`, `serialctl lot` and `serialctl ratios`: master
 //! data (MasterDataService) — register and list products and lots, and
-//! report the EU guessing-rule figures per GTIN.
+//! report the EU guessing-rule figures per GTIN — plus the two irreversible
+//! changes of a returns processor's admin (StatusService): recall a lot,
+//! withdraw a product.
 
 use std::process::ExitCode;
 
 use anyhow::anyhow;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
+use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::{
     AddLotRequest, AddProductRequest, GetGuessingRatiosRequest, GetProductRequest, GuessingRatio,
-    ListLotsRequest, ListProductsRequest, Lot, LotStatus, Product, SerialFormat,
+    ListLotsRequest, ListProductsRequest, Lot, LotStatus, Product, RecallLotRequest, SerialFormat,
+    WithdrawProductRequest,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -16,6 +20,7 @@ use tonic::Code;
 use crate::Connection;
 use crate::output::{Table, timestamp};
 use crate::rpc::{self, AuthArgs};
+use crate::status::check_text;
 
 /// Pages fetched by one listing before it stops, a bound against a server
 /// that never ends a listing.
@@ -38,6 +43,8 @@ enum ProductCommand {
     List(ProductListArgs),
     /// Show one product.
     Show(ProductShowArgs),
+    /// Withdraw a product (irreversible): every pack of every lot is reported withdrawn.
+    Withdraw(ProductWithdrawArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +111,31 @@ struct ProductShowArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(after_help = IRREVERSIBLE_HELP)]
+struct ProductWithdrawArgs {
+    /// GTIN of a registered product.
+    #[arg(long)]
+    gtin: String,
+    /// Why, 1 to 256 characters; recorded with the product and the event.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Idempotency key (1-64 printable ASCII). Default: derived from the GTIN and the reason.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
+    /// Print the product and the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const IRREVERSIBLE_HELP: &str = "\
+Irreversible. Verification reports the packs recalled or withdrawn at once \
+(VRS additionalInfo \"Recalled\"), and no decommission of them can be \
+undone. Doing it \
+again is harmless: the answer says it was already done. The default request \
+id is derived from the arguments, so re-running the same command (after a \
+lost answer, say) is answered with the stored result, changing nothing.";
+
 /// Arguments of `serialctl lot`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LotArgs {
@@ -119,6 +151,8 @@ enum LotCommand {
     Add(LotAddArgs),
     /// List lots (all pages), optionally of one GTIN.
     List(LotListArgs),
+    /// Recall a lot (irreversible): every pack of it is reported recalled.
+    Recall(LotRecallArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +180,26 @@ struct LotListArgs {
     #[arg(long)]
     gtin: Option<String>,
     /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = IRREVERSIBLE_HELP)]
+struct LotRecallArgs {
+    /// GTIN of a registered product.
+    #[arg(long)]
+    gtin: String,
+    /// A registered lot of it.
+    #[arg(long)]
+    lot: String,
+    /// Why, 1 to 256 characters; recorded with the lot and the event.
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Idempotency key (1-64 printable ASCII). Default: derived from the GTIN, lot and reason.
+    #[arg(long, value_name = "ID")]
+    request_id: Option<String>,
+    /// Print the lot and the outcome as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -180,6 +234,9 @@ pub(crate) async fn run_product(
         ProductCommand::Add(add) => product_add(&connection, &args.auth, add).await,
         ProductCommand::List(list) => product_list(&connection, &args.auth, list).await,
         ProductCommand::Show(show) => product_show(&connection, &args.auth, show).await,
+        ProductCommand::Withdraw(withdraw) => {
+            product_withdraw(&connection, &args.auth, withdraw).await
+        }
     }
 }
 
@@ -188,7 +245,98 @@ pub(crate) async fn run_lot(connection: Connection, args: LotArgs) -> anyhow::Re
     match args.command {
         LotCommand::Add(add) => lot_add(&connection, &args.auth, add).await,
         LotCommand::List(list) => lot_list(&connection, &args.auth, list).await,
+        LotCommand::Recall(recall) => lot_recall(&connection, &args.auth, recall).await,
     }
+}
+
+/// The request id given, checked, or one derived from `parts`.
+fn request_id_or_derived(given: Option<&str>, tag: &str, parts: &[&str]) -> anyhow::Result<String> {
+    match given {
+        Some(_) => rpc::request_id_or_fresh(given),
+        None => Ok(rpc::derived_request_id(tag, parts)),
+    }
+}
+
+async fn product_withdraw(
+    connection: &Connection,
+    auth: &AuthArgs,
+    args: ProductWithdrawArgs,
+) -> anyhow::Result<ExitCode> {
+    let gtin = rpc::parse_gtin("--gtin", &args.gtin)?;
+    check_text("--reason", &args.reason, true)?;
+    let request = WithdrawProductRequest {
+        request_id: request_id_or_derived(
+            args.request_id.as_deref(),
+            "product-withdraw",
+            &[gtin.as_str(), &args.reason],
+        )?,
+        gtin: gtin.as_str().to_owned(),
+        reason: args.reason.clone(),
+    };
+    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
+    let response = rpc::call_with_retry("withdraw product", || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.withdraw_product(request).await }
+    })
+    .await?;
+    let product = response
+        .product
+        .ok_or_else(|| anyhow!("withdraw product: the answer carries no product"))?;
+    if args.json {
+        let mut value = product_json(&product);
+        value["already_withdrawn"] = json!(response.already_withdrawn);
+        value["active_packs_affected"] = json!(response.active_packs_affected);
+        value["request_id"] = json!(request.request_id);
+        println!("{value}");
+    } else {
+        print_product(&product, false);
+        println!("already withdrawn: {}", yes_no(response.already_withdrawn));
+        println!("active packs affected: {}", response.active_packs_affected);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lot_recall(
+    connection: &Connection,
+    auth: &AuthArgs,
+    args: LotRecallArgs,
+) -> anyhow::Result<ExitCode> {
+    let gtin = rpc::parse_gtin("--gtin", &args.gtin)?;
+    gs1::Lot::new(&args.lot).map_err(|error| anyhow!("--lot {:?}: lot: {error}", args.lot))?;
+    check_text("--reason", &args.reason, true)?;
+    let request = RecallLotRequest {
+        request_id: request_id_or_derived(
+            args.request_id.as_deref(),
+            "lot-recall",
+            &[gtin.as_str(), &args.lot, &args.reason],
+        )?,
+        gtin: gtin.as_str().to_owned(),
+        lot: args.lot.clone(),
+        reason: args.reason.clone(),
+    };
+    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
+    let response = rpc::call_with_retry("recall lot", || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.recall_lot(request).await }
+    })
+    .await?;
+    let lot = response
+        .lot
+        .ok_or_else(|| anyhow!("recall lot: the answer carries no lot"))?;
+    if args.json {
+        let mut value = lot_json(&lot);
+        value["already_recalled"] = json!(response.already_recalled);
+        value["active_packs_affected"] = json!(response.active_packs_affected);
+        value["request_id"] = json!(request.request_id);
+        println!("{value}");
+    } else {
+        print!("{}", lot_lines(&lot));
+        println!("already recalled: {}", yes_no(response.already_recalled));
+        println!("active packs affected: {}", response.active_packs_affected);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn product_add(
@@ -561,7 +709,7 @@ fn print_product(product: &Product, json: bool) {
             "withdrawn at",
             timestamp(product.withdrawn_at.as_ref().map(|t| t.seconds)),
         ));
-        lines.push(("withdrawal reason", product.withdrawal_reason.clone()));
+        lines.push(("withdrawal reason", or_dash(&product.withdrawal_reason)));
     }
     for (name, value) in lines {
         println!("{name}: {value}");
@@ -582,7 +730,7 @@ fn lot_lines(lot: &Lot) -> String {
         text.push_str(&format!(
             "recalled at: {}\nrecall reason: {}\n",
             timestamp(lot.recalled_at.as_ref().map(|t| t.seconds)),
-            lot.recall_reason
+            or_dash(&lot.recall_reason)
         ));
     }
     text
@@ -659,7 +807,16 @@ fn lot_status(lot: &Lot) -> &'static str {
     }
 }
 
-fn yes_no(value: bool) -> &'static str {
+/// The text, or "-" when empty.
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+pub(crate) fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 

@@ -136,6 +136,19 @@ pub(crate) fn escape_control(text: &str) -> String {
     escaped
 }
 
+/// `NAME` of a protobuf enum value name `PREFIX_NAME`, in lower case:
+/// `code("PACK_STATE_ACTIVE", "PACK_STATE_")` is `active`.
+pub(crate) fn code(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+/// A code in words: `batch_does_not_match_serial` → `batch does not match serial`.
+pub(crate) fn words(code: &str) -> String {
+    code.replace('_', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +176,14 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(escape_control("a\tb\u{1d}"), "a\\x09b\\x1d");
+    }
+
+    #[test]
+    fn codes_and_words() {
+        assert_eq!(code("PACK_STATE_ACTIVE", "PACK_STATE_"), "active");
+        assert_eq!(
+            words(&code("EU_ALERT_CODE_UNKNOWN_SERIAL", "EU_ALERT_CODE_")),
+            "unknown serial"
+        );
     }
 }

@@ -78,15 +78,11 @@ pub(crate) async fn run_pool(connection: Connection, args: PoolArgs) -> anyhow::
     match args.command {
         PoolCommand::Request(request) => run_request(&connection, &args.auth, request).await,
         PoolCommand::Return(return_args) => {
+            let job = return_args.common().job("return")?;
             let client = PoolServiceClient::new(rpc::connect(&connection, &args.auth).await?);
             let limits = limits(&client).await?;
             let operation = ReturnOperation::new(client, &return_args)?;
-            bulk::run(
-                operation,
-                return_args.common(),
-                limits.max_serials_returnable,
-            )
-            .await
+            bulk::run(operation, job, limits.max_serials_returnable).await
         }
         PoolCommand::Limits => {
             let client = PoolServiceClient::new(rpc::connect(&connection, &args.auth).await?);
@@ -108,10 +104,11 @@ pub(crate) async fn run_commission(
     connection: Connection,
     args: CommissionArgs,
 ) -> anyhow::Result<ExitCode> {
+    let job = args.common().job("commission")?;
     let client = PoolServiceClient::new(rpc::connect(&connection, args.auth()).await?);
     let limits = limits(&client).await?;
     let operation = CommissionOperation::new(client, &args)?;
-    bulk::run(operation, args.common(), limits.max_items_per_group).await
+    bulk::run(operation, job, limits.max_items_per_group).await
 }
 
 /// The server's pool limits (GetLimits).

@@ -7,10 +7,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
+use proto::serial::v1::server_info_service_client::ServerInfoServiceClient;
+use proto::serial::v1::{GetServerInfoRequest, ServerLimits};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Status};
+use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::Connection;
 
@@ -222,6 +225,34 @@ pub(crate) fn request_id_or_fresh(given: Option<&str>) -> anyhow::Result<String>
     }
 }
 
+/// A request id derived from what a request does: `TAG-<32 hex digits>`,
+/// an XXH3-128 hash of `parts` joined by line feeds. The same parts give
+/// the same id, so re-running a command is answered from the result the
+/// server stored instead of being applied again. `tag` is at most 31
+/// characters of printable ASCII, so the id stays within the API's 64.
+pub(crate) fn derived_request_id(tag: &str, parts: &[&str]) -> String {
+    let mut hasher = Xxh3Default::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hasher.update(b"\n");
+        }
+        hasher.update(part.as_bytes());
+    }
+    format!("{tag}-{:032x}", hasher.digest128())
+}
+
+/// The server's published limits (GetServerInfo); every limit it does not
+/// publish reads 0.
+pub(crate) async fn server_limits(channel: Channel) -> anyhow::Result<ServerLimits> {
+    let client = ServerInfoServiceClient::new(channel);
+    let info = call_with_retry("get server info", || {
+        let mut client = client.clone();
+        async move { client.get_server_info(GetServerInfoRequest {}).await }
+    })
+    .await?;
+    Ok(info.limits.unwrap_or_default())
+}
+
 /// A GTIN argument, checked and normalised to 14 digits, or an error
 /// naming the flag and the rule broken.
 pub(crate) fn parse_gtin(flag: &str, text: &str) -> anyhow::Result<gs1::Gtin> {
@@ -251,6 +282,24 @@ mod tests {
         assert!(!check("abcdefghi"));
         assert!(!check("a b"));
         assert!(!check("é"));
+    }
+
+    #[test]
+    fn derived_request_ids_depend_on_every_part() {
+        let id = derived_request_id("lot-recall", &["09520123456788", "LOT1", "why"]);
+        assert_eq!(
+            id,
+            derived_request_id("lot-recall", &["09520123456788", "LOT1", "why"])
+        );
+        assert_ne!(
+            id,
+            derived_request_id("lot-recall", &["09520123456788", "LOT1", "why not"])
+        );
+        assert_ne!(
+            id,
+            derived_request_id("lot-recall", &["09520123456788", "LOT1why"])
+        );
+        check_request_id("--request-id", &id, REQUEST_ID_LENGTH_MAX).unwrap();
     }
 
     #[test]

@@ -21,20 +21,18 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use indicatif::ProgressBar;
 use proto::serial::v1::pack_identifier::Identifier;
-use proto::serial::v1::server_info_service_client::ServerInfoServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
 use proto::serial::v1::{
-    AdditionalInfo, DecommissionReason, EuAlertCode, FieldMatch, FieldViolation,
-    GetServerInfoRequest, PackIdentifier, ValidationRule, VerificationFailureReason,
-    VerificationResult, VerifyBatchRequest,
+    AdditionalInfo, DecommissionReason, EuAlertCode, FieldMatch, FieldViolation, PackIdentifier,
+    ValidationRule, VerificationFailureReason, VerificationResult, VerifyBatchRequest,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Connection;
-use crate::bulk::{LINE_BYTES_MAX, Lines};
-use crate::output::{self, escape_control, note};
+use crate::bulk::{self, Lines};
+use crate::output::{self, code, escape_control, note, words};
 use crate::rpc::{self, AuthArgs};
 
 /// Most items per batch, whatever larger limit the server publishes.
@@ -46,16 +44,8 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// Lines read ahead of the batches being sent.
 const LINES_READ_AHEAD: usize = 8192;
 
-/// Longest encoded identifier the API accepts (common.proto,
-/// PackIdentifier.encoded); longer input is answered here, unsent.
-const ENCODED_BYTES_MAX: usize = 512;
-
 /// Bytes of an over-long input echoed in its answer.
 const INPUT_SHOWN_MAX: usize = 64;
-
-/// The status code of a usage or connection error (clap's own usage errors
-/// exit with 2 too).
-pub(crate) const EXIT_ERROR: u8 = 2;
 
 const EXIT_HELP: &str = "\
 Exit status: 0 when every pack is verified (VRS verified: true); 1 when any \
@@ -256,15 +246,7 @@ fn count_items(path: &Path) -> anyhow::Result<u64> {
 /// Items per batch: the server's max_verify_batch_items, at most
 /// [`BATCH_ITEMS_MAX`] (and that when the server publishes none).
 async fn batch_size(channel: rpc::Channel) -> anyhow::Result<usize> {
-    let client = ServerInfoServiceClient::new(channel);
-    let info = rpc::call_with_retry("get server info", || {
-        let mut client = client.clone();
-        async move { client.get_server_info(GetServerInfoRequest {}).await }
-    })
-    .await?;
-    let published = info
-        .limits
-        .map_or(0, |limits| limits.max_verify_batch_items);
+    let published = rpc::server_limits(channel).await?.max_verify_batch_items;
     let size = if published == 0 {
         BATCH_ITEMS_MAX
     } else {
@@ -318,39 +300,16 @@ fn read_lines<R: BufRead>(reader: R, name: &str, sender: &mpsc::Sender<anyhow::R
 /// for the API, or not UTF-8), in which case it is answered here in the
 /// server's terms (field `encoded`).
 fn entry(line: Option<u64>, bytes: &[u8], overlong: bool) -> Entry {
-    if overlong || bytes.len() > ENCODED_BYTES_MAX {
-        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(INPUT_SHOWN_MAX)]);
-        let length = if overlong {
-            format!("more than {LINE_BYTES_MAX} bytes")
-        } else {
-            format!("{} bytes", bytes.len())
-        };
-        return Entry {
-            line,
-            input: format!("{shown}…"),
-            item: Err(FieldViolation {
-                field: "encoded".to_owned(),
-                rule: ValidationRule::Length as i32,
-                description: format!("{length}; at most {ENCODED_BYTES_MAX}"),
-            }),
-        };
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Entry {
-            line,
-            input: text.to_owned(),
-            item: Ok(text.to_owned()),
-        },
-        Err(error) => Entry {
-            line,
-            input: String::from_utf8_lossy(bytes).into_owned(),
-            item: Err(FieldViolation {
-                field: "encoded".to_owned(),
-                rule: ValidationRule::Charset as i32,
-                description: format!("not UTF-8 text (byte {})", error.valid_up_to()),
-            }),
-        },
-    }
+    let item = bulk::encoded_item(bytes, overlong).map(str::to_owned);
+    let input = match &item {
+        Ok(text) => text.clone(),
+        Err(violation) if violation.rule() == ValidationRule::Length => {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(INPUT_SHOWN_MAX)]);
+            format!("{shown}…")
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    };
+    Entry { line, input, item }
 }
 
 /// Groups the items read into batches (as many as are ready, up to the
@@ -469,18 +428,6 @@ impl Answer {
             _ => None,
         }
     }
-}
-
-/// `NAME` of `PREFIX_NAME` in lower case: `PACK_STATE_ACTIVE` → `active`.
-fn code(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix)
-        .unwrap_or(name)
-        .to_ascii_lowercase()
-}
-
-/// A code in words: `batch_does_not_match_serial` → `batch does not match serial`.
-fn words(code: &str) -> String {
-    code.replace('_', " ")
 }
 
 fn state_code(result: &VerificationResult) -> String {
@@ -792,7 +739,7 @@ mod tests {
 
     #[test]
     fn inputs_that_cannot_be_sent_are_answered_here() {
-        let long = "9".repeat(ENCODED_BYTES_MAX + 1);
+        let long = "9".repeat(bulk::ENCODED_BYTES_MAX + 1);
         let Err(violation) = entry(None, long.as_bytes(), false).item else {
             panic!("a {}-byte input was accepted", long.len());
         };
