@@ -60,7 +60,7 @@ impl ServerInfoService for Api {
                 .map(profile_message)
                 .collect(),
             guessing_ratio_limit: config.guessing_rule.ratio_limit(),
-            undo_window_seconds: 0,
+            undo_window_seconds: issuer::status::UNDO_WINDOW_MICROS / 1_000_000,
             // Idempotency records are never deleted.
             request_id_retention_seconds: u64::MAX,
             outstanding_age_default_seconds: 0,

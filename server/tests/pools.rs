@@ -14,6 +14,7 @@ use common::api::*;
 use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
+use proto::serial::v1::request_pool_response::Message;
 
 const GTIN: &str = "09520123456788";
 const GTIN_B: &str = "04012345000009";
@@ -409,21 +410,43 @@ async fn sigterm_lets_an_in_flight_pool_stream_finish() {
     let server = Server::start(dir.path());
     let channel = channel(&server).await;
     add_product(&channel, GTIN, "eu-fmd", None, None).await;
-    let in_flight = tokio::spawn({
-        let channel = channel.clone();
-        async move { request_pool(&channel, "drain-1", GTIN, 500_000).await }
-    });
-    // Let the request reach the shard writer, then ask the server to stop.
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let (status, log) = tokio::task::spawn_blocking(move || server.terminate())
-        .await
-        .unwrap();
-    let pool = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight pool completes despite SIGTERM");
-    assert_eq!(pool.serials.len(), 500_000);
-    assert_eq!(pool.summary.serials_xxh3, checksum(&pool.serials));
+    // Open the stream and wait for its first message, so the request is
+    // surely in flight, then ask the server to stop.
+    let mut client = PoolServiceClient::new(channel.clone());
+    let request = pb::RequestPoolRequest {
+        request_id: "drain-1".into(),
+        gtin: GTIN.into(),
+        count: 500_000,
+        line_id: "LINE-1".into(),
+        ..Default::default()
+    };
+    let mut stream = client.request_pool(request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().expect("a first message");
+    let terminated = tokio::task::spawn_blocking(move || server.terminate());
+    let mut serials = Vec::new();
+    let mut summary = None;
+    let mut next = Some(first);
+    loop {
+        let message = match next.take() {
+            Some(message) => message,
+            None => match stream
+                .message()
+                .await
+                .expect("the in-flight pool completes despite SIGTERM")
+            {
+                Some(message) => message,
+                None => break,
+            },
+        };
+        match message.message.expect("message") {
+            Message::Header(_) => {}
+            Message::Chunk(chunk) => serials.extend(chunk.serials),
+            Message::Summary(s) => summary = Some(s),
+        }
+    }
+    let (status, log) = terminated.await.unwrap();
+    assert_eq!(serials.len(), 500_000);
+    assert_eq!(summary.unwrap().serials_xxh3, checksum(&serials));
     assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     assert!(log.iter().any(|l| l.contains("storage closed")), "{log:#?}");
 }

@@ -152,12 +152,12 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
 
 #[tokio::test]
 async fn rpcs_not_yet_implemented_answer_unimplemented() {
-    use proto::serial::v1::verification_service_client::VerificationServiceClient;
+    use proto::serial::v1::aggregation_service_client::AggregationServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let mut verification = VerificationServiceClient::new(channel(&server).await);
-    let status = verification
-        .verify(proto::serial::v1::VerifyRequest::default())
+    let mut aggregation = AggregationServiceClient::new(channel(&server).await);
+    let status = aggregation
+        .get_hierarchy(proto::serial::v1::GetHierarchyRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
@@ -178,6 +178,9 @@ async fn server_info_publishes_limits_and_profiles() {
     let limits = info.limits.unwrap();
     assert_eq!(limits.max_serials_requestable, 1_000_000);
     assert_eq!(limits.pool_chunk_size, 16_384);
+    assert_eq!(limits.max_verify_batch_items, 4096);
+    assert_eq!(limits.max_groups_in_flight, 4);
+    assert_eq!(info.undo_window_seconds, 10 * 24 * 3600);
     let names: Vec<_> = info
         .market_profiles
         .iter()
