@@ -34,10 +34,6 @@ fn serial(n: u64) -> [u8; 12] {
     out
 }
 
-fn envelope(payload: &[u8]) -> Vec<u8> {
-    value::encode(issuer::records::RECORD_VERSION, payload)
-}
-
 fn fill(store: &Store, count: u64) {
     let mut change = ChangeSet::new();
     for g in 0..GTINS {
@@ -54,22 +50,18 @@ fn fill(store: &Store, count: u64) {
             created_micros: 0,
             issued: count / GTINS,
             withdrawn: false,
+            withdrawn_micros: 0,
+            withdrawal_reason: String::new(),
         };
-        change.put(
-            Family::Products,
-            keys::product(gtin(g)),
-            envelope(&product.encode()),
-        );
+        change.put(Family::Products, keys::product(gtin(g)), product.stored());
         let lot = LotRecord {
             expiry: "301231".into(),
             status: LotStatus::Active,
             created_micros: 0,
+            recalled_micros: 0,
+            recall_reason: String::new(),
         };
-        change.put(
-            Family::Lots,
-            keys::lot(gtin(g), b"LOT1"),
-            envelope(&lot.encode()),
-        );
+        change.put(Family::Lots, keys::lot(gtin(g), b"LOT1"), lot.stored());
     }
     change.event(b"bench master data".to_vec());
     store.commit(change).expect("commit master data");

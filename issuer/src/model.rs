@@ -60,6 +60,10 @@ pub struct LotInfo {
     pub status: LotStatus,
     /// Registration time, microseconds since the Unix epoch.
     pub created_micros: u64,
+    /// Recall time (0 = not recalled).
+    pub recalled_micros: u64,
+    /// Why it was recalled.
+    pub recall_reason: String,
 }
 
 /// A pool request (OPEN-SCS).

@@ -216,6 +216,25 @@ pub struct ProductRecord {
     pub issued: u64,
     /// Withdrawn (issue 5): no more issuance.
     pub withdrawn: bool,
+    /// When it was withdrawn (0 = not withdrawn).
+    pub withdrawn_micros: u64,
+    /// Why it was withdrawn.
+    pub withdrawal_reason: String,
+}
+
+/// Payload version of product and lot records written by this build (2 added
+/// the time and reason of a withdrawal or recall; version 1 is still read).
+pub const MASTER_RECORD_VERSION: u8 = 2;
+
+fn check_master_version(record: &'static str, version: u8) -> Result<(), DecodeError> {
+    if version == 1 || version == MASTER_RECORD_VERSION {
+        Ok(())
+    } else {
+        Err(DecodeError {
+            record,
+            detail: format!("version {version} is not 1 or {MASTER_RECORD_VERSION}"),
+        })
+    }
 }
 
 impl ProductRecord {
@@ -232,12 +251,19 @@ impl ProductRecord {
             .u64(self.created_micros)
             .u64(self.issued)
             .u8(u8::from(self.withdrawn))
+            .u64(self.withdrawn_micros)
+            .text(&self.withdrawal_reason)
             .finish()
+    }
+
+    /// The stored value: envelope with [`MASTER_RECORD_VERSION`].
+    pub fn stored(&self) -> Vec<u8> {
+        storage::value::encode(MASTER_RECORD_VERSION, &self.encode())
     }
 
     /// Decodes a payload read with its envelope version.
     pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
-        check_version("product record", version)?;
+        check_master_version("product record", version)?;
         let mut d = Decoder::new("product record", payload);
         let name = d.text()?;
         let company_prefix_length = d.u8()?;
@@ -246,7 +272,7 @@ impl ProductRecord {
             0 => None,
             _ => Some(d.text()?),
         };
-        let record = ProductRecord {
+        let mut record = ProductRecord {
             name,
             company_prefix_length,
             format,
@@ -255,7 +281,13 @@ impl ProductRecord {
             created_micros: d.u64()?,
             issued: d.u64()?,
             withdrawn: d.u8()? != 0,
+            withdrawn_micros: 0,
+            withdrawal_reason: String::new(),
         };
+        if version == MASTER_RECORD_VERSION {
+            record.withdrawn_micros = d.u64()?;
+            record.withdrawal_reason = d.text()?;
+        }
         d.finish()?;
         Ok(record)
     }
@@ -280,6 +312,10 @@ pub struct LotRecord {
     pub status: LotStatus,
     /// When it was registered.
     pub created_micros: u64,
+    /// When it was recalled (0 = not recalled).
+    pub recalled_micros: u64,
+    /// Why it was recalled.
+    pub recall_reason: String,
 }
 
 impl LotRecord {
@@ -289,12 +325,19 @@ impl LotRecord {
             .text(&self.expiry)
             .u8(self.status as u8)
             .u64(self.created_micros)
+            .u64(self.recalled_micros)
+            .text(&self.recall_reason)
             .finish()
+    }
+
+    /// The stored value: envelope with [`MASTER_RECORD_VERSION`].
+    pub fn stored(&self) -> Vec<u8> {
+        storage::value::encode(MASTER_RECORD_VERSION, &self.encode())
     }
 
     /// Decodes a payload read with its envelope version.
     pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
-        check_version("lot record", version)?;
+        check_master_version("lot record", version)?;
         let mut d = Decoder::new("lot record", payload);
         let expiry = d.text()?;
         let status = match d.u8()? {
@@ -302,11 +345,17 @@ impl LotRecord {
             2 => LotStatus::Recalled,
             other => return Err(d.error(format!("unknown lot status {other}"))),
         };
-        let record = LotRecord {
+        let mut record = LotRecord {
             expiry,
             status,
             created_micros: d.u64()?,
+            recalled_micros: 0,
+            recall_reason: String::new(),
         };
+        if version == MASTER_RECORD_VERSION {
+            record.recalled_micros = d.u64()?;
+            record.recall_reason = d.text()?;
+        }
         d.finish()?;
         Ok(record)
     }
@@ -517,10 +566,19 @@ mod tests {
         );
         let lot = LotRecord {
             expiry: "251231".into(),
-            status: LotStatus::Active,
+            status: LotStatus::Recalled,
             created_micros: 2,
+            recalled_micros: 3,
+            recall_reason: "R".into(),
         };
-        assert_eq!(lot.encode(), b"\0\x06251231\x01\0\0\0\0\0\0\0\x02");
+        assert_eq!(
+            lot.encode(),
+            b"\0\x06251231\x02\0\0\0\0\0\0\0\x02\0\0\0\0\0\0\0\x03\0\x01R"
+        );
+        // Version 1 (before the recall time and reason) still reads.
+        let v1 = LotRecord::decode(1, b"\0\x06251231\x01\0\0\0\0\0\0\0\x02").unwrap();
+        assert_eq!((v1.status, v1.recalled_micros), (LotStatus::Active, 0));
+        assert_eq!(LotRecord::decode(2, &lot.encode()).unwrap(), lot);
         let chunk = encode_chunk([b"AB".as_slice(), b"C".as_slice()]);
         assert_eq!(chunk, b"\x02AB\x01C");
         let request = RequestRecord {
@@ -537,10 +595,19 @@ mod tests {
             created_micros: 3,
             issued: 4,
             withdrawn: false,
+            withdrawn_micros: 0,
+            withdrawal_reason: String::new(),
         };
+        let v1 =
+            b"\0\x01P\x07\0\x06eu-fmd\0\x02AB\x0c\x00\x01\0\0\0\0\0\0\0\x03\0\0\0\0\0\0\0\x04\x00";
         assert_eq!(
             product.encode(),
-            b"\0\x01P\x07\0\x06eu-fmd\0\x02AB\x0c\x00\x01\0\0\0\0\0\0\0\x03\0\0\0\0\0\0\0\x04\x00"
+            [&v1[..], b"\0\0\0\0\0\0\0\0\0\0"].concat()
+        );
+        assert_eq!(ProductRecord::decode(1, v1).unwrap(), product);
+        assert_eq!(
+            ProductRecord::decode(2, &product.encode()).unwrap(),
+            product
         );
     }
 
@@ -587,6 +654,8 @@ mod tests {
             let _ = SerialView::decode(SERIAL_RECORD_VERSION, &bytes);
             let _ = ProductRecord::decode(RECORD_VERSION, &bytes);
             let _ = LotRecord::decode(RECORD_VERSION, &bytes);
+            let _ = LotRecord::decode(MASTER_RECORD_VERSION, &bytes);
+            let _ = ProductRecord::decode(MASTER_RECORD_VERSION, &bytes);
             let _ = PoolRecord::decode(RECORD_VERSION, &bytes);
             let _ = decode_chunk(RECORD_VERSION, &bytes);
             let _ = RequestRecord::decode(RECORD_VERSION, &bytes);

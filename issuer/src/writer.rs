@@ -273,6 +273,8 @@ impl Writer {
             created_micros: now_micros(),
             issued: 0,
             withdrawn: false,
+            withdrawn_micros: 0,
+            withdrawal_reason: String::new(),
         };
         if let Some(existing) = self.product(gtin)? {
             let same = existing.record.name == record.name
@@ -296,11 +298,7 @@ impl Writer {
             )));
         }
         let mut change = ChangeSet::new();
-        change.put(
-            Family::Products,
-            keys::product(gtin),
-            envelope(&record.encode()),
-        );
+        change.put(Family::Products, keys::product(gtin), record.stored());
         let mut event = vec![EVENT_PRODUCT_ADDED];
         event.extend_from_slice(&gtin.to_be_bytes());
         change.event(event);
@@ -363,9 +361,11 @@ impl Writer {
             expiry,
             status: LotStatus::Active,
             created_micros: now_micros(),
+            recalled_micros: 0,
+            recall_reason: String::new(),
         };
         let mut change = ChangeSet::new();
-        change.put(Family::Lots, key, envelope(&record.encode()));
+        change.put(Family::Lots, key, record.stored());
         let mut event = vec![EVENT_LOT_ADDED];
         event.extend_from_slice(&gtin.to_be_bytes());
         event.extend_from_slice(request.lot.as_str().as_bytes());
@@ -820,7 +820,7 @@ impl Writer {
         change.put(
             Family::Products,
             keys::product(gtin),
-            envelope(&product_record.encode()),
+            product_record.stored(),
         );
         if let Some((key, record)) = request_record {
             change.put(Family::Requests, key, envelope(&record.encode()));
@@ -1266,6 +1266,8 @@ pub(crate) fn lot_info(gtin: &gs1::Gtin, lot: &str, record: &LotRecord) -> LotIn
         expiry: record.expiry.clone(),
         status: record.status,
         created_micros: record.created_micros,
+        recalled_micros: record.recalled_micros,
+        recall_reason: record.recall_reason.clone(),
     }
 }
 

@@ -37,8 +37,9 @@ pub(crate) fn product_message(product: &issuer::Product) -> pb::Product {
         guessing_rule_enforced: record.guessing_rule_enforced,
         created_at: Some(convert::timestamp(record.created_micros)),
         withdrawn: record.withdrawn,
-        withdrawn_at: None,
-        withdrawal_reason: String::new(),
+        withdrawn_at: (record.withdrawn_micros > 0)
+            .then(|| convert::timestamp(record.withdrawn_micros)),
+        withdrawal_reason: record.withdrawal_reason.clone(),
     }
 }
 
@@ -75,8 +76,8 @@ pub(crate) fn lot_message(lot: &issuer::LotInfo) -> pb::Lot {
         },
         expired,
         created_at: Some(convert::timestamp(lot.created_micros)),
-        recalled_at: None,
-        recall_reason: String::new(),
+        recalled_at: (lot.recalled_micros > 0).then(|| convert::timestamp(lot.recalled_micros)),
+        recall_reason: lot.recall_reason.clone(),
     }
 }
 

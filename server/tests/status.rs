@@ -396,7 +396,10 @@ async fn recall_withdraw_and_flags_are_idempotent_and_refuse_what_they_must() {
         (first.already_recalled, first.active_packs_affected),
         (false, 4)
     );
-    assert_eq!(first.lot.unwrap().status(), pb::LotStatus::Recalled);
+    let lot = first.lot.unwrap();
+    assert_eq!(lot.status(), pb::LotStatus::Recalled);
+    assert_eq!(lot.recall_reason, "contamination");
+    assert!(lot.recalled_at.is_some());
     let again = client
         .recall_lot(recall("r-1", "L1"))
         .await
@@ -475,7 +478,9 @@ async fn recall_withdraw_and_flags_are_idempotent_and_refuse_what_they_must() {
         .unwrap()
         .into_inner();
     assert!(!withdrawn.already_withdrawn);
-    assert!(withdrawn.product.unwrap().withdrawn);
+    let product = withdrawn.product.unwrap();
+    assert!(product.withdrawn && product.withdrawn_at.is_some());
+    assert_eq!(product.withdrawal_reason, "withdrawn from market");
     // No new lots or pools for a withdrawn product.
     let lot = add_lot(&channel, GTIN, "L2", "301231").await.unwrap_err();
     assert_eq!(lot.code(), tonic::Code::FailedPrecondition);

@@ -366,7 +366,9 @@ impl Writer {
         let mut change = ChangeSet::new();
         if !already {
             record.status = LotStatus::Recalled;
-            change.put(Family::Lots, key, envelope(&record.encode()));
+            record.recalled_micros = now_micros();
+            record.recall_reason = reason.to_owned();
+            change.put(Family::Lots, key, record.stored());
         }
         let mut event = vec![EVENT_LOT_RECALLED];
         event.extend_from_slice(&value.to_be_bytes());
@@ -418,11 +420,9 @@ impl Writer {
         let mut change = ChangeSet::new();
         if !already {
             record.withdrawn = true;
-            change.put(
-                Family::Products,
-                keys::product(value),
-                envelope(&record.encode()),
-            );
+            record.withdrawn_micros = now_micros();
+            record.withdrawal_reason = reason.to_owned();
+            change.put(Family::Products, keys::product(value), record.stored());
         }
         let mut event = vec![EVENT_PRODUCT_WITHDRAWN];
         event.extend_from_slice(&value.to_be_bytes());
@@ -431,7 +431,7 @@ impl Writer {
         self.put_flag_answer(&mut change, KIND_WITHDRAW, request_id, parameters, result);
         self.store().commit(change)?;
         if let Some(product) = self.products.get_mut(&value) {
-            product.record.withdrawn = true;
+            product.record = record.clone();
         }
         self.shared.index.set_product_withdrawn(value);
         Ok((
