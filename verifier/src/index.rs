@@ -525,12 +525,14 @@ impl View<'_> {
     /// Verifies one pack.
     pub fn verify(&mut self, query: &Query<'_>, today: CalendarDate, purpose: Purpose) -> Verdict {
         let entry = self.entry(query.gtin, query.serial);
-        self.judge_entry(query, entry, today, purpose)
+        let product = self.catalog.products.get(&query.gtin).copied();
+        self.judge_entry(query, product, entry, today, purpose)
     }
 
     fn judge_entry(
         &mut self,
         query: &Query<'_>,
+        product: Option<ProductEntry>,
         entry: Option<SerialEntry>,
         today: CalendarDate,
         purpose: Purpose,
@@ -549,7 +551,6 @@ impl View<'_> {
             self.catalog = Arc::clone(&self.index.catalog.read());
         }
         let catalog = &self.catalog;
-        let product = catalog.products.get(&query.gtin);
         let lot = entry
             .lot
             .and_then(|id| catalog.lots.get(id as usize))
@@ -589,32 +590,38 @@ impl View<'_> {
         purpose: Purpose,
         out: &mut Vec<Verdict>,
     ) {
-        const NONE: (u32, KeyHash) = (u32::MAX, KeyHash { tag: 0, check: 0 });
-        let hashes: Vec<(u32, KeyHash)> = queries
+        // The product is looked up once per query, here.
+        let hashes: Vec<(Option<ProductEntry>, KeyHash)> = queries
             .iter()
-            .map(|query| match self.catalog.products.get(&query.gtin) {
-                Some(product) => (product.partition, self.index.hash(query.gtin, query.serial)),
-                None => NONE,
+            .map(|query| {
+                let product = self.catalog.products.get(&query.gtin).copied();
+                let hash = match product {
+                    Some(_) => self.index.hash(query.gtin, query.serial),
+                    None => KeyHash { tag: 0, check: 0 },
+                };
+                (product, hash)
             })
             .collect();
-        for (partition, hash) in hashes.iter().take(PREFETCH_DISTANCE) {
-            if let Some(table) = self.tables.get(*partition as usize) {
+        // Cloned (a few Arc increments per batch) so judging may refresh the catalog.
+        let tables = self.tables.clone();
+        let table_of =
+            |product: Option<ProductEntry>| product.and_then(|p| tables.get(p.partition as usize));
+        for (product, hash) in hashes.iter().take(PREFETCH_DISTANCE) {
+            if let Some(table) = table_of(*product) {
                 table.prefetch(*hash);
             }
         }
         for (i, query) in queries.iter().enumerate() {
-            if let Some((partition, hash)) = hashes.get(i + PREFETCH_DISTANCE)
-                && let Some(table) = self.tables.get(*partition as usize)
+            if let Some((product, hash)) = hashes.get(i + PREFETCH_DISTANCE)
+                && let Some(table) = table_of(*product)
             {
                 table.prefetch(*hash);
             }
-            let (partition, hash) = hashes[i];
-            let entry = self
-                .tables
-                .get(partition as usize)
+            let (product, hash) = hashes[i];
+            let entry = table_of(product)
                 .and_then(|table| table.get(hash))
                 .map(SerialEntry::from_word);
-            let verdict = self.judge_entry(query, entry, today, purpose);
+            let verdict = self.judge_entry(query, product, entry, today, purpose);
             out.push(verdict);
         }
     }
