@@ -10,10 +10,9 @@
 //!   cargo bench --profile release --workspace --bench pool_e2e
 //! `POOL_E2E_COUNT` and `POOL_E2E_ROUNDS` shrink it for a smoke run.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use benches::{env_number, median, peak_rss_bytes, start};
 
 use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
@@ -22,90 +21,6 @@ use proto::serial::v1::request_pool_response::Message;
 
 const GTIN: &str = "09520123456788";
 const GROUP: usize = 10_000;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let release = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/release");
-    let binary = release.join("serialsvc");
-    assert!(
-        binary.exists(),
-        "{} missing: run `cargo build --release --workspace` first",
-        binary.display()
-    );
-    binary
-}
-
-// The caller kills and waits for the child at the end of the run.
-#[allow(clippy::zombie_processes)]
-fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(server_binary())
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env(
-            "RUST_LOG",
-            std::env::var("POOL_E2E_LOG").unwrap_or("warn,serialsvc::serve=info".into()),
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start serialsvc");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("server exited before serving")
-            .expect("read log");
-        if let Some(rest) = line.split(" grpc=").nth(1) {
-            let address = rest.split_whitespace().next().expect("address").to_owned();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    eprintln!("[serialsvc] {line}");
-                }
-            });
-            return (child, format!("http://{address}"));
-        }
-    }
-}
-
-fn peak_rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 /// Streams one pool to the end; returns (serials, elapsed, first serials kept for commissioning).
 async fn pool(
@@ -195,7 +110,7 @@ fn main() {
     let count = env_number("POOL_E2E_COUNT", 1_000_000);
     let rounds = env_number("POOL_E2E_ROUNDS", 5) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, endpoint) = start(dir.path());
+    let (mut child, endpoint) = start(dir.path(), "POOL_E2E_LOG");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
