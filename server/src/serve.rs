@@ -100,7 +100,7 @@ pub async fn run(
         config.responder_gln.clone(),
         health_service,
     )?
-    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop.clone()));
+    .serve_with_incoming_shutdown(no_delay(grpc_listener), stopped(stop.clone()));
     let responder = crate::vrs::Responder {
         index: Arc::clone(&index),
         responder_gln: config.responder_gln.clone(),
@@ -162,6 +162,23 @@ pub async fn run(
     drop(readiness);
     stop_issuer(issuer).await;
     close_store(store).await
+}
+
+/// Accepted gRPC connections with Nagle's algorithm off: with an incoming
+/// stream tonic does not set `TCP_NODELAY` itself, and small answers (one
+/// `Verify`) would otherwise wait for the peer's delayed ACK.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on a gRPC connection");
+        }
+        accepted
+    })
 }
 
 /// Rebuilds the status index from storage, logging progress about once a second.
