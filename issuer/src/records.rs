@@ -54,6 +54,17 @@ pub const FLAG_SUSPECT: u8 = 1;
 /// Flag bit: marked illegitimate by an administrator.
 pub const FLAG_ILLEGITIMATE: u8 = 2;
 
+/// A decoder over a serial record payload of a version this build reads.
+fn serial_decoder(version: u8, payload: &[u8]) -> Result<Decoder<'_>, DecodeError> {
+    if version != 1 && version != SERIAL_RECORD_VERSION {
+        return Err(DecodeError {
+            record: "serial record",
+            detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
+        });
+    }
+    Ok(Decoder::new("serial record", payload))
+}
+
 /// One issued (GTIN, serial): key `storage::keys::serial`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SerialRecord {
@@ -95,13 +106,7 @@ impl SerialRecord {
 
     /// Decodes a payload read with its envelope version (1 or 2).
     pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
-        if version != 1 && version != SERIAL_RECORD_VERSION {
-            return Err(DecodeError {
-                record: "serial record",
-                detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
-            });
-        }
-        let mut d = Decoder::new("serial record", payload);
+        let mut d = serial_decoder(version, payload)?;
         let state = d.u8()?;
         let state =
             SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
@@ -141,13 +146,7 @@ pub struct SerialView<'a> {
 impl<'a> SerialView<'a> {
     /// Reads a payload with the same checks as [`SerialRecord::decode`].
     pub fn decode(version: u8, payload: &'a [u8]) -> Result<Self, DecodeError> {
-        if version != 1 && version != SERIAL_RECORD_VERSION {
-            return Err(DecodeError {
-                record: "serial record",
-                detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
-            });
-        }
-        let mut d = Decoder::new("serial record", payload);
+        let mut d = serial_decoder(version, payload)?;
         let state = d.u8()?;
         let state =
             SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;

@@ -210,6 +210,40 @@ fn state_of(state: Option<issuer::records::SerialState>) -> i32 {
     }) as i32
 }
 
+/// The group-level fields both stream kinds share.
+struct GroupFields<'a> {
+    request_id: &'a str,
+    location: &'a str,
+    actor: &'a str,
+    note: &'a str,
+    items: &'a [pb::PackIdentifier],
+}
+
+/// Validates a group and submits it: the pending answer and, per item, the
+/// violation of a malformed one.
+fn submit(
+    issuer: &Issuer,
+    action: StatusAction,
+    group: GroupFields<'_>,
+) -> Result<(issuer::PendingStatus, Vec<Option<pb::FieldViolation>>), Status> {
+    convert::identifier("request_id", group.request_id, true)?;
+    let location = convert::identifier("location", group.location, true)?;
+    let actor = convert::identifier("actor", group.actor, false)?;
+    let note = text("note", group.note, false)?;
+    let (parsed, violations) = items(group.items);
+    let pending = issuer
+        .submit_status(StatusGroup {
+            request_id: group.request_id.to_owned(),
+            action,
+            party: actor,
+            location,
+            note,
+            items: parsed,
+        })
+        .map_err(status)?;
+    Ok((pending, violations))
+}
+
 fn start_decommission(
     issuer: &Issuer,
     request: pb::DecommissionRequest,
@@ -223,26 +257,21 @@ fn start_decommission(
             counts: None,
         }))
     };
-    let submitted = (|| {
-        convert::identifier("request_id", &request.request_id, true)?;
-        let reason =
-            reason("reason", request.reason, true)?.ok_or_else(|| invalid("reason", "required"))?;
-        let location = convert::identifier("location", &request.location, true)?;
-        let actor = convert::identifier("actor", &request.actor, false)?;
-        let note = text("note", &request.note, false)?;
-        let (parsed, violations) = items(&request.items);
-        let pending = issuer
-            .submit_status(StatusGroup {
-                request_id: request.request_id.clone(),
-                action: StatusAction::Decommission(reason),
-                party: actor,
-                location,
-                note,
-                items: parsed,
-            })
-            .map_err(status)?;
-        Ok::<_, Status>((pending, violations))
-    })();
+    let submitted = reason("reason", request.reason, true)
+        .and_then(|reason| reason.ok_or_else(|| invalid("reason", "required")))
+        .and_then(|reason| {
+            submit(
+                issuer,
+                StatusAction::Decommission(reason),
+                GroupFields {
+                    request_id: &request.request_id,
+                    location: &request.location,
+                    actor: &request.actor,
+                    note: &request.note,
+                    items: &request.items,
+                },
+            )
+        });
     let (pending, violations) = match submitted {
         Ok(submitted) => submitted,
         Err(error) => return refuse(request_id, error),
@@ -282,25 +311,20 @@ fn start_decommission(
 
 fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoResponse> {
     let request_id = request.request_id.clone();
-    let submitted = (|| {
-        convert::identifier("request_id", &request.request_id, true)?;
-        let expected = reason("expected_reason", request.expected_reason, false)?;
-        let location = convert::identifier("location", &request.location, true)?;
-        let actor = convert::identifier("actor", &request.actor, false)?;
-        let note = text("note", &request.note, false)?;
-        let (parsed, violations) = items(&request.items);
-        let pending = issuer
-            .submit_status(StatusGroup {
-                request_id: request.request_id.clone(),
-                action: StatusAction::Undo(expected),
-                party: actor,
-                location,
-                note,
-                items: parsed,
-            })
-            .map_err(status)?;
-        Ok::<_, Status>((pending, violations))
-    })();
+    let submitted =
+        reason("expected_reason", request.expected_reason, false).and_then(|expected| {
+            submit(
+                issuer,
+                StatusAction::Undo(expected),
+                GroupFields {
+                    request_id: &request.request_id,
+                    location: &request.location,
+                    actor: &request.actor,
+                    note: &request.note,
+                    items: &request.items,
+                },
+            )
+        });
     let refused = |request_id: String, error: Status| pb::UndoResponse {
         request_id,
         status: Some(group_status(&Err(error))),
