@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use benches::serial;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gs1::Expiry;
 use verifier::{Given, PackState, Purpose, Query, SerialEntry, StatusIndex, today_utc};
@@ -22,18 +23,6 @@ fn serial_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000)
-}
-
-/// Deterministic, random-looking 12-character serials.
-fn serial(n: u64) -> [u8; 12] {
-    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
-    let mut x = xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes());
-    let mut out = [0u8; 12];
-    for byte in out.iter_mut() {
-        *byte = ALPHABET[(x & 31) as usize];
-        x >>= 5;
-    }
-    out
 }
 
 fn gtin(n: u64) -> u64 {

@@ -12,10 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use benches::{env_number, median, peak_rss_bytes, start};
+use benches::{env_number, median, peak_rss_bytes, register_product_and_lot, start};
 
 use proto::serial::v1 as pb;
-use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
 use proto::serial::v1::request_pool_response::Message;
 
@@ -118,18 +117,7 @@ fn main() {
     let (mut pool_rates, mut commission_rates) = (Vec::new(), Vec::new());
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
-        let mut master = MasterDataServiceClient::new(channel.clone());
-        let product = pb::AddProductRequest {
-            request_id: "p".into(),
-            gtin: GTIN.into(),
-            name: "bench".into(),
-            company_prefix_length: 7,
-            market_profile: "eu-fmd".into(),
-            ..Default::default()
-        };
-        master.add_product(product).await.expect("product");
-        let lot = pb::AddLotRequest { request_id: "l".into(), gtin: GTIN.into(), lot: "LOT1".into(), expiry: "301231".into() };
-        master.add_lot(lot).await.expect("lot");
+        register_product_and_lot(channel.clone(), GTIN, "LOT1", "301231").await;
         let mut client = PoolServiceClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .max_encoding_message_size(8 << 20);

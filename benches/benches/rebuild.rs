@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use benches::serial;
 use issuer::records::{
     LotRecord, LotStatus, ProductRecord, SerialRecord, SerialState, StoredFormat,
 };
@@ -21,17 +22,6 @@ const COMMIT_SERIALS: u64 = 200_000;
 fn gtin(n: u64) -> u64 {
     // Valid GTIN-14 values are not needed here: keys only carry the number.
     9_520_123_456_000 + (n % GTINS)
-}
-
-fn serial(n: u64) -> [u8; 12] {
-    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
-    let mut x = xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes());
-    let mut out = [0u8; 12];
-    for byte in out.iter_mut() {
-        *byte = ALPHABET[(x & 31) as usize];
-        x >>= 5;
-    }
-    out
 }
 
 fn fill(store: &Store, count: u64) {

@@ -52,11 +52,10 @@ use std::time::{Duration, Instant};
 
 use benches::{
     clock_ticks_per_second, cpu_ticks, env_number, machine_busy_ticks, median, peak_rss_bytes,
-    start,
+    register_product_and_lot, start,
 };
 use prost::Message;
 use proto::serial::v1 as pb;
-use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
 use proto::serial::v1::request_pool_response::Message as PoolMessage;
 use tokio::sync::{Semaphore, mpsc};
@@ -275,23 +274,7 @@ async fn connect(endpoint: &str) -> Channel {
 /// Registers the product and lot, issues `count` serials and commissions
 /// them all; returns the serials in issue order.
 async fn issue_and_commission(channel: Channel, count: u64) -> Vec<String> {
-    let mut master = MasterDataServiceClient::new(channel.clone());
-    let product = pb::AddProductRequest {
-        request_id: "p".into(),
-        gtin: GTIN.into(),
-        name: "bench".into(),
-        company_prefix_length: 7,
-        market_profile: "eu-fmd".into(),
-        ..Default::default()
-    };
-    master.add_product(product).await.expect("AddProduct");
-    let lot = pb::AddLotRequest {
-        request_id: "l".into(),
-        gtin: GTIN.into(),
-        lot: LOT.into(),
-        expiry: EXPIRY.into(),
-    };
-    master.add_lot(lot).await.expect("AddLot");
+    register_product_and_lot(channel.clone(), GTIN, LOT, EXPIRY).await;
     let mut pools = PoolServiceClient::new(channel)
         .max_decoding_message_size(8 << 20)
         .max_encoding_message_size(8 << 20);

@@ -168,6 +168,48 @@ fn stat_busy_ticks(stat: &str) -> u64 {
     total.saturating_sub(idle)
 }
 
+/// Deterministic, random-looking 12-character serials.
+pub fn serial(n: u64) -> [u8; 12] {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    let mut x = xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes());
+    let mut out = [0u8; 12];
+    for byte in out.iter_mut() {
+        *byte = ALPHABET[(x & 31) as usize];
+        x >>= 5;
+    }
+    out
+}
+
+/// Registers the benchmarked product `gtin` (company prefix of 7 digits,
+/// EU FMD) and its lot `lot` expiring `expiry` (YYMMDD).
+pub async fn register_product_and_lot(
+    channel: tonic::transport::Channel,
+    gtin: &str,
+    lot: &str,
+    expiry: &str,
+) {
+    use proto::serial::v1 as pb;
+    use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
+
+    let mut master = MasterDataServiceClient::new(channel);
+    let product = pb::AddProductRequest {
+        request_id: "p".into(),
+        gtin: gtin.into(),
+        name: "bench".into(),
+        company_prefix_length: 7,
+        market_profile: "eu-fmd".into(),
+        ..Default::default()
+    };
+    master.add_product(product).await.expect("AddProduct");
+    let lot = pb::AddLotRequest {
+        request_id: "l".into(),
+        gtin: gtin.into(),
+        lot: lot.into(),
+        expiry: expiry.into(),
+    };
+    master.add_lot(lot).await.expect("AddLot");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

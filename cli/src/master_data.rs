@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
-use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::{
     AddLotRequest, AddProductRequest, GetGuessingRatiosRequest, GetProductRequest, GuessingRatio,
     ListLotsRequest, ListProductsRequest, Lot, LotStatus, Product, RecallLotRequest, SerialFormat,
@@ -20,7 +19,7 @@ use tonic::Code;
 use crate::Connection;
 use crate::output::{Table, timestamp};
 use crate::rpc::{self, AuthArgs};
-use crate::status::check_text;
+use crate::status::{call_status, check_text};
 
 /// Pages fetched by one listing before it stops, a bound against a server
 /// that never ends a listing.
@@ -273,27 +272,25 @@ async fn product_withdraw(
         gtin: gtin.as_str().to_owned(),
         reason: args.reason.clone(),
     };
-    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
-    let response = rpc::call_with_retry("withdraw product", || {
-        let mut client = client.clone();
-        let request = request.clone();
-        async move { client.withdraw_product(request).await }
-    })
+    let response = call_status(
+        connection,
+        auth,
+        "withdraw product",
+        &request,
+        |mut client, request| async move { client.withdraw_product(request).await },
+    )
     .await?;
     let product = response
         .product
         .ok_or_else(|| anyhow!("withdraw product: the answer carries no product"))?;
-    if args.json {
-        let mut value = product_json(&product);
-        value["already_withdrawn"] = json!(response.already_withdrawn);
-        value["active_packs_affected"] = json!(response.active_packs_affected);
-        value["request_id"] = json!(request.request_id);
-        println!("{value}");
-    } else {
-        print_product(&product, false);
-        println!("already withdrawn: {}", yes_no(response.already_withdrawn));
-        println!("active packs affected: {}", response.active_packs_affected);
-    }
+    print_change(
+        args.json,
+        || product_json(&product),
+        || print_product(&product, false),
+        ("withdrawn", response.already_withdrawn),
+        response.active_packs_affected,
+        &request.request_id,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -315,28 +312,52 @@ async fn lot_recall(
         lot: args.lot.clone(),
         reason: args.reason.clone(),
     };
-    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
-    let response = rpc::call_with_retry("recall lot", || {
-        let mut client = client.clone();
-        let request = request.clone();
-        async move { client.recall_lot(request).await }
-    })
+    let response = call_status(
+        connection,
+        auth,
+        "recall lot",
+        &request,
+        |mut client, request| async move { client.recall_lot(request).await },
+    )
     .await?;
     let lot = response
         .lot
         .ok_or_else(|| anyhow!("recall lot: the answer carries no lot"))?;
-    if args.json {
-        let mut value = lot_json(&lot);
-        value["already_recalled"] = json!(response.already_recalled);
-        value["active_packs_affected"] = json!(response.active_packs_affected);
-        value["request_id"] = json!(request.request_id);
+    print_change(
+        args.json,
+        || lot_json(&lot),
+        || print!("{}", lot_lines(&lot)),
+        ("recalled", response.already_recalled),
+        response.active_packs_affected,
+        &request.request_id,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the answer to a withdrawal or a recall: the record (`record_json`
+/// with the fields below, or as `print_record` prints it), whether it was
+/// already done (`already`: the past participle and the flag), and how many
+/// active packs it affected.
+fn print_change(
+    json: bool,
+    record_json: impl FnOnce() -> Value,
+    print_record: impl FnOnce(),
+    already: (&str, bool),
+    active_packs_affected: u64,
+    request_id: &str,
+) {
+    let (done, already) = already;
+    if json {
+        let mut value = record_json();
+        value[format!("already_{done}")] = json!(already);
+        value["active_packs_affected"] = json!(active_packs_affected);
+        value["request_id"] = json!(request_id);
         println!("{value}");
     } else {
-        print!("{}", lot_lines(&lot));
-        println!("already recalled: {}", yes_no(response.already_recalled));
-        println!("active packs affected: {}", response.active_packs_affected);
+        print_record();
+        println!("already {done}: {}", yes_no(already));
+        println!("active packs affected: {active_packs_affected}");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn product_add(

@@ -9,6 +9,7 @@
 //! "applied" or "already set" is refused, with the pack's state and the EU
 //! alert a national system would raise.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -540,6 +541,25 @@ struct FlagArgs {
     item: String,
 }
 
+/// Connects to the status service and sends `request` by `call` (with a
+/// fresh client and a copy of the request on every attempt), retried as
+/// [`rpc::call_with_retry`] retries; `action` names the call in messages.
+pub(crate) async fn call_status<R, T, F, Fut>(
+    connection: &Connection,
+    auth: &AuthArgs,
+    action: &str,
+    request: &R,
+    call: F,
+) -> anyhow::Result<T>
+where
+    R: Clone,
+    F: Fn(StatusServiceClient<rpc::Channel>, R) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
+    rpc::call_with_retry(action, || call(client.clone(), request.clone())).await
+}
+
 /// Runs `serialctl pack …`.
 pub(crate) async fn run_pack(connection: Connection, args: PackArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -568,12 +588,13 @@ async fn pack_flag(
         action: action.into(),
         reason: args.reason.clone(),
     };
-    let client = StatusServiceClient::new(rpc::connect(connection, auth).await?);
-    let response = rpc::call_with_retry("flag pack", || {
-        let mut client = client.clone();
-        let request = request.clone();
-        async move { client.flag_pack(request).await }
-    })
+    let response = call_status(
+        connection,
+        auth,
+        "flag pack",
+        &request,
+        |mut client, request| async move { client.flag_pack(request).await },
+    )
     .await?;
     let state = code(response.state().as_str_name(), "PACK_STATE_");
     if args.json {

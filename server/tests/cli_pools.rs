@@ -9,9 +9,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Output;
 
-use common::{Server, serialctl};
+use common::Server;
+use common::cli::{self, run, run_code, stderr, stdout};
 
 /// A GTIN with a valid check digit, company prefix 9520123 (7 digits).
 const GTIN: &str = "09520123456788";
@@ -21,35 +21,6 @@ const GTIN_BAD_CHECK_DIGIT: &str = "09520123456789";
 const PROFILE: &str = "EU_FMD";
 const LOT: &str = "LOT-A1";
 const EXPIRY: &str = "281231";
-
-/// Runs serialctl against the server.
-fn run(server: &Server, args: &[&str]) -> Output {
-    let endpoint = server.endpoint();
-    let mut all = vec!["--endpoint", endpoint.as_str()];
-    all.extend_from_slice(args);
-    serialctl(&all)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs and requires exit status 0.
-fn run_ok(server: &Server, args: &[&str]) -> Output {
-    let output = run(server, args);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "serialctl {args:?} failed\nstdout: {}\nstderr: {}",
-        stdout(&output),
-        stderr(&output)
-    );
-    output
-}
 
 /// Runs and requires exit status 1 with a one-line `error: …` message;
 /// returns that message.
@@ -70,21 +41,7 @@ fn run_error(server: &Server, args: &[&str]) -> String {
 }
 
 fn add_product(server: &Server) {
-    let output = run_ok(
-        server,
-        &[
-            "product",
-            "add",
-            "--gtin",
-            GTIN,
-            "--name",
-            "Example 10 mg tablets",
-            "--company-prefix-length",
-            "7",
-            "--profile",
-            PROFILE,
-        ],
-    );
+    let output = cli::add_product(server, GTIN, PROFILE);
     let text = stdout(&output);
     assert!(text.contains(&format!("gtin: {GTIN}")), "{text}");
     // The profile's spelling in answers is the server's business (the
@@ -101,12 +58,7 @@ fn add_product(server: &Server) {
 }
 
 fn add_lot(server: &Server) {
-    let output = run_ok(
-        server,
-        &[
-            "lot", "add", "--gtin", GTIN, "--lot", LOT, "--expiry", EXPIRY,
-        ],
-    );
+    let output = cli::add_lot(server, GTIN, LOT, EXPIRY);
     let text = stdout(&output);
     assert!(text.contains(&format!("lot: {LOT}")), "{text}");
     assert!(text.contains(&format!("expiry: {EXPIRY}")), "{text}");
@@ -114,25 +66,13 @@ fn add_lot(server: &Server) {
 
 /// Requests a pool into `out` and returns its serials.
 fn request_pool(server: &Server, count: u64, request_id: &str, out: &Path) -> Vec<String> {
-    let count_text = count.to_string();
-    let output = run_ok(
+    let output = cli::request_pool(
         server,
-        &[
-            "pool",
-            "request",
-            "--gtin",
-            GTIN,
-            "--count",
-            &count_text,
-            "--line",
-            "LINE-1",
-            "--location",
-            "SITE-1",
-            "--request-id",
-            request_id,
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        GTIN,
+        count,
+        request_id,
+        out,
+        &["--location", "SITE-1"],
     );
     let log = stderr(&output);
     assert!(log.contains(": OK: "), "header status missing: {log}");
@@ -141,11 +81,7 @@ fn request_pool(server: &Server, count: u64, request_id: &str, out: &Path) -> Ve
         "summary missing: {log}"
     );
     assert!(stdout(&output).is_empty(), "serials went to stdout too");
-    std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    cli::read_lines(out)
 }
 
 fn write_lines(path: &Path, lines: &[String]) {
@@ -180,9 +116,9 @@ fn products_and_lots() {
     assert!(error.contains("gtin"), "field not named: {error}");
     assert!(error.contains("check digit"), "rule not named: {error}");
 
-    let shown = run_ok(&server, &["product", "show", "--gtin", GTIN]);
+    let shown = run_code(&server, 0, &["product", "show", "--gtin", GTIN]);
     assert!(stdout(&shown).contains("name: Example 10 mg tablets"));
-    let listed = run_ok(&server, &["product", "list", "--json"]);
+    let listed = run_code(&server, 0, &["product", "list", "--json"]);
     let products: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
     assert_eq!(products[0]["gtin"], GTIN, "{products}");
 
@@ -198,12 +134,12 @@ fn products_and_lots() {
         error.contains(EXPIRY) && error.contains("291130"),
         "both expiries should be named: {error}"
     );
-    let lots = run_ok(&server, &["lot", "list", "--gtin", GTIN, "--json"]);
+    let lots = run_code(&server, 0, &["lot", "list", "--gtin", GTIN, "--json"]);
     let lots: serde_json::Value = serde_json::from_str(&stdout(&lots)).unwrap();
     assert_eq!(lots[0]["lot"], LOT, "{lots}");
     assert_eq!(lots[0]["expiry"]["yymmdd"], EXPIRY, "{lots}");
 
-    let ratios = run_ok(&server, &["ratios"]);
+    let ratios = run_code(&server, 0, &["ratios"]);
     let text = stdout(&ratios);
     assert!(text.starts_with("GTIN"), "{text}");
     assert!(text.contains(GTIN), "{text}");
@@ -252,7 +188,7 @@ fn pool_commission_return() {
         "400",
         applied.to_str().unwrap(),
     ];
-    let first = run_ok(&server, &commission);
+    let first = run_code(&server, 0, &commission);
     let summary = stdout(&first);
     assert_eq!(
         summary,
@@ -264,8 +200,9 @@ fn pool_commission_return() {
 
     let unused = dir.path().join("unused.txt");
     write_lines(&unused, &serials[1500..]);
-    let returned = run_ok(
+    let returned = run_code(
         &server,
+        0,
         &[
             "pool",
             "return",
@@ -286,7 +223,7 @@ fn pool_commission_return() {
     );
 
     // Re-running the same command is idempotent: same summary, exit 0.
-    let again = run_ok(&server, &commission);
+    let again = run_code(&server, 0, &commission);
     assert_eq!(stdout(&again), summary, "{}", stderr(&again));
 
     // Returned serials can never be commissioned.

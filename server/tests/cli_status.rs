@@ -9,11 +9,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{Server, serialctl};
+use common::Server;
+use common::cli::{
+    add_lot, add_product, commission, read_lines, request_pool, run, run_code, run_stdin, stderr,
+    stdout, unknown_serial,
+};
 
 /// A GTIN with a valid check digit, company prefix 9520123 (7 digits).
 const GTIN: &str = "09520123456788";
@@ -26,34 +29,6 @@ const LOT_OTHER: &str = "LOT-B2";
 const EXPIRY_OTHER: &str = "290630";
 const SITE: &str = "SITE-1";
 
-fn run(server: &Server, args: &[&str]) -> Output {
-    let endpoint = server.endpoint();
-    let mut all = vec!["--endpoint", endpoint.as_str()];
-    all.extend_from_slice(args);
-    serialctl(&all)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs and requires the exit status `code`.
-fn run_code(server: &Server, code: i32, args: &[&str]) -> Output {
-    let output = run(server, args);
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "serialctl {args:?}\nstdout: {}\nstderr: {}",
-        stdout(&output),
-        stderr(&output)
-    );
-    output
-}
-
 /// Registers `gtin` with lots and commissions `commissioned[i]` serials of
 /// a fresh pool into `lots[i]`; returns the whole pool (the serials after
 /// the commissioned ones stay allocated).
@@ -64,89 +39,21 @@ fn setup(
     lots: &[(&str, &str)],
     counts: &[usize],
 ) -> Vec<String> {
-    run_code(
-        server,
-        0,
-        &[
-            "product",
-            "add",
-            "--gtin",
-            gtin,
-            "--name",
-            "Example 10 mg tablets",
-            "--company-prefix-length",
-            "7",
-            "--profile",
-            "EU_FMD",
-        ],
-    );
+    add_product(server, gtin, "EU_FMD");
     for (lot, expiry) in lots {
-        run_code(
-            server,
-            0,
-            &[
-                "lot", "add", "--gtin", gtin, "--lot", lot, "--expiry", expiry,
-            ],
-        );
+        add_lot(server, gtin, lot, expiry);
     }
     let pool = dir.join(format!("pool-{gtin}.txt"));
-    run_code(
-        server,
-        0,
-        &[
-            "pool",
-            "request",
-            "--gtin",
-            gtin,
-            "--count",
-            "30",
-            "--line",
-            "LINE-1",
-            "--request-id",
-            &format!("status-pool-{gtin}"),
-            "--out",
-            pool.to_str().unwrap(),
-        ],
-    );
-    let serials: Vec<String> = std::fs::read_to_string(&pool)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    request_pool(server, gtin, 30, &format!("status-pool-{gtin}"), &pool, &[]);
+    let serials = read_lines(&pool);
     assert_eq!(serials.len(), 30);
     let mut next = 0;
     for ((lot, _), count) in lots.iter().zip(counts) {
         let applied = dir.join(format!("applied-{gtin}-{lot}.txt"));
-        std::fs::write(&applied, serials[next..next + count].join("\n") + "\n").unwrap();
-        run_code(
-            server,
-            0,
-            &[
-                "commission",
-                "--gtin",
-                gtin,
-                "--lot",
-                lot,
-                applied.to_str().unwrap(),
-            ],
-        );
+        commission(server, gtin, lot, &serials[next..next + count], &applied);
         next += count;
     }
     serials
-}
-
-/// A serial of the pool's shape that the pool does not hold.
-fn unknown_serial(serials: &[String]) -> String {
-    let first = &serials[0];
-    let last = first.chars().last().unwrap();
-    let replacement = serials
-        .iter()
-        .flat_map(|serial| serial.chars())
-        .find(|c| *c != last)
-        .unwrap();
-    let candidate = format!("{}{replacement}", &first[..first.len() - 1]);
-    assert!(!serials.contains(&candidate));
-    candidate
 }
 
 fn bracketed(gtin: &str, lot: Option<&str>, serial: &str) -> String {
@@ -556,34 +463,6 @@ fn refused_path(file: &Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// Runs serialctl in `dir`, with `env` set and `input` on standard input.
-fn run_stdin(
-    server: &Server,
-    dir: &Path,
-    env: &[(&str, &str)],
-    args: &[&str],
-    input: &[u8],
-) -> Output {
-    let binary = Path::new(env!("CARGO_BIN_EXE_serialsvc")).with_file_name("serialctl");
-    let mut child = Command::new(&binary)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .arg("--endpoint")
-        .arg(server.endpoint())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    output
-}
-
 #[test]
 fn decommission_reads_standard_input_and_location_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,7 +478,7 @@ fn decommission_reads_standard_input_and_location_from_the_environment() {
     std::fs::create_dir(&work).unwrap();
     let output = run_stdin(
         &server,
-        &work,
+        Some(&work),
         &[("SERIALCTL_LOCATION", SITE)],
         &["decommission", "--reason", "sample", "-"],
         input.as_bytes(),
@@ -619,7 +498,7 @@ fn decommission_reads_standard_input_and_location_from_the_environment() {
     let elsewhere = dir.path().join("elsewhere.txt");
     let again = run_stdin(
         &server,
-        &work,
+        Some(&work),
         &[],
         &[
             "decommission",
@@ -638,6 +517,32 @@ fn decommission_reads_standard_input_and_location_from_the_environment() {
     assert_eq!(refused_lines(&elsewhere), refused);
     let line = verify_line(&server, &bracketed(GTIN, None, &serials[0]));
     assert!(line.contains("; state: decommissioned (sample);"), "{line}");
+}
+
+/// Runs `args` (exit status 0) and requires the answer to hold each of
+/// `lines` and to end with `ending`; then runs them again and requires the
+/// same answer.
+fn run_replayed(server: &Server, args: &[&str], lines: &[&str], ending: &str) {
+    let first = run_code(server, 0, args);
+    let text = stdout(&first);
+    for line in lines {
+        assert!(text.contains(line), "{text}");
+    }
+    assert!(text.ends_with(ending), "{text}");
+    let again = run_code(server, 0, args);
+    assert_eq!(stdout(&again), text);
+}
+
+/// Runs `args` (exit status 0) and parses the JSON answer.
+fn run_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let output = run_code(server, 0, args);
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// Runs `args` and requires exit status 1 with an error naming NOT_FOUND.
+fn run_not_found(server: &Server, args: &[&str]) {
+    let output = run_code(server, 1, args);
+    assert!(stderr(&output).contains("NOT_FOUND"), "{}", stderr(&output));
 }
 
 #[test]
@@ -684,26 +589,20 @@ fn recall_withdraw_and_flag_print_their_results_and_are_idempotent() {
         "--reason",
         "contamination, notice 2026-17",
     ];
-    let first = run_code(&server, 0, &recall);
-    let text = stdout(&first);
-    assert!(text.contains(&format!("lot: {LOT}\n")), "{text}");
-    assert!(text.contains("status: RECALLED\n"), "{text}");
-    assert!(
-        text.ends_with("already recalled: no\nactive packs affected: 8\n"),
-        "{text}"
-    );
     // A retry of the same command replays the stored answer.
-    let again = run_code(&server, 0, &recall);
-    assert_eq!(stdout(&again), text);
-    // Recalling again for another reason changes nothing and says so.
-    let output = run_code(
+    run_replayed(
         &server,
-        0,
+        &recall,
+        &[&format!("lot: {LOT}\n"), "status: RECALLED\n"],
+        "already recalled: no\nactive packs affected: 8\n",
+    );
+    // Recalling again for another reason changes nothing and says so.
+    let value = run_json(
+        &server,
         &[
             "lot", "recall", "--gtin", GTIN, "--lot", LOT, "--reason", "again", "--json",
         ],
     );
-    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value["status"], "RECALLED", "{value}");
     assert_eq!(value["already_recalled"], true, "{value}");
     assert_eq!(value["active_packs_affected"], 0, "{value}");
@@ -728,14 +627,12 @@ fn recall_withdraw_and_flag_print_their_results_and_are_idempotent() {
         "reactivated: 0\nalready active: 0\nrefused: 2\n  RECALLED: 2\n"
     );
     // An unknown lot is an error naming the status.
-    let output = run_code(
+    run_not_found(
         &server,
-        1,
         &[
             "lot", "recall", "--gtin", GTIN, "--lot", "NO-SUCH", "--reason", "x",
         ],
     );
-    assert!(stderr(&output).contains("NOT_FOUND"), "{}", stderr(&output));
 
     // Withdrawal: every active pack of every lot (8 recalled + 5 others).
     let withdraw = [
@@ -746,36 +643,28 @@ fn recall_withdraw_and_flag_print_their_results_and_are_idempotent() {
         "--reason",
         "market exit",
     ];
-    let first = run_code(&server, 0, &withdraw);
-    let text = stdout(&first);
-    assert!(text.contains(&format!("gtin: {GTIN}\n")), "{text}");
-    assert!(text.contains("withdrawn: yes\n"), "{text}");
-    assert!(
-        text.ends_with("already withdrawn: no\nactive packs affected: 13\n"),
-        "{text}"
-    );
-    let again = run_code(&server, 0, &withdraw);
-    assert_eq!(stdout(&again), text);
-    let output = run_code(
+    run_replayed(
         &server,
-        0,
+        &withdraw,
+        &[&format!("gtin: {GTIN}\n"), "withdrawn: yes\n"],
+        "already withdrawn: no\nactive packs affected: 13\n",
+    );
+    let value = run_json(
+        &server,
         &[
             "product", "withdraw", "--gtin", GTIN, "--reason", "really", "--json",
         ],
     );
-    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value["withdrawn"], true, "{value}");
     assert_eq!(value["already_withdrawn"], true, "{value}");
     assert_eq!(value["active_packs_affected"], 0, "{value}");
     let line = verify_line(&server, &bracketed(GTIN, None, &serials[12]));
     assert!(line.contains("flags: withdrawn"), "{line}");
     // A product not registered.
-    let output = run_code(
+    run_not_found(
         &server,
-        1,
         &["product", "withdraw", "--gtin", GTIN_OTHER, "--reason", "x"],
     );
-    assert!(stderr(&output).contains("NOT_FOUND"), "{}", stderr(&output));
 
     // Pack flags: set, repeat (unchanged), clear.
     let pack = bracketed(GTIN, None, &serials[3]);
@@ -801,9 +690,8 @@ fn recall_withdraw_and_flag_print_their_results_and_are_idempotent() {
         "{}",
         stdout(&output)
     );
-    let output = run_code(
+    let value = run_json(
         &server,
-        0,
         &[
             "pack",
             "flag",
@@ -814,7 +702,6 @@ fn recall_withdraw_and_flag_print_their_results_and_are_idempotent() {
             &pack,
         ],
     );
-    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value["suspect"], false, "{value}");
     assert_eq!(value["unchanged"], false, "{value}");
     // Exactly one action.

@@ -8,10 +8,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
+use common::cli::{
+    add_lot, add_product, commission, read_lines, request_pool, run, run_code, run_stdin, stderr,
+    stdout, unknown_serial,
+};
 use common::{Server, serialctl};
 
 /// A GTIN with a valid check digit, company prefix 9520123 (7 digits).
@@ -23,34 +25,6 @@ const EXPIRY: &str = "281231";
 /// A second registered lot, which none of the packs belongs to.
 const LOT_OTHER: &str = "LOT-B2";
 const EXPIRY_OTHER: &str = "290630";
-
-fn run(server: &Server, args: &[&str]) -> Output {
-    let endpoint = server.endpoint();
-    let mut all = vec!["--endpoint", endpoint.as_str()];
-    all.extend_from_slice(args);
-    serialctl(&all)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Runs and requires the exit status `code`.
-fn run_code(server: &Server, code: i32, args: &[&str]) -> Output {
-    let output = run(server, args);
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "serialctl {args:?}\nstdout: {}\nstderr: {}",
-        stdout(&output),
-        stderr(&output)
-    );
-    output
-}
 
 /// `serialctl verify ARGS…`: the exit status and the answer lines.
 fn verify(server: &Server, args: &[&str]) -> (i32, Vec<String>) {
@@ -69,86 +43,17 @@ fn verify(server: &Server, args: &[&str]) -> (i32, Vec<String>) {
 /// A product, two lots, a pool of 20 serials of which the first 10 are
 /// commissioned into LOT; returns the pool.
 fn setup(server: &Server, dir: &Path) -> Vec<String> {
-    run_code(
-        server,
-        0,
-        &[
-            "product",
-            "add",
-            "--gtin",
-            GTIN,
-            "--name",
-            "Example 10 mg tablets",
-            "--company-prefix-length",
-            "7",
-            "--profile",
-            "EU_FMD",
-        ],
-    );
+    add_product(server, GTIN, "EU_FMD");
     for (lot, expiry) in [(LOT, EXPIRY), (LOT_OTHER, EXPIRY_OTHER)] {
-        run_code(
-            server,
-            0,
-            &[
-                "lot", "add", "--gtin", GTIN, "--lot", lot, "--expiry", expiry,
-            ],
-        );
+        add_lot(server, GTIN, lot, expiry);
     }
     let pool = dir.join("pool.txt");
-    run_code(
-        server,
-        0,
-        &[
-            "pool",
-            "request",
-            "--gtin",
-            GTIN,
-            "--count",
-            "20",
-            "--line",
-            "LINE-1",
-            "--request-id",
-            "verify-pool-1",
-            "--out",
-            pool.to_str().unwrap(),
-        ],
-    );
-    let serials: Vec<String> = std::fs::read_to_string(&pool)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    request_pool(server, GTIN, 20, "verify-pool-1", &pool, &[]);
+    let serials = read_lines(&pool);
     assert_eq!(serials.len(), 20);
-    let applied = dir.join("applied.txt");
-    std::fs::write(&applied, serials[..10].join("\n") + "\n").unwrap();
-    let output = run_code(
-        server,
-        0,
-        &[
-            "commission",
-            "--gtin",
-            GTIN,
-            "--lot",
-            LOT,
-            applied.to_str().unwrap(),
-        ],
-    );
+    let output = commission(server, GTIN, LOT, &serials[..10], &dir.join("applied.txt"));
     assert!(stdout(&output).starts_with("commissioned: 10\n"));
     serials
-}
-
-/// A serial of the pool's shape that the pool does not hold.
-fn unknown_serial(serials: &[String]) -> String {
-    let first = &serials[0];
-    let last = first.chars().last().unwrap();
-    let replacement = serials
-        .iter()
-        .flat_map(|serial| serial.chars())
-        .find(|c| *c != last)
-        .unwrap();
-    let candidate = format!("{}{replacement}", &first[..first.len() - 1]);
-    assert!(!serials.contains(&candidate));
-    candidate
 }
 
 fn bracketed(lot: Option<&str>, expiry: Option<&str>, serial: &str) -> String {
@@ -415,8 +320,10 @@ fn verify_file_answers_every_line_in_order() {
     );
 
     // The same file on standard input, as JSON: the same answers.
-    let json = verify_stdin(
+    let json = run_stdin(
         &server,
+        None,
+        &[],
         &["verify", "--json", "--file", "-"],
         text.as_bytes(),
     );
@@ -448,26 +355,6 @@ fn verify_file_answers_every_line_in_order() {
     let output = run_code(&server, 0, &["verify", "--file", good.to_str().unwrap()]);
     assert_eq!(stdout(&output).lines().count(), 10);
     assert!(stderr(&output).contains("items: 10\nverified: 10\nnot verified: 0\nmalformed: 0\n"));
-}
-
-/// Runs serialctl with `input` on standard input.
-fn verify_stdin(server: &Server, args: &[&str], input: &[u8]) -> Output {
-    let binary = Path::new(env!("CARGO_BIN_EXE_serialsvc")).with_file_name("serialctl");
-    let mut child = Command::new(&binary)
-        .arg("--endpoint")
-        .arg(server.endpoint())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    output
 }
 
 #[test]
