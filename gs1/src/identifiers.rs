@@ -38,6 +38,17 @@ impl Gtin {
         Ok(Self(format!("{digits:0>14}")))
     }
 
+    /// As [`Gtin::new`], reusing `digits`' buffer when it already holds 14
+    /// digits (bulk paths that own the decoded text).
+    pub fn from_string(digits: String) -> Result<Self, Gs1Error> {
+        if digits.len() == 14 {
+            Self::check(&digits).map_err(|error| error.with_ai(Ai::Gtin))?;
+            Ok(Self(digits))
+        } else {
+            Self::new(&digits)
+        }
+    }
+
     fn check(digits: &str) -> Result<(), Gs1Error> {
         validate_digits(digits)?;
         if ![8, 12, 13, 14].contains(&digits.len()) {

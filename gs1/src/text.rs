@@ -25,6 +25,13 @@ impl Serial {
         Ok(Self(text.to_owned()))
     }
 
+    /// As [`Serial::new`], keeping `text`'s buffer (bulk paths that own
+    /// the decoded text).
+    pub fn from_string(text: String) -> Result<Self, Gs1Error> {
+        validate(Ai::Serial, &text)?;
+        Ok(Self(text))
+    }
+
     /// The serial as given.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -37,6 +44,13 @@ impl Lot {
     pub fn new(text: &str) -> Result<Self, Gs1Error> {
         validate(Ai::Lot, text)?;
         Ok(Self(text.to_owned()))
+    }
+
+    /// As [`Lot::new`], keeping `text`'s buffer (bulk paths that own
+    /// the decoded text).
+    pub fn from_string(text: String) -> Result<Self, Gs1Error> {
+        validate(Ai::Lot, &text)?;
+        Ok(Self(text))
     }
 
     /// The lot as given.

@@ -102,7 +102,7 @@ fn items(
 ) {
     identifiers
         .iter()
-        .map(|identifier| match parse_item(identifier) {
+        .map(|identifier| match parse_item(identifier.clone()) {
             Ok(item) => (
                 Ok(StatusItem {
                     gtin: item.gtin,
@@ -438,7 +438,7 @@ impl StatusService for Api {
         let request_id = convert::identifier("request_id", &request.request_id, true)?;
         let item = request.item.ok_or_else(|| invalid("item", "required"))?;
         let item =
-            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
         let action = match pb::PackFlagAction::try_from(request.action) {
             Ok(pb::PackFlagAction::SetSuspect) => issuer::PackFlagAction::SetSuspect,
             Ok(pb::PackFlagAction::SetIllegitimate) => issuer::PackFlagAction::SetIllegitimate,

@@ -82,23 +82,27 @@ fn gtin_value(gtin: &gs1::Gtin) -> u64 {
     gtin.as_str().parse().unwrap_or(0)
 }
 
-/// Parses one pack identifier. Field paths are relative to the item.
-pub(crate) fn parse_item(identifier: &pb::PackIdentifier) -> Result<Item, pb::FieldViolation> {
+/// Parses one pack identifier, keeping the decoded strings' buffers (no
+/// copy per field on the hot path). Field paths are relative to the item.
+pub(crate) fn parse_item(identifier: pb::PackIdentifier) -> Result<Item, pb::FieldViolation> {
     use pb::ValidationRule as V;
     use pb::pack_identifier::Identifier;
-    match &identifier.identifier {
+    match identifier.identifier {
         None => Err(convert::violation(
             "identifier",
             V::Required,
             "give fields or encoded",
         )),
         Some(Identifier::Fields(fields)) => {
-            let gtin = gs1::Gtin::new(&fields.gtin).map_err(|e| violation("fields.gtin", &e))?;
-            let serial =
-                gs1::Serial::new(&fields.serial).map_err(|e| violation("fields.serial", &e))?;
-            let lot = match fields.lot.as_deref() {
+            let gtin =
+                gs1::Gtin::from_string(fields.gtin).map_err(|e| violation("fields.gtin", &e))?;
+            let serial = gs1::Serial::from_string(fields.serial)
+                .map_err(|e| violation("fields.serial", &e))?;
+            let lot = match fields.lot {
                 None => None,
-                Some(text) => Some(gs1::Lot::new(text).map_err(|e| violation("fields.lot", &e))?),
+                Some(text) => {
+                    Some(gs1::Lot::from_string(text).map_err(|e| violation("fields.lot", &e))?)
+                }
             };
             let expiry = match fields.expiry.as_deref() {
                 None => None,
@@ -163,11 +167,11 @@ pub(crate) fn verify_parsed(
 /// Parses and verifies a batch; malformed items are answered individually.
 pub(crate) fn verify_identifiers(
     index: &StatusIndex,
-    identifiers: &[pb::PackIdentifier],
+    identifiers: Vec<pb::PackIdentifier>,
     purpose: Purpose,
 ) -> Vec<pb::VerificationResult> {
     let parsed: Vec<Result<Item, pb::FieldViolation>> =
-        identifiers.iter().map(parse_item).collect();
+        identifiers.into_iter().map(parse_item).collect();
     let good: Vec<&Item> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
     let verdicts = verify_parsed(index, &good, purpose, convert::today());
     let mut verdicts = verdicts.into_iter();
@@ -372,7 +376,7 @@ impl VerificationService for Api {
             .item
             .ok_or_else(|| invalid("item", "required"))?;
         let parsed =
-            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
         let verdicts = verify_parsed(index, &[&parsed], Purpose::Verify, convert::today());
         let result = verdicts
             .first()
@@ -393,7 +397,7 @@ impl VerificationService for Api {
         let request = request.into_inner();
         check_batch_size(request.items.len())?;
         Ok(Response::new(pb::VerifyBatchResponse {
-            results: verify_identifiers(index, &request.items, Purpose::Verify),
+            results: verify_identifiers(index, request.items, Purpose::Verify),
         }))
     }
 
@@ -417,7 +421,7 @@ impl VerificationService for Api {
                 {
                     Ok(()) => pb::VerifyStreamResponse {
                         batch_id: batch.batch_id,
-                        results: verify_identifiers(&index, &batch.items, Purpose::Verify),
+                        results: verify_identifiers(&index, batch.items, Purpose::Verify),
                         status: Some(pb::GroupStatus::default()),
                     },
                     Err(status) => pb::VerifyStreamResponse {
@@ -445,7 +449,7 @@ impl VerificationService for Api {
         let request = request.into_inner();
         let item = request.item.ok_or_else(|| invalid("item", "required"))?;
         let parsed =
-            parse_item(&item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
         if parsed.lot.is_none() {
             return Err(invalid("item.lot", "required for a saleable-return check"));
         }
@@ -514,7 +518,7 @@ mod tests {
             })),
         };
         let check = |identifier: pb::PackIdentifier, field: &str, rule: pb::ValidationRule| {
-            let error = parse_item(&identifier).unwrap_err();
+            let error = parse_item(identifier).unwrap_err();
             assert_eq!(
                 (error.field.as_str(), error.rule()),
                 (field, rule),
