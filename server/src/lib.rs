@@ -8,6 +8,7 @@
 //! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
 
 mod convert;
+mod drain;
 mod grpc;
 mod http;
 mod master_data;

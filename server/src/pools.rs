@@ -471,7 +471,7 @@ where
             }
         }
     });
-    Box::pin(ReceiverStream::new(receiver))
+    Box::pin(crate::drain::Tracked::new(ReceiverStream::new(receiver)))
 }
 
 #[tonic::async_trait]
@@ -511,7 +511,9 @@ impl PoolService for Api {
             offset,
             sender,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(crate::drain::Tracked::new(
+            ReceiverStream::new(receiver),
+        ))))
     }
 
     async fn get_pool(

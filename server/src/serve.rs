@@ -147,6 +147,9 @@ pub async fn run(
         () = &mut shutdown, if rebuilt.is_some() => {
             tracing::info!(grace_seconds = config.shutdown_grace.as_secs_f64(), "shutdown requested: finishing in-flight requests");
             readiness.set_not_serving().await;
+            let started = std::time::Instant::now();
+            let open = crate::drain::wait(config.shutdown_grace).await;
+            tracing::info!(open_streams = open, waited_ms = started.elapsed().as_millis() as u64, "response streams drained");
             let _ = stop_sender.send(true);
             match tokio::time::timeout(config.shutdown_grace, &mut servers).await {
                 Ok(result) => { result?; }

@@ -65,7 +65,9 @@ where
             }
         }
     });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+    Box::pin(crate::drain::Tracked::new(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+    ))
 }
 
 fn reason(field: &str, code: i32, required: bool) -> Result<Option<DecommissionReason>, Status> {

@@ -435,9 +435,9 @@ impl VerificationService for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(Box::pin(crate::drain::Tracked::new(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
-        )))
+        ))))
     }
 
     async fn check_saleable_return(
