@@ -151,7 +151,7 @@ pub async fn run(
             let open = crate::drain::wait(config.shutdown_grace).await;
             tracing::info!(open_streams = open, waited_ms = started.elapsed().as_millis() as u64, "response streams drained");
             let _ = stop_sender.send(true);
-            match tokio::time::timeout(config.shutdown_grace, &mut servers).await {
+            match tokio::time::timeout(config.shutdown_grace.saturating_sub(started.elapsed()), &mut servers).await {
                 Ok(result) => { result?; }
                 Err(_) => tracing::warn!("in-flight requests still running after the grace period; closing anyway"),
             }
