@@ -2,8 +2,10 @@
 //! temporary data directory, then, five times each, streams a pool of
 //! 1,000,000 `eu-fmd` serials to a client that only counts and checksums them
 //! (nothing is buffered), and commissions 1,000,000 serials through the
-//! bidirectional stream in groups of 10,000. Prints medians, serials per
-//! second and the server's peak resident memory.
+//! bidirectional stream in groups of 10,000, then decommissions them
+//! (issue 5: `StatusService.Decommission`, groups of 10,000, every group
+//! durable before its answer). Prints medians, serials per second and the
+//! server's peak resident memory.
 //!
 //! Build first, then run (the release profile shares the test build):
 //!   cargo build --release --workspace
@@ -17,6 +19,7 @@ use benches::{env_number, median, peak_rss_bytes, register_product_and_lot, star
 use proto::serial::v1 as pb;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
 use proto::serial::v1::request_pool_response::Message;
+use proto::serial::v1::status_service_client::StatusServiceClient;
 
 const GTIN: &str = "09520123456788";
 const GROUP: usize = 10_000;
@@ -102,6 +105,54 @@ async fn commission(
     started.elapsed()
 }
 
+/// Decommissions `serials` (dispensed) through one Decommission stream.
+async fn decommission(
+    client: &mut StatusServiceClient<tonic::transport::Channel>,
+    round: usize,
+    serials: &[String],
+) -> Duration {
+    let groups: Vec<pb::DecommissionRequest> = serials
+        .chunks(GROUP)
+        .enumerate()
+        .map(|(index, group)| pb::DecommissionRequest {
+            request_id: format!("d{round}-{index}"),
+            reason: pb::DecommissionReason::Dispensed as i32,
+            location: "0614141000012".into(),
+            actor: "bench".into(),
+            items: group
+                .iter()
+                .map(|serial| pb::PackIdentifier {
+                    identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+                        gtin: GTIN.into(),
+                        serial: serial.clone(),
+                        lot: None,
+                        expiry: None,
+                    })),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let expected = groups.len();
+    let started = Instant::now();
+    let mut answers = client
+        .decommission(tokio_stream::iter(groups))
+        .await
+        .expect("decommission")
+        .into_inner();
+    let mut seen = 0;
+    while let Some(answer) = answers.message().await.expect("answers") {
+        assert_eq!(answer.status.expect("status").code, 0);
+        assert_eq!(
+            answer.counts.expect("counts").applied as usize,
+            answer.results.len()
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, expected);
+    started.elapsed()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -114,25 +165,36 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut pool_rates, mut commission_rates) = (Vec::new(), Vec::new());
+    let (mut pool_rates, mut commission_rates, mut decommission_rates) =
+        (Vec::new(), Vec::new(), Vec::new());
     runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
         register_product_and_lot(channel.clone(), GTIN, "LOT1", "301231").await;
+        let mut status = StatusServiceClient::new(channel.clone())
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20);
         let mut client = PoolServiceClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .max_encoding_message_size(8 << 20);
         for round in 0..rounds {
             let (received, elapsed, kept) = pool(&mut client, &format!("bench-{round}"), count, count as usize).await;
             let rate = received as f64 / elapsed.as_secs_f64();
-            let commissioned = commission(&mut client, round, kept).await;
+            let commissioned = commission(&mut client, round, kept.clone()).await;
+            let decommissioned = decommission(&mut status, round, &kept).await;
+            let decommission_rate = count as f64 / decommissioned.as_secs_f64();
             let commission_rate = count as f64 / commissioned.as_secs_f64();
             eprintln!(
                 "round {round}: pool of {received} in {:.3} s = {rate:.0} serials/s; commissioning in {:.3} s = {commission_rate:.0} serials/s",
                 elapsed.as_secs_f64(),
                 commissioned.as_secs_f64()
             );
+            eprintln!(
+                "round {round}: decommissioning in {:.3} s = {decommission_rate:.0} serials/s",
+                decommissioned.as_secs_f64()
+            );
             pool_rates.push(rate);
             commission_rates.push(commission_rate);
+            decommission_rates.push(decommission_rate);
         }
     });
     let peak = peak_rss_bytes(child.id());
@@ -145,6 +207,10 @@ fn main() {
     println!(
         "commissioning {count} serials in groups of {GROUP}: median {:.0} serials/s",
         median(&mut commission_rates)
+    );
+    println!(
+        "decommissioning {count} serials in groups of {GROUP}: median {:.0} serials/s",
+        median(&mut decommission_rates)
     );
     println!(
         "server peak resident memory: {:.0} MiB",
