@@ -72,6 +72,11 @@ pub(crate) enum Command {
 pub(crate) const KIND_POOL: u8 = 1;
 pub(crate) const KIND_COMMISSION: u8 = 2;
 pub(crate) const KIND_RETURN: u8 = 3;
+pub(crate) const KIND_DECOMMISSION: u8 = 4;
+pub(crate) const KIND_UNDO: u8 = 5;
+pub(crate) const KIND_RECALL: u8 = 6;
+pub(crate) const KIND_WITHDRAW: u8 = 7;
+pub(crate) const KIND_FLAG: u8 = 8;
 
 /// Event kinds written with each change (bodies: kind, GTIN, then kind-specific).
 pub(crate) const EVENT_PRODUCT_ADDED: u8 = 1;
@@ -79,6 +84,11 @@ pub(crate) const EVENT_LOT_ADDED: u8 = 2;
 pub(crate) const EVENT_POOL_ALLOCATED: u8 = 3;
 pub(crate) const EVENT_COMMISSIONED: u8 = 4;
 pub(crate) const EVENT_RETURNED: u8 = 5;
+pub(crate) const EVENT_DECOMMISSIONED: u8 = 6;
+pub(crate) const EVENT_UNDONE: u8 = 7;
+pub(crate) const EVENT_LOT_RECALLED: u8 = 8;
+pub(crate) const EVENT_PRODUCT_WITHDRAWN: u8 = 9;
+pub(crate) const EVENT_PACK_FLAGGED: u8 = 10;
 
 /// State shared by every writer.
 #[derive(Debug)]

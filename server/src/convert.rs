@@ -193,12 +193,7 @@ pub(crate) fn timestamp(micros: u64) -> prost_types::Timestamp {
 
 /// Today's date (UTC), the reference for resolving and comparing expiries.
 pub(crate) fn today() -> gs1::CalendarDate {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| (d.as_secs() / 86_400) as i64)
-        .unwrap_or(0);
-    gs1::CalendarDate::from_days_since_epoch(days)
-        .unwrap_or_else(|_| unreachable!("today is a valid date"))
+    verifier::today_utc()
 }
 
 /// The wire form of an expiry: as encoded plus the effective ISO date.

@@ -256,7 +256,7 @@ fn group_items(
     }
 }
 
-fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
+pub(crate) fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
     match result {
         Ok(()) => pb::GroupStatus {
             code: 0,
@@ -271,7 +271,7 @@ fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
     }
 }
 
-fn state_code(state: Option<issuer::records::SerialState>) -> i32 {
+pub(crate) fn state_code(state: Option<issuer::records::SerialState>) -> i32 {
     use issuer::records::SerialState;
     (match state {
         None => pb::PackState::Unknown,

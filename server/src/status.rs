@@ -13,8 +13,8 @@ use verifier::DecommissionReason;
 
 use crate::convert::{self, invalid, status};
 use crate::grpc::Api;
-use crate::pools::ResponseStream;
-use crate::verification::{parse_item, state_code};
+use crate::pools::{ResponseStream, group_status, state_code};
+use crate::verification::{parse_item, parse_required_item};
 
 /// Longest note or reason text accepted, in characters.
 pub(crate) const NOTE_LENGTH_MAX: usize = 256;
@@ -189,29 +189,6 @@ fn counts(answer: &StatusAnswer, applied: u8, unchanged: u8) -> pb::ItemCounts {
     }
 }
 
-fn group_status(result: &Result<(), Status>) -> pb::GroupStatus {
-    match result {
-        Ok(()) => pb::GroupStatus::default(),
-        Err(status) => pb::GroupStatus {
-            code: status.code() as i32,
-            message: status.message().to_owned(),
-            violations: Vec::new(),
-        },
-    }
-}
-
-fn state_of(state: Option<issuer::records::SerialState>) -> i32 {
-    use issuer::records::SerialState as S;
-    use verifier::PackState as P;
-    state_code(match state {
-        None => P::Unknown,
-        Some(S::Allocated) => P::Allocated,
-        Some(S::Active) => P::Active,
-        Some(S::Decommissioned) => P::Decommissioned,
-        Some(S::Voided) => P::Voided,
-    }) as i32
-}
-
 /// The group-level fields both stream kinds share.
 struct GroupFields<'a> {
     request_id: &'a str,
@@ -300,7 +277,7 @@ fn start_decommission(
                     .zip(violations)
                     .map(|(item, error)| pb::DecommissionResult {
                         outcome: i32::from(item.outcome),
-                        state: state_of(item.state),
+                        state: state_code(item.state),
                         current_reason: i32::from(item.reason),
                         alert: decommission_alert(item.outcome) as i32,
                         error,
@@ -354,7 +331,7 @@ fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoRespo
                     .zip(violations)
                     .map(|(item, error)| pb::UndoResult {
                         outcome: i32::from(item.outcome),
-                        state: state_of(item.state),
+                        state: state_code(item.state),
                         current_reason: i32::from(item.reason),
                         alert: undo_alert(item.outcome) as i32,
                         error,
@@ -438,9 +415,7 @@ impl StatusService for Api {
     ) -> Result<Response<pb::FlagPackResponse>, Status> {
         let request = request.into_inner();
         let request_id = convert::identifier("request_id", &request.request_id, true)?;
-        let item = request.item.ok_or_else(|| invalid("item", "required"))?;
-        let item =
-            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        let item = parse_required_item(request.item)?;
         let action = match pb::PackFlagAction::try_from(request.action) {
             Ok(pb::PackFlagAction::SetSuspect) => issuer::PackFlagAction::SetSuspect,
             Ok(pb::PackFlagAction::SetIllegitimate) => issuer::PackFlagAction::SetIllegitimate,
@@ -454,7 +429,7 @@ impl StatusService for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::FlagPackResponse {
-            state: state_of(Some(flags.state)),
+            state: state_code(Some(flags.state)),
             suspect: flags.suspect,
             illegitimate: flags.illegitimate,
             unchanged: flags.unchanged,

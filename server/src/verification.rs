@@ -77,7 +77,7 @@ fn violation(field: &str, error: &gs1::Gs1Error) -> pb::FieldViolation {
     convert::violation(field, rule_of(error), error.to_string())
 }
 
-fn gtin_value(gtin: &gs1::Gtin) -> u64 {
+pub(crate) fn gtin_value(gtin: &gs1::Gtin) -> u64 {
     // 14 checked digits always parse.
     gtin.as_str().parse().unwrap_or(0)
 }
@@ -147,6 +147,13 @@ pub(crate) fn parse_item(identifier: pb::PackIdentifier) -> Result<Item, pb::Fie
             })
         }
     }
+}
+
+/// Parses the `item` of a single-pack request: required, and a malformed
+/// item refuses the request naming `item.<field>` and the rule.
+pub(crate) fn parse_required_item(item: Option<pb::PackIdentifier>) -> Result<Item, Status> {
+    let item = item.ok_or_else(|| invalid("item", "required"))?;
+    parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))
 }
 
 /// Verifies parsed items against one view of the index.
@@ -371,12 +378,7 @@ impl VerificationService for Api {
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         let index = self.issuer.index();
         ready(index)?;
-        let item = request
-            .into_inner()
-            .item
-            .ok_or_else(|| invalid("item", "required"))?;
-        let parsed =
-            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        let parsed = parse_required_item(request.into_inner().item)?;
         let verdicts = verify_parsed(index, &[&parsed], Purpose::Verify, convert::today());
         let result = verdicts
             .first()
@@ -446,10 +448,8 @@ impl VerificationService for Api {
     ) -> Result<Response<pb::CheckSaleableReturnResponse>, Status> {
         let index = self.issuer.index();
         ready(index)?;
-        let request = request.into_inner();
-        let item = request.item.ok_or_else(|| invalid("item", "required"))?;
-        let parsed =
-            parse_item(item).map_err(|v| invalid(&format!("item.{}", v.field), v.description))?;
+        let mut request = request.into_inner();
+        let parsed = parse_required_item(request.item.take())?;
         if parsed.lot.is_none() {
             return Err(invalid("item.lot", "required for a saleable-return check"));
         }

@@ -191,7 +191,7 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
         );
     }
     let item = Item {
-        gtin_value: gtin.as_str().parse().unwrap_or(0),
+        gtin_value: verification::gtin_value(&gtin),
         gtin,
         serial,
         lot: data.lot().cloned(),

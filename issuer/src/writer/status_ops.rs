@@ -9,26 +9,16 @@ use std::collections::HashMap;
 use storage::{ChangeSet, Family, keys};
 use verifier::DecommissionReason;
 
-use super::{Writer, envelope, gtin_value, now_micros, serial_envelope};
+use super::{
+    EVENT_DECOMMISSIONED, EVENT_LOT_RECALLED, EVENT_PACK_FLAGGED, EVENT_PRODUCT_WITHDRAWN,
+    EVENT_UNDONE, KIND_DECOMMISSION, KIND_FLAG, KIND_RECALL, KIND_UNDO, KIND_WITHDRAW, Writer,
+    envelope, gtin_value, now_micros, serial_envelope,
+};
 use crate::codec::Encoder;
 use crate::error::IssuerError;
 use crate::model::*;
 use crate::records::*;
 use crate::status::{self, Actor, DecommissionOutcome, Pack, UndoOutcome};
-
-/// Request-record kinds of this module (see `writer.rs` for 1–3).
-pub(crate) const KIND_DECOMMISSION: u8 = 4;
-pub(crate) const KIND_UNDO: u8 = 5;
-pub(crate) const KIND_RECALL: u8 = 6;
-pub(crate) const KIND_WITHDRAW: u8 = 7;
-pub(crate) const KIND_FLAG: u8 = 8;
-
-/// Event kinds of this module (see `writer.rs` for 1–5).
-pub(crate) const EVENT_DECOMMISSIONED: u8 = 6;
-pub(crate) const EVENT_UNDONE: u8 = 7;
-pub(crate) const EVENT_LOT_RECALLED: u8 = 8;
-pub(crate) const EVENT_PRODUCT_WITHDRAWN: u8 = 9;
-pub(crate) const EVENT_PACK_FLAGGED: u8 = 10;
 
 /// The part of a status group one shard owns: items with their position in
 /// the whole group.
