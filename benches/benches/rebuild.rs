@@ -105,7 +105,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     {
-        let store = Store::open(dir.path()).expect("open store");
+        let store = issuer::open_store(dir.path()).expect("open store");
         fill(&store, count);
         store.close().expect("close store");
     }
@@ -113,7 +113,7 @@ fn main() {
         "rebuild: wrote {count} serial records in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let store = Store::open(dir.path()).expect("reopen store");
+    let store = issuer::open_store(dir.path()).expect("reopen store");
 
     let mut scan_rates = Vec::new();
     let mut rebuild_rates = Vec::new();

@@ -35,6 +35,13 @@ pub use rebuild::{RebuildProgress, rebuild_index};
 use records::{LotRecord, PoolRecord, ProductRecord};
 use writer::{Command, Shared, Writer};
 
+/// Opens a data directory with the merge operators of the issuer's records
+/// (the `serials` family holds [`records::SerialPatch`] operands). Every
+/// process that reads serial records must open the store this way.
+pub fn open_store(path: &std::path::Path) -> Result<Store, storage::StorageError> {
+    Store::open_with(path, &[(Family::Serials, records::SERIAL_MERGE)])
+}
+
 /// Limits and settings of the write side. Every limit is published to clients
 /// (`PoolService.GetLimits`) and documented in README.md.
 #[derive(Debug, Clone, Copy)]
@@ -271,14 +278,14 @@ impl Issuer {
             if items.is_empty() {
                 continue;
             }
-            let part = writer::StatusPart {
-                request_id: group.request_id.clone(),
-                action: group.action,
-                party: group.party.clone(),
-                location: group.location.clone(),
-                note: group.note.clone(),
+            let part = writer::StatusPart::new(
+                group.request_id.clone(),
+                group.action,
+                group.party.clone(),
+                group.location.clone(),
+                group.note.clone(),
                 items,
-            };
+            );
             let (reply, answer) = oneshot::channel();
             match self.shards[shard].try_send(Command::Status(part, reply)) {
                 Ok(()) => answers.push(answer),

@@ -129,6 +129,197 @@ impl SerialRecord {
     }
 }
 
+/// Envelope version of a [`SerialPatch`]. It is not a record version: a
+/// patch is only ever a merge operand, never a stored value on its own.
+pub const SERIAL_PATCH_VERSION: u8 = 0x81;
+
+/// A change to some fields of a serial record, written as a RocksDB merge
+/// operand ([`SERIAL_MERGE`]) so that a writer which has already decided the
+/// change from the status index need not read the record first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SerialPatch {
+    /// New state.
+    pub state: Option<SerialState>,
+    /// New decommission reason code.
+    pub reason: Option<u8>,
+    /// When the state changed.
+    pub changed_micros: Option<u64>,
+    /// New lot.
+    pub lot: Option<String>,
+    /// New flag bits.
+    pub flags: Option<u8>,
+    /// Who decommissioned.
+    pub party: Option<String>,
+    /// Where it was decommissioned.
+    pub location: Option<String>,
+    /// When it was decommissioned.
+    pub decommissioned_micros: Option<u64>,
+}
+
+impl SerialPatch {
+    /// Encodes a version-[`SERIAL_PATCH_VERSION`] payload: a bit mask of the
+    /// fields present, then those fields in declaration order.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut mask = 0u8;
+        let mut e = Encoder::default();
+        e.u8(0);
+        if let Some(state) = self.state {
+            mask |= 1;
+            e.u8(state as u8);
+        }
+        if let Some(reason) = self.reason {
+            mask |= 2;
+            e.u8(reason);
+        }
+        if let Some(micros) = self.changed_micros {
+            mask |= 4;
+            e.u64(micros);
+        }
+        if let Some(lot) = &self.lot {
+            mask |= 8;
+            e.text(lot);
+        }
+        if let Some(flags) = self.flags {
+            mask |= 16;
+            e.u8(flags);
+        }
+        if let Some(party) = &self.party {
+            mask |= 32;
+            e.text(party);
+        }
+        if let Some(location) = &self.location {
+            mask |= 64;
+            e.text(location);
+        }
+        if let Some(micros) = self.decommissioned_micros {
+            mask |= 128;
+            e.u64(micros);
+        }
+        let mut bytes = e.finish();
+        bytes[0] = mask;
+        bytes
+    }
+
+    /// Decodes a payload of envelope version `version`.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Decoder::new("serial patch", payload);
+        if version != SERIAL_PATCH_VERSION {
+            return Err(d.error(format!("version {version} is not {SERIAL_PATCH_VERSION}")));
+        }
+        let mask = d.u8()?;
+        let mut patch = SerialPatch::default();
+        if mask & 1 != 0 {
+            let state = d.u8()?;
+            patch.state = Some(
+                SerialState::from_u8(state)
+                    .ok_or_else(|| d.error(format!("unknown state {state}")))?,
+            );
+        }
+        if mask & 2 != 0 {
+            patch.reason = Some(d.u8()?);
+        }
+        if mask & 4 != 0 {
+            patch.changed_micros = Some(d.u64()?);
+        }
+        if mask & 8 != 0 {
+            patch.lot = Some(d.text()?);
+        }
+        if mask & 16 != 0 {
+            patch.flags = Some(d.u8()?);
+        }
+        if mask & 32 != 0 {
+            patch.party = Some(d.text()?);
+        }
+        if mask & 64 != 0 {
+            patch.location = Some(d.text()?);
+        }
+        if mask & 128 != 0 {
+            patch.decommissioned_micros = Some(d.u64()?);
+        }
+        d.finish()?;
+        Ok(patch)
+    }
+
+    /// Sets the fields this patch carries on `record`.
+    pub fn apply(&self, record: &mut SerialRecord) {
+        if let Some(state) = self.state {
+            record.state = state;
+        }
+        if let Some(reason) = self.reason {
+            record.reason = reason;
+        }
+        if let Some(micros) = self.changed_micros {
+            record.changed_micros = micros;
+        }
+        if let Some(lot) = &self.lot {
+            record.lot.clone_from(lot);
+        }
+        if let Some(flags) = self.flags {
+            record.flags = flags;
+        }
+        if let Some(party) = &self.party {
+            record.party.clone_from(party);
+        }
+        if let Some(location) = &self.location {
+            record.location.clone_from(location);
+        }
+        if let Some(micros) = self.decommissioned_micros {
+            record.decommissioned_micros = micros;
+        }
+    }
+
+    /// This patch followed by `later`: one patch with the same effect.
+    pub fn then(mut self, later: SerialPatch) -> SerialPatch {
+        fn over<T>(earlier: &mut Option<T>, later: Option<T>) {
+            if later.is_some() {
+                *earlier = later;
+            }
+        }
+        over(&mut self.state, later.state);
+        over(&mut self.reason, later.reason);
+        over(&mut self.changed_micros, later.changed_micros);
+        over(&mut self.lot, later.lot);
+        over(&mut self.flags, later.flags);
+        over(&mut self.party, later.party);
+        over(&mut self.location, later.location);
+        over(&mut self.decommissioned_micros, later.decommissioned_micros);
+        self
+    }
+}
+
+/// The merge operator of the `serials` family: applies [`SerialPatch`]es to
+/// a serial record. A patch with no record under it is refused (the writer
+/// patches only serials the index knows), so a read of it is an error, never
+/// a made-up record.
+pub const SERIAL_MERGE: storage::MergeOperator = storage::MergeOperator {
+    name: "serialsvc.serial-patch.v1",
+    full: serial_full_merge,
+    partial: serial_partial_merge,
+};
+
+fn serial_full_merge(
+    existing: Option<(u8, &[u8])>,
+    operands: &[(u8, &[u8])],
+) -> Result<(u8, Vec<u8>), String> {
+    let (version, payload) =
+        existing.ok_or_else(|| "a serial patch has no serial record under it".to_owned())?;
+    let mut record = SerialRecord::decode(version, payload).map_err(|e| e.to_string())?;
+    for (version, payload) in operands {
+        SerialPatch::decode(*version, payload)
+            .map_err(|e| e.to_string())?
+            .apply(&mut record);
+    }
+    Ok((SERIAL_RECORD_VERSION, record.encode()))
+}
+
+fn serial_partial_merge(operands: &[(u8, &[u8])]) -> Option<(u8, Vec<u8>)> {
+    let mut combined = SerialPatch::default();
+    for (version, payload) in operands {
+        combined = combined.then(SerialPatch::decode(*version, payload).ok()?);
+    }
+    Some((SERIAL_PATCH_VERSION, combined.encode()))
+}
+
 /// The fields of a serial record the status index needs, read without
 /// allocating (start-up rebuild).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -658,6 +849,87 @@ mod tests {
             let _ = PoolRecord::decode(RECORD_VERSION, &bytes);
             let _ = decode_chunk(RECORD_VERSION, &bytes);
             let _ = RequestRecord::decode(RECORD_VERSION, &bytes);
+            let _ = SerialPatch::decode(SERIAL_PATCH_VERSION, &bytes);
+            let _ = serial_full_merge(Some((SERIAL_RECORD_VERSION, &bytes)), &[(SERIAL_PATCH_VERSION, &bytes)]);
+            let _ = serial_partial_merge(&[(SERIAL_PATCH_VERSION, &bytes)]);
         }
+
+        #[test]
+        fn patches_round_trip_and_compose_like_applying_in_turn(
+            first in arb_patch(), second in arb_patch(), base in arb_record(),
+        ) {
+            for patch in [&first, &second] {
+                prop_assert_eq!(&SerialPatch::decode(SERIAL_PATCH_VERSION, &patch.encode()).unwrap(), patch);
+            }
+            let mut in_turn = base.clone();
+            first.apply(&mut in_turn);
+            second.apply(&mut in_turn);
+            let mut composed = base.clone();
+            first.clone().then(second.clone()).apply(&mut composed);
+            prop_assert_eq!(&composed, &in_turn);
+            // Through the merge operator, with and without a partial merge first.
+            let (a, b) = (first.encode(), second.encode());
+            let stored = base.encode();
+            let operands = [(SERIAL_PATCH_VERSION, &a[..]), (SERIAL_PATCH_VERSION, &b[..])];
+            let (version, merged) = serial_full_merge(Some((SERIAL_RECORD_VERSION, &stored)), &operands).unwrap();
+            prop_assert_eq!(SerialRecord::decode(version, &merged).unwrap(), in_turn.clone());
+            let (pv, partial) = serial_partial_merge(&operands).unwrap();
+            let (version, merged) = serial_full_merge(Some((SERIAL_RECORD_VERSION, &stored)), &[(pv, &partial[..])]).unwrap();
+            prop_assert_eq!(SerialRecord::decode(version, &merged).unwrap(), in_turn);
+        }
+    }
+
+    fn arb_state() -> impl Strategy<Value = SerialState> {
+        prop_oneof![
+            Just(SerialState::Allocated),
+            Just(SerialState::Active),
+            Just(SerialState::Decommissioned),
+            Just(SerialState::Voided),
+        ]
+    }
+
+    prop_compose! {
+        fn arb_patch()(
+            state in proptest::option::of(arb_state()),
+            reason in proptest::option::of(0u8..9),
+            changed_micros in proptest::option::of(any::<u64>()),
+            lot in proptest::option::of("[!-~]{0,20}"),
+            flags in proptest::option::of(0u8..4),
+            party in proptest::option::of("[ -~]{0,12}"),
+            location in proptest::option::of("[0-9]{0,13}"),
+            decommissioned_micros in proptest::option::of(any::<u64>()),
+        ) -> SerialPatch {
+            SerialPatch { state, reason, changed_micros, lot, flags, party, location, decommissioned_micros }
+        }
+    }
+
+    prop_compose! {
+        fn arb_record()(
+            state in arb_state(), reason in 0u8..9, pool_id in any::<u64>(), lot in "[!-~]{0,20}",
+        ) -> SerialRecord {
+            SerialRecord { state, reason, pool_id, lot, changed_micros: 3, ..SerialRecord::default() }
+        }
+    }
+
+    #[test]
+    fn patch_golden_bytes_and_a_patch_without_a_record_is_refused() {
+        let patch = SerialPatch {
+            state: Some(SerialState::Decommissioned),
+            reason: Some(1),
+            party: Some("P".into()),
+            ..SerialPatch::default()
+        };
+        assert_eq!(patch.encode(), b"\x23\x03\x01\0\x01P");
+        let encoded = patch.encode();
+        assert!(serial_full_merge(None, &[(SERIAL_PATCH_VERSION, &encoded)]).is_err());
+        // A record is never a merge operand.
+        let record = SerialRecord::default().encode();
+        assert!(
+            serial_full_merge(
+                Some((SERIAL_RECORD_VERSION, &record)),
+                &[(SERIAL_RECORD_VERSION, &record)]
+            )
+            .is_err()
+        );
     }
 }

@@ -157,12 +157,31 @@ fn gtin_from_value(value: u64) -> Result<gs1::Gtin, DecodeErrorAlias> {
 type DecodeErrorAlias = crate::codec::DecodeError;
 
 fn params_hash(parts: &[&[u8]]) -> u64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut hasher = ParamsHasher::new();
     for part in parts {
-        hasher.update(&(part.len() as u64).to_be_bytes());
-        hasher.update(part);
+        hasher.part(part);
     }
-    hasher.digest()
+    hasher.finish()
+}
+
+/// The parameter hash of an idempotent request, fed one part at a time:
+/// each part is its length (u64 BE) then its bytes, so parts cannot run
+/// into each other.
+pub(crate) struct ParamsHasher(xxhash_rust::xxh3::Xxh3);
+
+impl ParamsHasher {
+    pub(crate) fn new() -> Self {
+        Self(xxhash_rust::xxh3::Xxh3::new())
+    }
+
+    pub(crate) fn part(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        self.0.digest()
+    }
 }
 
 fn envelope(payload: &[u8]) -> Vec<u8> {

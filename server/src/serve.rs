@@ -61,7 +61,7 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("create data directory {}", data_dir.display()))?;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+    let store = tokio::task::spawn_blocking(move || issuer::open_store(&data_dir))
         .await
         .context("join the storage opener")?
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;

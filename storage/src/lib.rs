@@ -16,12 +16,14 @@
 
 mod error;
 pub mod keys;
+pub mod merge;
 pub mod options;
 mod store;
 pub mod value;
 
 pub use error::StorageError;
 pub use keys::Family;
+pub use merge::MergeOperator;
 pub use store::{
     CHANGE_SET_OPERATIONS_MAX, ChangeSet, CommitReceipt, FORMAT_VERSION, Store, Versioned,
 };

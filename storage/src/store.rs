@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, WriteBatch};
 
 use crate::keys::{self, Family};
+use crate::merge::MergeOperator;
 use crate::value::{self, EventRecord};
 use crate::{StorageError, options};
 
@@ -25,6 +26,7 @@ pub const CHANGE_SET_OPERATIONS_MAX: usize = 4_000_000;
 #[derive(Debug, Default)]
 pub struct ChangeSet {
     puts: Vec<(Family, Vec<u8>, Vec<u8>)>,
+    merges: Vec<(Family, Vec<u8>, Vec<u8>)>,
     deletes: Vec<(Family, Vec<u8>)>,
     events: Vec<Vec<u8>>,
 }
@@ -41,6 +43,13 @@ impl ChangeSet {
         self.puts.push((family, key, value));
     }
 
+    /// Records a merge operand (an enveloped value) for `key` in `family`,
+    /// applied by the family's [`MergeOperator`] on read. The family must have
+    /// one ([`Store::open_with`]).
+    pub fn merge(&mut self, family: Family, key: Vec<u8>, operand: Vec<u8>) {
+        self.merges.push((family, key, operand));
+    }
+
     /// Deletes `key` from `family`.
     pub fn delete(&mut self, family: Family, key: Vec<u8>) {
         self.deletes.push((family, key));
@@ -51,9 +60,9 @@ impl ChangeSet {
         self.events.push(body);
     }
 
-    /// Number of puts, deletes and events.
+    /// Number of puts, merges, deletes and events.
     pub fn len(&self) -> usize {
-        self.puts.len() + self.deletes.len() + self.events.len()
+        self.puts.len() + self.merges.len() + self.deletes.len() + self.events.len()
     }
 
     /// True when nothing would be written.
@@ -75,6 +84,7 @@ impl ChangeSet {
         let touches_events = self
             .puts
             .iter()
+            .chain(&self.merges)
             .map(|(f, ..)| f)
             .chain(self.deletes.iter().map(|(f, _)| f));
         if touches_events.into_iter().any(|f| *f == Family::Events) {
@@ -124,11 +134,25 @@ impl Store {
     /// Opens (creating if needed) the data directory at `path`, checks its
     /// format version and recovers the event sequence.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, &[])
+    }
+
+    /// Like [`Store::open`], with a merge operator for each listed family.
+    /// Every open of a data directory whose families hold merge operands
+    /// must pass the same operators.
+    pub fn open_with(
+        path: &Path,
+        merge_operators: &[(Family, MergeOperator)],
+    ) -> Result<Self, StorageError> {
         let cache = rocksdb::Cache::new_lru_cache(options::BLOCK_CACHE_BYTES);
         let options = options::db_options(&cache);
-        let descriptors = Family::ALL
-            .iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), options::db_options(&cache)));
+        let descriptors = Family::ALL.iter().map(|family| {
+            let mut options = options::db_options(&cache);
+            if let Some((_, operator)) = merge_operators.iter().find(|(f, _)| f == family) {
+                operator.install(&mut options);
+            }
+            ColumnFamilyDescriptor::new(family.name(), options)
+        });
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
         let mut store = Store {
             db,
@@ -246,6 +270,9 @@ impl Store {
         let mut batch = WriteBatch::default();
         for (family, key, value) in &change.puts {
             batch.put_cf(self.cf(*family), key, value);
+        }
+        for (family, key, operand) in &change.merges {
+            batch.merge_cf(self.cf(*family), key, operand);
         }
         for (family, key) in &change.deletes {
             batch.delete_cf(self.cf(*family), key);
@@ -563,6 +590,87 @@ mod tests {
             store.commit(change(b"S2", b"e")),
             Err(StorageError::FailStopped(_))
         ));
+    }
+
+    /// Concatenates payloads; an operand `!` is refused.
+    const APPEND: MergeOperator = MergeOperator {
+        name: "test.append",
+        full: |existing, operands| {
+            let mut out = existing.map_or_else(Vec::new, |(_, p)| p.to_vec());
+            for (_, operand) in operands {
+                if *operand == b"!" {
+                    return Err("refused operand".into());
+                }
+                out.extend_from_slice(operand);
+            }
+            Ok((1, out))
+        },
+        partial: |operands| {
+            if operands.iter().any(|(_, o)| *o == b"!") {
+                return None;
+            }
+            Some((
+                1,
+                operands
+                    .iter()
+                    .flat_map(|(_, o)| o.iter().copied())
+                    .collect(),
+            ))
+        },
+    };
+
+    fn merge(key: &[u8], operand: &[u8]) -> ChangeSet {
+        let mut change = ChangeSet::new();
+        change.merge(Family::Serials, key.to_vec(), value::encode(1, operand));
+        change.event(b"m".to_vec());
+        change
+    }
+
+    #[test]
+    fn merge_operands_apply_on_read_after_reopen_and_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let operators = [(Family::Serials, APPEND)];
+        {
+            let store = Store::open_with(dir.path(), &operators).unwrap();
+            store.commit(change(b"S1", b"e")).unwrap();
+            store.commit(merge(b"S1", b"+b")).unwrap();
+            store.commit(merge(b"S1", b"+c")).unwrap();
+            assert_eq!(
+                store.get(Family::Serials, b"S1").unwrap(),
+                Some((1, b"state+b+c".to_vec()))
+            );
+            // Dropped without close: the operands come back from the WAL.
+        }
+        let store = Store::open_with(dir.path(), &operators).unwrap();
+        store.commit(merge(b"S1", b"+d")).unwrap();
+        let expected = Some((1, b"state+b+c+d".to_vec()));
+        assert_eq!(store.get(Family::Serials, b"S1").unwrap(), expected);
+        assert_eq!(
+            store.multi_get(Family::Serials, &[b"S1".to_vec()]).unwrap(),
+            vec![expected.clone()]
+        );
+        let mut scanned = Vec::new();
+        store
+            .scan_prefix(Family::Serials, b"S", b"S", |_, version, payload| {
+                scanned.push((version, payload.to_vec()));
+                true
+            })
+            .unwrap();
+        assert_eq!(scanned, vec![expected.clone().unwrap()]);
+        store
+            .db
+            .compact_range_cf(store.cf(Family::Serials), None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(store.get(Family::Serials, b"S1").unwrap(), expected);
+    }
+
+    #[test]
+    fn a_refused_merge_is_an_error_not_a_stale_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), &[(Family::Serials, APPEND)]).unwrap();
+        store.commit(change(b"S1", b"e")).unwrap();
+        store.commit(merge(b"S1", b"!")).unwrap();
+        assert!(store.get(Family::Serials, b"S1").is_err());
+        assert!(store.multi_get(Family::Serials, &[b"S1".to_vec()]).is_err());
     }
 
     #[test]

@@ -522,6 +522,16 @@ impl View<'_> {
             .map(SerialEntry::from_word)
     }
 
+    /// The id of a registered lot, in this view's catalog.
+    pub fn lot_id(&self, gtin: u64, lot: &str) -> Option<LotId> {
+        self.catalog.lot_ids.get(&gtin)?.get(lot).copied()
+    }
+
+    /// The catalog's lot `id`.
+    pub fn lot(&self, id: LotId) -> Option<&LotEntry> {
+        self.catalog.lots.get(id as usize).map(|lot| &**lot)
+    }
+
     /// Verifies one pack.
     pub fn verify(&mut self, query: &Query<'_>, today: CalendarDate, purpose: Purpose) -> Verdict {
         let entry = self.entry(query.gtin, query.serial);

@@ -5,8 +5,9 @@
 //! update, then the answer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use storage::{ChangeSet, Family, keys};
+use storage::{ChangeSet, Family, keys, value};
 use verifier::DecommissionReason;
 
 use super::{
@@ -30,94 +31,86 @@ pub(crate) struct StatusPart {
     pub(crate) location: String,
     pub(crate) note: String,
     pub(crate) items: Vec<(usize, StatusItem)>,
+    /// Hash of everything above but the request id: a replay must match it.
+    pub(crate) parameters: u64,
+}
+
+impl StatusPart {
+    /// A part, with its parameter hash computed here (on the caller's thread,
+    /// not the shard writer's).
+    pub(crate) fn new(
+        request_id: String,
+        action: StatusAction,
+        party: String,
+        location: String,
+        note: String,
+        items: Vec<(usize, StatusItem)>,
+    ) -> Self {
+        use std::fmt::Write;
+        let action_bytes = match action {
+            StatusAction::Decommission(reason) => [1, reason as u8],
+            StatusAction::Undo(expected) => [2, expected.map_or(0, |r| r as u8)],
+        };
+        let mut hasher = super::ParamsHasher::new();
+        for part in [
+            &action_bytes[..],
+            party.as_bytes(),
+            location.as_bytes(),
+            note.as_bytes(),
+        ] {
+            hasher.part(part);
+        }
+        let mut text = String::new();
+        for (_, item) in &items {
+            text.clear();
+            let _ = write!(
+                text,
+                "{}|{}|{}|",
+                item.gtin,
+                item.serial.as_str(),
+                item.lot.as_ref().map_or("", |l| l.as_str())
+            );
+            if let Some(expiry) = item.expiry {
+                let _ = write!(text, "{expiry}");
+            }
+            hasher.part(text.as_bytes());
+        }
+        StatusPart {
+            request_id,
+            action,
+            party,
+            location,
+            note,
+            items,
+            parameters: hasher.finish(),
+        }
+    }
 }
 
 /// Bytes per stored item answer: outcome, state, reason, decommission time.
 const ANSWER_BYTES: usize = 11;
 
-/// Lot facts by GTIN, then lot text.
-type LotCache = HashMap<u64, HashMap<String, Option<LotFacts>>>;
-
-/// The lot facts a status change needs.
-#[derive(Debug, Clone)]
-struct LotFacts {
-    effective_expiry: gs1::CalendarDate,
-    recalled: bool,
-}
-
 impl Writer {
-    fn lot_facts(
-        &self,
-        cache: &mut LotCache,
-        gtin: u64,
-        lot: &str,
-        today: gs1::CalendarDate,
-    ) -> Result<Option<LotFacts>, IssuerError> {
-        // Looked up per item: borrow the lot text, allocate only on a miss.
-        if let Some(found) = cache.get(&gtin).and_then(|lots| lots.get(lot)) {
-            return Ok(found.clone());
-        }
-        let found = match self
-            .store()
-            .get(Family::Lots, &keys::lot(gtin, lot.as_bytes()))?
-        {
-            None => None,
-            Some((version, payload)) => {
-                let record = LotRecord::decode(version, &payload)?;
-                let expiry = gs1::Expiry::new(&record.expiry).map_err(|e| {
-                    IssuerError::Corrupt(crate::codec::DecodeError {
-                        record: "lot record",
-                        detail: e.to_string(),
-                    })
-                })?;
-                Some(LotFacts {
-                    effective_expiry: expiry.effective_date(today),
-                    recalled: record.status == LotStatus::Recalled,
-                })
-            }
-        };
-        cache
-            .entry(gtin)
-            .or_default()
-            .insert(lot.to_owned(), found.clone());
-        Ok(found)
-    }
-
     /// Applies this shard's part of a decommission or undo group.
+    ///
+    /// The status index decides what it can alone: an unknown serial, and a
+    /// decommission of a pack that is not yet decommissioned. Only undo and a
+    /// repeated decommission need who made the last change and when, so only
+    /// their records are read. Changes are written as [`SerialPatch`] merge
+    /// operands, so no record is read just to be rewritten.
     pub(crate) fn status_part(
         &mut self,
         part: StatusPart,
     ) -> Result<(Vec<(usize, StatusResult)>, bool), IssuerError> {
-        let (kind, action_bytes) = match part.action {
-            StatusAction::Decommission(reason) => (KIND_DECOMMISSION, [1, reason as u8]),
-            StatusAction::Undo(expected) => (KIND_UNDO, [2, expected.map_or(0, |r| r as u8)]),
+        let kind = match part.action {
+            StatusAction::Decommission(_) => KIND_DECOMMISSION,
+            StatusAction::Undo(_) => KIND_UNDO,
         };
         let request_key = format!("{}#{}", part.request_id, self.shard);
-        let item_texts: Vec<String> = part
-            .items
-            .iter()
-            .map(|(_, item)| {
-                format!(
-                    "{}|{}|{}|{}",
-                    item.gtin,
-                    item.serial.as_str(),
-                    item.lot.as_ref().map_or("", |l| l.as_str()),
-                    item.expiry.map(|e| e.to_string()).unwrap_or_default()
-                )
-            })
-            .collect();
-        let mut parts: Vec<&[u8]> = vec![
-            &action_bytes,
-            part.party.as_bytes(),
-            part.location.as_bytes(),
-            part.note.as_bytes(),
-        ];
-        parts.extend(item_texts.iter().map(|t| t.as_bytes()));
-        let parameters = super::params_hash(&parts);
         let request_record_key = keys::request(kind, request_key.as_bytes());
         if let Some((version, payload)) = self.store().get(Family::Requests, &request_record_key)? {
             let stored = RequestRecord::decode(version, &payload)?;
-            if stored.parameters != parameters {
+            if stored.parameters != part.parameters {
                 return Err(IssuerError::invalid(
                     "request_id",
                     format!(
@@ -137,17 +130,83 @@ impl Writer {
             party: &part.party,
             location: &part.location,
         };
+        let index = Arc::clone(&self.shared.index);
+        let view = index.view();
         let keys: Vec<Vec<u8>> = part
             .items
             .iter()
             .map(|(_, item)| keys::serial(gtin_value(&item.gtin), item.serial.as_str().as_bytes()))
             .collect();
-        let found = self.store().multi_get(Family::Serials, &keys)?;
-        let mut current: HashMap<Vec<u8>, SerialRecord> = HashMap::new();
-        let mut lots: LotCache = HashMap::new();
-        let mut changed: Vec<Vec<u8>> = Vec::new();
+        let entries: Vec<Option<verifier::SerialEntry>> = part
+            .items
+            .iter()
+            .map(|(_, item)| view.entry(gtin_value(&item.gtin), item.serial.as_str().as_bytes()))
+            .collect();
+
+        // The records the state machine needs whole: who decommissioned, when.
+        let mut reads: Vec<&[u8]> = keys
+            .iter()
+            .zip(&entries)
+            .filter(|(_, entry)| {
+                entry.is_some_and(|entry| {
+                    matches!(part.action, StatusAction::Undo(_))
+                        || entry.state == verifier::PackState::Decommissioned
+                })
+            })
+            .map(|(key, _)| key.as_slice())
+            .collect();
+        reads.sort_unstable();
+        reads.dedup();
+        let hasher = xxhash_rust::xxh3::Xxh3Builder::new().with_seed(self.hash_secret);
+        let mut stored: HashMap<&[u8], SerialRecord, _> =
+            HashMap::with_capacity_and_hasher(reads.len(), hasher.clone());
+        let read_keys: Vec<Vec<u8>> = reads.iter().map(|key| key.to_vec()).collect();
+        for (key, found) in reads
+            .iter()
+            .zip(self.store().multi_get(Family::Serials, &read_keys)?)
+        {
+            let (version, payload) = found.ok_or_else(|| {
+                tracing::error!(key = ?key, "the status index holds a serial the store lacks");
+                IssuerError::Corrupt(crate::codec::DecodeError {
+                    record: "serial record",
+                    detail: "indexed serial missing from the store".into(),
+                })
+            })?;
+            stored.insert(*key, SerialRecord::decode(version, &payload)?);
+        }
+
+        // One patch serves every item the group changes.
+        let patch = match part.action {
+            StatusAction::Decommission(reason) => SerialPatch {
+                state: Some(SerialState::Decommissioned),
+                reason: Some(reason as u8),
+                changed_micros: Some(now),
+                party: Some(part.party.clone()),
+                location: Some(part.location.clone()),
+                decommissioned_micros: Some(now),
+                ..SerialPatch::default()
+            },
+            StatusAction::Undo(_) => SerialPatch {
+                state: Some(SerialState::Active),
+                reason: Some(0),
+                changed_micros: Some(now),
+                ..SerialPatch::default()
+            },
+        };
+        let (new_state, new_reason) = match part.action {
+            StatusAction::Decommission(reason) => {
+                (verifier::PackState::Decommissioned, reason as u8)
+            }
+            StatusAction::Undo(_) => (verifier::PackState::Active, 0),
+        };
+
+        // Entries changed earlier in this group: later items see them.
+        let mut changed_here: HashMap<&[u8], verifier::SerialEntry, _> =
+            HashMap::with_hasher(hasher);
+        let mut changed: Vec<&[u8]> = Vec::new();
         let mut answers = Vec::with_capacity(part.items.len());
-        for (((_, item), key), stored) in part.items.iter().zip(&keys).zip(found) {
+        for (((_, item), key), indexed) in part.items.iter().zip(&keys).zip(&entries) {
+            let key = key.as_slice();
             let gtin = gtin_value(&item.gtin);
             let withdrawn = match self.product(gtin)? {
                 None => {
@@ -156,59 +215,66 @@ impl Writer {
                 }
                 Some(product) => product.record.withdrawn,
             };
-            if !current.contains_key(key) {
-                match stored {
-                    Some((version, payload)) => {
-                        current.insert(key.clone(), SerialRecord::decode(version, &payload)?);
-                    }
-                    None => {
-                        answers.push(refusal(part.action, Refusal::UnknownSerial, None));
-                        continue;
-                    }
+            let (entry, here) = match (changed_here.get(key), indexed) {
+                (Some(entry), _) => (*entry, true),
+                (None, Some(entry)) => (*entry, false),
+                (None, None) => {
+                    answers.push(refusal(part.action, Refusal::UnknownSerial, None));
+                    continue;
                 }
-            }
-            let Some(record) = current.get(key).cloned() else {
-                continue;
             };
-            let commissioned = matches!(
-                record.state,
-                SerialState::Active | SerialState::Decommissioned
-            );
+            let record = stored.get(key);
+            let (party, location, decommissioned_micros) = match (here, record) {
+                (true, _) => (part.party.as_str(), part.location.as_str(), now),
+                (false, Some(r)) => (
+                    r.party.as_str(),
+                    r.location.as_str(),
+                    r.decommissioned_micros,
+                ),
+                (false, None) => ("", "", 0),
+            };
+            let state = state_of(entry.state);
+            let now_known = Known {
+                state,
+                reason: entry.reason,
+                decommissioned_micros,
+            };
+            let commissioned = matches!(state, SerialState::Active | SerialState::Decommissioned);
+            let lot = entry.lot.and_then(|id| view.lot(id));
             let mut recalled = false;
             let mut expired = false;
             if commissioned {
-                let facts = self.lot_facts(&mut lots, gtin, &record.lot, today)?;
-                if let Some(facts) = &facts {
-                    recalled = facts.recalled;
-                    expired = facts.effective_expiry < today;
+                if let Some(lot) = lot {
+                    recalled = lot.recalled;
+                    expired = lot.effective_expiry < today;
                 }
                 if let Some(given) = &item.lot
-                    && given.as_str() != record.lot
+                    && Some(given.as_str()) != lot.map(|l| &*l.lot)
                 {
-                    let registered = self.lot_facts(&mut lots, gtin, given.as_str(), today)?;
-                    let why = if registered.is_some() {
+                    let why = if view.lot_id(gtin, given.as_str()).is_some() {
                         Refusal::LotMismatch
                     } else {
                         Refusal::UnknownLot
                     };
-                    answers.push(refusal(part.action, why, Some(&record)));
+                    answers.push(refusal(part.action, why, Some(now_known)));
                     continue;
                 }
-                if let (Some(given), Some(facts)) = (item.expiry, &facts)
-                    && given.effective_date(today) != facts.effective_expiry
+                if let (Some(given), Some(lot)) = (item.expiry, lot)
+                    && given.effective_date(today) != lot.effective_expiry
                 {
-                    answers.push(refusal(part.action, Refusal::ExpiryMismatch, Some(&record)));
+                    answers.push(refusal(
+                        part.action,
+                        Refusal::ExpiryMismatch,
+                        Some(now_known),
+                    ));
                     continue;
                 }
             }
             let pack = Pack {
-                state: record.state,
-                reason: DecommissionReason::from_code(record.reason),
-                decommissioned_by: Actor {
-                    party: &record.party,
-                    location: &record.location,
-                },
-                decommissioned_micros: record.decommissioned_micros,
+                state,
+                reason: DecommissionReason::from_code(entry.reason),
+                decommissioned_by: Actor { party, location },
+                decommissioned_micros,
                 recalled,
                 withdrawn,
                 expired,
@@ -227,43 +293,44 @@ impl Writer {
                     (outcome as u8, outcome == UndoOutcome::Reactivated)
                 }
             };
-            let mut record = record;
             if applied {
-                match part.action {
-                    StatusAction::Decommission(reason) => {
-                        record.state = SerialState::Decommissioned;
-                        record.reason = reason as u8;
-                        record.party = part.party.clone();
-                        record.location = part.location.clone();
-                        record.decommissioned_micros = now;
-                    }
-                    StatusAction::Undo(_) => {
-                        record.state = SerialState::Active;
-                        record.reason = 0;
-                    }
-                }
-                record.changed_micros = now;
-                current.insert(key.clone(), record.clone());
-                changed.push(key.clone());
+                let entry = verifier::SerialEntry {
+                    state: new_state,
+                    reason: new_reason,
+                    ..entry
+                };
+                changed_here.insert(key, entry);
+                changed.push(key);
+                answers.push(answer(
+                    outcome,
+                    Some(Known {
+                        state: state_of(new_state),
+                        reason: new_reason,
+                        decommissioned_micros: now,
+                    }),
+                ));
+            } else {
+                answers.push(answer(outcome, Some(now_known)));
             }
-            answers.push(answer(outcome, Some(&record)));
         }
 
-        // One batch: changed records, one event per GTIN, the stored answer.
-        changed.sort_unstable();
-        changed.dedup();
+        // One batch: the patches, one event per GTIN, the stored answer.
+        // A stable sort keeps a serial's patches in the order they were made.
+        changed.sort();
+        let patch_value = value::encode(SERIAL_PATCH_VERSION, &patch.encode());
         let mut change = ChangeSet::new();
         let mut by_gtin: HashMap<u64, Vec<&[u8]>> = HashMap::new();
-        for key in &changed {
-            if let Some(record) = current.get(key) {
-                change.put(Family::Serials, key.clone(), serial_envelope(record));
-                let gtin = u64::from_be_bytes(key[1..9].try_into().unwrap_or([0; 8]));
-                by_gtin.entry(gtin).or_default().push(&key[9..]);
+        for (i, key) in changed.iter().enumerate() {
+            change.merge(Family::Serials, key.to_vec(), patch_value.clone());
+            if i > 0 && changed[i - 1] == *key {
+                continue;
             }
+            let gtin = u64::from_be_bytes(key[1..9].try_into().unwrap_or([0; 8]));
+            by_gtin.entry(gtin).or_default().push(&key[9..]);
         }
-        let event_kind = match part.action {
-            StatusAction::Decommission(_) => EVENT_DECOMMISSIONED,
-            StatusAction::Undo(_) => EVENT_UNDONE,
+        let (event_kind, action_code) = match part.action {
+            StatusAction::Decommission(reason) => (EVENT_DECOMMISSIONED, reason as u8),
+            StatusAction::Undo(expected) => (EVENT_UNDONE, expected.map_or(0, |r| r as u8)),
         };
         let mut gtins: Vec<&u64> = by_gtin.keys().collect();
         gtins.sort_unstable();
@@ -272,7 +339,7 @@ impl Writer {
             body.extend_from_slice(&gtin.to_be_bytes());
             body.extend(
                 Encoder::default()
-                    .u8(action_bytes[1])
+                    .u8(action_code)
                     .text(&part.party)
                     .text(&part.location)
                     .text(&part.note)
@@ -292,7 +359,7 @@ impl Writer {
             request_record_key,
             envelope(
                 &RequestRecord {
-                    parameters,
+                    parameters: part.parameters,
                     result: encode_answers(&answers),
                 }
                 .encode(),
@@ -302,17 +369,13 @@ impl Writer {
 
         // Then the index, then the answer.
         for gtin in gtins {
-            let mut entries = Vec::new();
-            let mut lot_ids: HashMap<&str, Option<verifier::LotId>> = HashMap::new();
-            for serial in &by_gtin[gtin] {
-                if let Some(record) = current.get(&keys::serial(*gtin, serial)) {
-                    let lot = *lot_ids
-                        .entry(record.lot.as_str())
-                        .or_insert_with(|| self.shared.index.lot_id(*gtin, &record.lot));
-                    entries.push((*serial, super::index_entry(record, lot)));
-                }
-            }
-            self.index_serials(*gtin, entries)?;
+            let prefix_entries = by_gtin[gtin].iter().filter_map(|serial| {
+                let key = keys::serial(*gtin, serial);
+                changed_here
+                    .get(key.as_slice())
+                    .map(|entry| (*serial, *entry))
+            });
+            self.index_serials(*gtin, prefix_entries)?;
         }
         let positioned = part.items.iter().map(|(i, _)| *i).zip(answers).collect();
         Ok((positioned, false))
@@ -588,7 +651,7 @@ enum Refusal {
     ExpiryMismatch,
 }
 
-fn refusal(action: StatusAction, why: Refusal, record: Option<&SerialRecord>) -> StatusResult {
+fn refusal(action: StatusAction, why: Refusal, record: Option<Known>) -> StatusResult {
     let code = match (action, why) {
         (StatusAction::Decommission(_), Refusal::UnknownProduct) => {
             DecommissionOutcome::UnknownProduct as u8
@@ -614,18 +677,33 @@ fn refusal(action: StatusAction, why: Refusal, record: Option<&SerialRecord>) ->
     answer(code, record)
 }
 
-fn answer(outcome: u8, record: Option<&SerialRecord>) -> StatusResult {
+/// What an answer reports of a pack.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    state: SerialState,
+    reason: u8,
+    decommissioned_micros: u64,
+}
+
+/// The issuer's state of an index entry's state.
+fn state_of(state: verifier::PackState) -> SerialState {
+    match state {
+        verifier::PackState::Active => SerialState::Active,
+        verifier::PackState::Decommissioned => SerialState::Decommissioned,
+        verifier::PackState::Voided => SerialState::Voided,
+        verifier::PackState::Allocated | verifier::PackState::Unknown => SerialState::Allocated,
+    }
+}
+
+/// The answer for one item. The reason and the decommission time are given
+/// only while the pack is decommissioned.
+fn answer(outcome: u8, known: Option<Known>) -> StatusResult {
+    let decommissioned = known.filter(|k| k.state == SerialState::Decommissioned);
     StatusResult {
         outcome,
-        state: record.map(|r| r.state),
-        reason: record.map_or(0, |r| {
-            if r.state == SerialState::Decommissioned {
-                r.reason
-            } else {
-                0
-            }
-        }),
-        decommissioned_micros: record.map_or(0, |r| r.decommissioned_micros),
+        state: known.map(|k| k.state),
+        reason: decommissioned.map_or(0, |k| k.reason),
+        decommissioned_micros: decommissioned.map_or(0, |k| k.decommissioned_micros),
     }
 }
 
