@@ -379,14 +379,39 @@ impl Issuer {
         .await
     }
 
-    /// A pool by id.
+    /// A pool by id, with its commissioned and returned counts derived from
+    /// its serials' current states in the status index (commissioned:
+    /// active or decommissioned; returned: voided). The index mirrors every
+    /// acknowledged change, so the counts include every answered group.
     pub async fn pool(&self, pool_id: u64) -> Result<Option<PoolRecord>, IssuerError> {
-        self.read(
-            move |store| match store.get(Family::Pools, &keys::pool(pool_id))? {
-                Some((version, payload)) => Ok(Some(PoolRecord::decode(version, &payload)?)),
-                None => Ok(None),
-            },
-        )
+        let index = Arc::clone(&self.shared.index);
+        self.read(move |store| {
+            let Some((version, payload)) = store.get(Family::Pools, &keys::pool(pool_id))? else {
+                return Ok(None);
+            };
+            let mut pool = PoolRecord::decode(version, &payload)?;
+            let view = index.view();
+            let (mut commissioned, mut returned) = (0, 0);
+            for chunk in 0..pool.chunks {
+                let (version, payload) = store
+                    .get(Family::Pools, &keys::pool_chunk(pool_id, chunk))?
+                    .ok_or_else(|| {
+                        IssuerError::NotFound(format!("chunk {chunk} of pool {pool_id}"))
+                    })?;
+                for serial in records::decode_chunk(version, &payload)? {
+                    match view.entry(pool.gtin, serial.as_bytes()).map(|e| e.state) {
+                        Some(verifier::PackState::Active | verifier::PackState::Decommissioned) => {
+                            commissioned += 1
+                        }
+                        Some(verifier::PackState::Voided) => returned += 1,
+                        _ => {}
+                    }
+                }
+            }
+            pool.commissioned = commissioned;
+            pool.returned = returned;
+            Ok(Some(pool))
+        })
         .await
     }
 

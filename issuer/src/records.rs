@@ -578,9 +578,12 @@ pub struct PoolRecord {
     pub committed: u64,
     /// Chunks committed so far (`keys::pool_chunk(pool_id, 0..chunks)`).
     pub chunks: u32,
-    /// Serials of this pool commissioned so far.
+    /// Serials of this pool commissioned so far. Stored as 0: the writer
+    /// no longer keeps this count, `Issuer::pool` derives it from the
+    /// serials' states.
     pub commissioned: u64,
-    /// Serials of this pool returned (voided) so far.
+    /// Serials of this pool returned (voided) so far. Stored as 0, derived
+    /// on read like `commissioned`.
     pub returned: u64,
 }
 

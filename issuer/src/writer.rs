@@ -991,7 +991,6 @@ impl Writer {
                 lot.expiry
             )));
         }
-        let lot_text = group.lot.as_str().to_owned();
         self.apply_group(
             KIND_COMMISSION,
             &group.request_id,
@@ -999,17 +998,7 @@ impl Writer {
             gtin,
             group.pool_id,
             &group.items,
-            |record| match record.state {
-                SerialState::Allocated => {
-                    record.state = SerialState::Active;
-                    record.lot = lot_text.clone();
-                    ItemOutcome::Commissioned
-                }
-                SerialState::Active if record.lot == lot_text => ItemOutcome::AlreadyCommissioned,
-                SerialState::Active => ItemOutcome::LotConflict,
-                SerialState::Voided => ItemOutcome::Voided,
-                SerialState::Decommissioned => ItemOutcome::Decommissioned,
-            },
+            Some(group.lot.as_str()),
         )
     }
 
@@ -1038,21 +1027,15 @@ impl Writer {
             gtin,
             group.pool_id,
             &group.items,
-            |record| match record.state {
-                SerialState::Allocated => {
-                    record.state = SerialState::Voided;
-                    ItemOutcome::Returned
-                }
-                SerialState::Voided => ItemOutcome::AlreadyVoided,
-                SerialState::Active | SerialState::Decommissioned => ItemOutcome::AlreadyActive,
-            },
+            None,
         )
     }
 
-    /// Reads every item's record, applies `transition` in item order (so a
-    /// serial repeated in the group sees its own earlier change), and commits
-    /// the changed records, the pool counters, the answer and one event in one
-    /// batch.
+    /// Decides every item from the status index, in item order (so a serial
+    /// repeated in the group sees its own earlier change), and commits the
+    /// changes as [`SerialPatch`] merge operands, the answer and one event in
+    /// one batch. Records are read only when the group names a pool, to check
+    /// each serial's pool.
     #[allow(clippy::too_many_arguments)]
     fn apply_group(
         &mut self,
@@ -1062,85 +1045,136 @@ impl Writer {
         gtin: u64,
         pool_filter: Option<u64>,
         items: &[GroupItem],
-        mut transition: impl FnMut(&mut SerialRecord) -> ItemOutcome,
+        lot: Option<&str>,
     ) -> Result<GroupOutcome, IssuerError> {
         let started = std::time::Instant::now();
-        let keys: Vec<Vec<u8>> = items
+        let index = Arc::clone(&self.shared.index);
+        let view = index.view();
+        let serials: Vec<Option<&[u8]>> = items
             .iter()
-            .map(|item| match item {
-                Ok(serial) => keys::serial(gtin, serial.as_str().as_bytes()),
-                Err(_) => Vec::new(),
-            })
+            .map(|item| item.as_ref().ok().map(|s| s.as_str().as_bytes()))
             .collect();
-        let valid: Vec<Vec<u8>> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
-        let mut found = self.store().multi_get(Family::Serials, &valid)?.into_iter();
+        let pools: Option<Vec<Option<u64>>> = match pool_filter {
+            None => None,
+            Some(_) => {
+                let keys: Vec<Vec<u8>> = serials
+                    .iter()
+                    .flatten()
+                    .map(|serial| keys::serial(gtin, serial))
+                    .collect();
+                let mut found = self.store().multi_get(Family::Serials, &keys)?.into_iter();
+                let mut pools = Vec::with_capacity(items.len());
+                for serial in &serials {
+                    pools.push(match (serial, found.next().flatten()) {
+                        (Some(_), Some((version, payload))) => {
+                            Some(SerialRecord::decode(version, &payload)?.pool_id)
+                        }
+                        _ => None,
+                    });
+                }
+                Some(pools)
+            }
+        };
+        let lot_id = lot.and_then(|lot| view.lot_id(gtin, lot));
         let now = now_micros();
-        let mut current: HashMap<Vec<u8>, SerialRecord> = HashMap::new();
+        let hasher = xxhash_rust::xxh3::Xxh3Builder::new().with_seed(self.hash_secret);
+        let mut changed_here: HashMap<&[u8], verifier::SerialEntry, _> =
+            HashMap::with_hasher(hasher);
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut pool_counts: HashMap<u64, u64> = HashMap::new();
         let mut changed_serials: Vec<&[u8]> = Vec::new();
-        for (item, key) in items.iter().zip(&keys) {
-            let Ok(serial) = item else {
+        for (position, serial) in serials.iter().enumerate() {
+            let Some(serial) = *serial else {
                 outcomes.push((ItemOutcome::Malformed, None));
                 continue;
             };
-            let stored = found.next().flatten();
-            let record = match current.get_mut(key) {
-                Some(record) => Some(record),
-                None => match stored {
-                    Some((version, payload)) => {
-                        current.insert(key.clone(), SerialRecord::decode(version, &payload)?);
-                        current.get_mut(key)
+            let entry = match changed_here.get(serial) {
+                Some(entry) => *entry,
+                None => match view.entry(gtin, serial) {
+                    Some(entry) => entry,
+                    None => {
+                        outcomes.push((ItemOutcome::UnknownSerial, None));
+                        continue;
                     }
-                    None => None,
                 },
             };
-            let Some(record) = record else {
-                outcomes.push((ItemOutcome::UnknownSerial, None));
+            let state = status_ops::state_of(entry.state);
+            if let (Some(pool), Some(pools)) = (pool_filter, &pools)
+                && pools[position] != Some(pool)
+            {
+                outcomes.push((ItemOutcome::NotInPool, Some(state)));
                 continue;
+            }
+            let (outcome, new) = if kind == KIND_COMMISSION {
+                match state {
+                    SerialState::Allocated => (
+                        ItemOutcome::Commissioned,
+                        Some(verifier::SerialEntry {
+                            state: verifier::PackState::Active,
+                            lot: lot_id,
+                            ..entry
+                        }),
+                    ),
+                    SerialState::Active if entry.lot.is_some() && entry.lot == lot_id => {
+                        (ItemOutcome::AlreadyCommissioned, None)
+                    }
+                    SerialState::Active => (ItemOutcome::LotConflict, None),
+                    SerialState::Voided => (ItemOutcome::Voided, None),
+                    SerialState::Decommissioned => (ItemOutcome::Decommissioned, None),
+                }
+            } else {
+                match state {
+                    SerialState::Allocated => (
+                        ItemOutcome::Returned,
+                        Some(verifier::SerialEntry {
+                            state: verifier::PackState::Voided,
+                            ..entry
+                        }),
+                    ),
+                    SerialState::Voided => (ItemOutcome::AlreadyVoided, None),
+                    SerialState::Active | SerialState::Decommissioned => {
+                        (ItemOutcome::AlreadyActive, None)
+                    }
+                }
             };
-            if pool_filter.is_some_and(|pool| pool != record.pool_id) {
-                outcomes.push((ItemOutcome::NotInPool, Some(record.state)));
-                continue;
+            match new {
+                Some(new) => {
+                    changed_here.insert(serial, new);
+                    changed_serials.push(serial);
+                    outcomes.push((outcome, Some(status_ops::state_of(new.state))));
+                }
+                None => outcomes.push((outcome, Some(state))),
             }
-            let outcome = transition(record);
-            if outcome.applied() {
-                record.changed_micros = now;
-                *pool_counts.entry(record.pool_id).or_default() += 1;
-                changed_serials.push(serial.as_str().as_bytes());
-            }
-            outcomes.push((outcome, Some(record.state)));
         }
 
         let read_ms = started.elapsed().as_millis() as u64;
         let mut change = ChangeSet::new();
+        let patch = if kind == KIND_COMMISSION {
+            SerialPatch {
+                state: Some(SerialState::Active),
+                lot: Some(lot.unwrap_or_default().to_owned()),
+                changed_micros: Some(now),
+                ..SerialPatch::default()
+            }
+        } else {
+            SerialPatch {
+                state: Some(SerialState::Voided),
+                changed_micros: Some(now),
+                ..SerialPatch::default()
+            }
+        };
+        let patch_value = value::encode(SERIAL_PATCH_VERSION, &patch.encode());
         // Sorted keys insert faster into the memtable's skip list; the answer
-        // keeps item order (`outcomes`), only the write order changes.
+        // keeps item order (`outcomes`), only the write order changes. A
+        // serial changes at most once per group (a second change would need
+        // the state it left), so each key is written once.
         let mut sorted_serials = changed_serials.clone();
         sorted_serials.sort_unstable();
-        sorted_serials.dedup();
         for serial in &sorted_serials {
-            let key = keys::serial(gtin, serial);
-            if let Some(record) = current.get(&key) {
-                change.put(Family::Serials, key, serial_envelope(record));
-            }
-        }
-        for (pool_id, count) in &pool_counts {
-            if let Some((version, payload)) =
-                self.store().get(Family::Pools, &keys::pool(*pool_id))?
-            {
-                let mut pool = PoolRecord::decode(version, &payload)?;
-                if kind == KIND_COMMISSION {
-                    pool.commissioned += count;
-                } else {
-                    pool.returned += count;
-                }
-                change.put(
-                    Family::Pools,
-                    keys::pool(*pool_id),
-                    envelope(&pool.encode()),
-                );
-            }
+            change.merge(
+                Family::Serials,
+                keys::serial(gtin, serial),
+                patch_value.clone(),
+            );
         }
         let record = RequestRecord {
             parameters,
@@ -1161,19 +1195,12 @@ impl Writer {
         change.event(event);
         let built = std::time::Instant::now();
         self.store().commit(change)?;
-        let mut lot_ids: HashMap<&str, Option<verifier::LotId>> = HashMap::new();
-        let index = Arc::clone(&self.shared.index);
-        let entries: Vec<(&[u8], verifier::SerialEntry)> = sorted_serials
-            .iter()
-            .filter_map(|serial| {
-                let record = current.get(&keys::serial(gtin, serial))?;
-                let lot = *lot_ids
-                    .entry(record.lot.as_str())
-                    .or_insert_with(|| index.lot_id(gtin, &record.lot));
-                Some((*serial, index_entry(record, lot)))
-            })
-            .collect();
-        self.index_serials(gtin, entries)?;
+        self.index_serials(
+            gtin,
+            sorted_serials
+                .iter()
+                .filter_map(|serial| Some((*serial, *changed_here.get(serial)?))),
+        )?;
         tracing::debug!(
             read_ms,
             commit_ms = built.elapsed().as_millis() as u64,

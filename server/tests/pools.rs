@@ -249,6 +249,85 @@ async fn master_data_is_validated_and_lot_expiry_is_fixed() {
     assert_eq!(lots.lots[0].expiry.as_ref().unwrap().iso_date, "2025-12-31");
 }
 
+/// The status index decides commissioning and returns; a group that names
+/// a pool checks each serial's pool from its stored record; another lot for an
+/// active pack is a conflict, and the pools' counts follow the serials' states.
+#[tokio::test]
+async fn a_named_pool_is_checked_per_item_and_a_second_lot_conflicts() {
+    use pb::CommissionOutcome as C;
+    use pb::ReturnOutcome as R;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    add_product(&channel, GTIN, "eu-fmd", None, None).await;
+    add_lot(&channel, GTIN, "LOT1", "281231").await.unwrap();
+    add_lot(&channel, GTIN, "LOT2", "281231").await.unwrap();
+    let a = request_pool(&channel, "pool-a", GTIN, 4).await.unwrap();
+    let b = request_pool(&channel, "pool-b", GTIN, 4).await.unwrap();
+    let (a_id, b_id) = (a.header.pool_id.clone(), b.header.pool_id.clone());
+    let answer = commission_group(
+        &channel,
+        pb::CommissionRequest {
+            request_id: "c-a".into(),
+            gtin: GTIN.into(),
+            lot: "LOT1".into(),
+            pool_id: Some(a_id.clone()),
+            serials: vec![
+                a.serials[0].clone(),
+                b.serials[0].clone(),
+                a.serials[1].clone(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<i32> = answer.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [C::Commissioned, C::NotInPool, C::Commissioned].map(|o| o as i32)
+    );
+    let other_lot = commission(&channel, GTIN, "c-lot2", "LOT2", vec![a.serials[0].clone()]).await;
+    assert_eq!(other_lot.results[0].outcome, C::LotConflict as i32);
+    let returned = return_group(
+        &channel,
+        pb::ReturnSerialsRequest {
+            request_id: "r-b".into(),
+            gtin: GTIN.into(),
+            pool_id: Some(b_id.clone()),
+            serials: vec![
+                b.serials[1].clone(),
+                a.serials[2].clone(),
+                b.serials[1].clone(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<i32> = returned.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [R::Voided, R::NotInPool, R::AlreadyVoided].map(|o| o as i32)
+    );
+    let mut pools = PoolServiceClient::new(channel.clone());
+    for (id, expected) in [(a_id, (2, 0, 2)), (b_id, (0, 1, 3))] {
+        let info = pools
+            .get_pool(pb::GetPoolRequest { pool_id: id })
+            .await
+            .unwrap()
+            .into_inner()
+            .pool
+            .unwrap();
+        assert_eq!(
+            (
+                info.commissioned_count,
+                info.returned_count,
+                info.outstanding_count
+            ),
+            expected
+        );
+    }
+}
+
 #[tokio::test]
 async fn commissioning_and_returns_answer_each_item_and_replay_identically() {
     use pb::CommissionOutcome as C;

@@ -686,7 +686,7 @@ struct Known {
 }
 
 /// The issuer's state of an index entry's state.
-fn state_of(state: verifier::PackState) -> SerialState {
+pub(crate) fn state_of(state: verifier::PackState) -> SerialState {
     match state {
         verifier::PackState::Active => SerialState::Active,
         verifier::PackState::Decommissioned => SerialState::Decommissioned,

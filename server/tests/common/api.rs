@@ -142,7 +142,6 @@ pub async fn commission(
     lot: &str,
     serials: Vec<String>,
 ) -> pb::CommissionResponse {
-    let mut client = PoolServiceClient::new(channel.clone());
     let group = pb::CommissionRequest {
         request_id: request_id.into(),
         gtin: gtin.into(),
@@ -150,6 +149,15 @@ pub async fn commission(
         serials,
         ..Default::default()
     };
+    commission_group(channel, group).await
+}
+
+/// Sends one commissioning group as it is and returns its answer.
+pub async fn commission_group(
+    channel: &Channel,
+    group: pb::CommissionRequest,
+) -> pb::CommissionResponse {
+    let mut client = PoolServiceClient::new(channel.clone());
     let mut answers = client
         .commission(tokio_stream::iter([group]))
         .await
@@ -164,13 +172,21 @@ pub async fn return_serials(
     request_id: &str,
     serials: Vec<String>,
 ) -> pb::ReturnSerialsResponse {
-    let mut client = PoolServiceClient::new(channel.clone());
     let group = pb::ReturnSerialsRequest {
         request_id: request_id.into(),
         gtin: gtin.into(),
         serials,
         ..Default::default()
     };
+    return_group(channel, group).await
+}
+
+/// Sends one return group as it is and returns its answer.
+pub async fn return_group(
+    channel: &Channel,
+    group: pb::ReturnSerialsRequest,
+) -> pb::ReturnSerialsResponse {
+    let mut client = PoolServiceClient::new(channel.clone());
     let mut answers = client
         .return_serials(tokio_stream::iter([group]))
         .await
