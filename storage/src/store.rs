@@ -8,7 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, WriteBatch};
 
 use crate::keys::{self, Family};
 use crate::merge::MergeOperator;
-use crate::value::{self, EventRecord};
+use crate::value::{self, CHAIN_HASH_LENGTH, ChainHash, EventRecord};
 use crate::{StorageError, options};
 
 /// Storage format version written by this build. Bump it (and write a
@@ -110,14 +110,48 @@ pub struct CommitReceipt {
     pub time_micros: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    next_sequence: u64,
+    hash: ChainHash,
+}
+
+/// Meta key of the event chain's head: the last sequence and its chain hash,
+/// written in every commit, so that altering the last event is detected too.
+const CHAIN_HEAD_KEY: &str = "event_chain_head";
+
+/// What [`Store::verify_chain`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events read.
+    pub events: u64,
+    /// Events written before the chain existed (version 1), not checked.
+    pub unchained: u64,
+    /// The last sequence and its chain hash (0 and zeros when empty).
+    pub head_sequence: u64,
+    /// Chain hash of the last event.
+    pub head_hash: ChainHash,
+    /// The first break: the sequence where the chain no longer holds, and why.
+    pub first_break: Option<(u64, String)>,
+}
+
+impl ChainReport {
+    fn break_at(&mut self, sequence: u64, why: String) {
+        if self.first_break.is_none() {
+            self.first_break = Some((sequence, why));
+        }
+    }
+}
+
 /// An open serialsvc data directory.
 pub struct Store {
     db: DB,
     path: PathBuf,
     options: rocksdb::Options,
-    /// Next event sequence number; the lock also orders commits so that
-    /// sequence order is commit order (gap-free for readers of the log).
-    next_sequence: Mutex<u64>,
+    /// Next event sequence number and the chain hash of the last event; the
+    /// lock also orders commits so that sequence order is commit order
+    /// (gap-free for readers of the log).
+    head: Mutex<Head>,
     /// Set on the first write error or detected corruption: writes stop.
     fail_stop: Mutex<Option<String>>,
 }
@@ -158,12 +192,18 @@ impl Store {
             db,
             path: path.to_path_buf(),
             options,
-            next_sequence: Mutex::new(1),
+            head: Mutex::new(Head {
+                next_sequence: 1,
+                hash: [0; CHAIN_HASH_LENGTH],
+            }),
             fail_stop: Mutex::new(None),
         };
         store.check_format_version()?;
-        let last = store.last_event_sequence()?;
-        *store.next_sequence.get_mut() = last + 1;
+        let (last, hash) = store.last_event()?;
+        *store.head.get_mut() = Head {
+            next_sequence: last + 1,
+            hash,
+        };
         tracing::info!(path = %path.display(), format_version = FORMAT_VERSION, last_event_sequence = last, "storage opened");
         Ok(store)
     }
@@ -220,19 +260,97 @@ impl Store {
         Ok(false)
     }
 
-    fn last_event_sequence(&self) -> Result<u64, StorageError> {
+    /// The last event's sequence and chain hash (0 and zeros when none).
+    fn last_event(&self) -> Result<(u64, ChainHash), StorageError> {
         match self
             .db
             .iterator_cf(self.cf(Family::Events), IteratorMode::End)
             .next()
         {
-            None => Ok(0),
+            None => Ok((0, [0; CHAIN_HASH_LENGTH])),
             Some(item) => {
-                let (key, _) = item?;
-                keys::decode_event(&key)
-                    .ok_or_else(|| self.corruption(Family::Events, "malformed event key"))
+                let (key, stored) = item?;
+                let sequence = keys::decode_event(&key)
+                    .ok_or_else(|| self.corruption(Family::Events, "malformed event key"))?;
+                let event = value::decode_event(sequence, &stored).map_err(|detail| {
+                    self.corruption(Family::Events, format!("event {sequence}: {detail}"))
+                })?;
+                Ok((sequence, event.chain_hash()))
             }
         }
+    }
+
+    /// Walks the whole event log from the first event and checks the hash
+    /// chain: each event must carry its predecessor's chain hash, the
+    /// sequences must be gap-free, and the last must match the stored head.
+    /// `progress` is called with the sequence reached, every 10,000 events.
+    pub fn verify_chain(&self, mut progress: impl FnMut(u64)) -> Result<ChainReport, StorageError> {
+        let mut report = ChainReport {
+            events: 0,
+            unchained: 0,
+            head_sequence: 0,
+            head_hash: [0; CHAIN_HASH_LENGTH],
+            first_break: None,
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(Family::Events), IteratorMode::Start)
+        {
+            let (key, stored) = item?;
+            let Some(sequence) = keys::decode_event(&key) else {
+                report.break_at(report.head_sequence + 1, "malformed event key".into());
+                continue;
+            };
+            if sequence != report.head_sequence + 1 {
+                report.break_at(
+                    sequence,
+                    format!("sequence {sequence} follows {}", report.head_sequence),
+                );
+            }
+            match value::decode_event(sequence, &stored) {
+                Err(detail) => report.break_at(sequence, detail),
+                Ok(event) => {
+                    match event.previous_hash {
+                        None => report.unchained += 1,
+                        Some(previous) if previous != report.head_hash => report.break_at(
+                            sequence,
+                            format!(
+                                "event {sequence} does not carry the chain hash of event {}: \
+                                 that event or this one was altered",
+                                report.head_sequence
+                            ),
+                        ),
+                        Some(_) => {}
+                    }
+                    report.head_hash = event.chain_hash();
+                }
+            }
+            report.head_sequence = sequence;
+            report.events += 1;
+            if report.events % 10_000 == 0 {
+                progress(sequence);
+            }
+        }
+        if let Some(stored) = self
+            .db
+            .get_cf(self.cf(Family::Meta), keys::meta(CHAIN_HEAD_KEY))?
+        {
+            let matches = value::decode(&stored).ok().is_some_and(|(_, payload)| {
+                payload.len() == 8 + CHAIN_HASH_LENGTH
+                    && payload[..8] == report.head_sequence.to_be_bytes()
+                    && payload[8..] == report.head_hash
+            });
+            if !matches {
+                report.break_at(
+                    report.head_sequence,
+                    format!(
+                        "the stored chain head does not match event {}: the last event was altered or events were removed",
+                        report.head_sequence
+                    ),
+                );
+            }
+        }
+        Ok(report)
     }
 
     fn corruption(&self, family: Family, detail: impl Into<String>) -> StorageError {
@@ -264,8 +382,8 @@ impl Store {
         if let Some(reason) = self.fail_stopped() {
             return Err(StorageError::FailStopped(reason));
         }
-        let mut next_sequence = self.next_sequence.lock();
-        let first_sequence = *next_sequence;
+        let mut head = self.head.lock();
+        let first_sequence = head.next_sequence;
         let time_micros = now_micros();
         let mut batch = WriteBatch::default();
         for (family, key, value) in &change.puts {
@@ -279,21 +397,34 @@ impl Store {
         }
         let events_cf = self.cf(Family::Events);
         let mut sequence = first_sequence;
+        let mut hash = head.hash;
         for body in &change.events {
             batch.put_cf(
                 events_cf,
                 keys::event(sequence),
-                value::encode_event(time_micros, body),
+                value::encode_event(time_micros, &hash, body),
             );
+            hash = value::chain_hash(&hash, sequence, time_micros, body);
             sequence += 1;
         }
+        let mut chain_head = Vec::with_capacity(8 + CHAIN_HASH_LENGTH);
+        chain_head.extend_from_slice(&(sequence - 1).to_be_bytes());
+        chain_head.extend_from_slice(&hash);
+        batch.put_cf(
+            self.cf(Family::Meta),
+            keys::meta(CHAIN_HEAD_KEY),
+            value::encode(META_VALUE_VERSION, &chain_head),
+        );
         if let Err(error) = self.db.write_opt(batch, &options::write_options()) {
             if !is_disk_full(&error) {
                 self.stop(error.as_ref());
             }
             return Err(error.into());
         }
-        *next_sequence = sequence;
+        *head = Head {
+            next_sequence: sequence,
+            hash,
+        };
         Ok(CommitReceipt {
             first_sequence,
             last_sequence: sequence - 1,
@@ -403,7 +534,7 @@ impl Store {
 
     /// Sequence number the next committed event will receive.
     pub fn next_event_sequence(&self) -> u64 {
-        *self.next_sequence.lock()
+        self.head.lock().next_sequence
     }
 
     /// How many WAL syncs RocksDB has performed since open (from its statistics).
@@ -671,6 +802,78 @@ mod tests {
         store.commit(merge(b"S1", b"!")).unwrap();
         assert!(store.get(Family::Serials, b"S1").is_err());
         assert!(store.multi_get(Family::Serials, &[b"S1".to_vec()]).is_err());
+    }
+
+    /// Rewrites event `sequence` with `body`, with a valid envelope and its
+    /// stored previous hash kept: what an offline edit that knows the format does.
+    fn tamper(store: &Store, sequence: u64, body: &[u8]) {
+        let stored = store
+            .db
+            .get_cf(store.cf(Family::Events), keys::event(sequence))
+            .unwrap()
+            .unwrap();
+        let event = value::decode_event(sequence, &stored).unwrap();
+        let forged = value::encode_event(event.time_micros, &event.previous_hash.unwrap(), body);
+        store
+            .db
+            .put_cf(store.cf(Family::Events), keys::event(sequence), forged)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_event_chain_holds_across_reopen_and_names_the_first_altered_event() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..5u8 {
+                store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut two = change(b"S9", b"e5");
+        two.event(b"e6".to_vec());
+        store.commit(two).unwrap();
+        let report = store.verify_chain(|_| {}).unwrap();
+        assert_eq!(
+            (report.events, report.head_sequence, report.unchained),
+            (7, 7, 0)
+        );
+        assert_eq!(report.first_break, None);
+        let head = report.head_hash;
+
+        tamper(&store, 3, b"forged");
+        let report = store.verify_chain(|_| {}).unwrap();
+        let (sequence, why) = report.first_break.unwrap();
+        assert_eq!(sequence, 4, "{why}");
+        assert!(why.contains("event 3"), "{why}");
+        // Later events still carry the original hashes: the head is unchanged.
+        assert_eq!(report.head_hash, head);
+    }
+
+    #[test]
+    fn altering_or_removing_the_last_event_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..3u8 {
+            store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
+        }
+        tamper(&store, 3, b"forged");
+        let (sequence, why) = store.verify_chain(|_| {}).unwrap().first_break.unwrap();
+        assert_eq!(sequence, 3);
+        assert!(why.contains("chain head"), "{why}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..3u8 {
+            store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
+        }
+        store
+            .db
+            .delete_cf(store.cf(Family::Events), keys::event(3))
+            .unwrap();
+        let (sequence, why) = store.verify_chain(|_| {}).unwrap().first_break.unwrap();
+        assert_eq!(sequence, 2);
+        assert!(why.contains("removed"), "{why}");
     }
 
     #[test]

@@ -51,8 +51,15 @@ fn checksum(version: u8, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&[version]), payload)
 }
 
-/// Version of the event value payload written by this build.
-pub const EVENT_VERSION: u8 = 1;
+/// Version of the event value payload written by this build (2 added the
+/// hash chain; version-1 events are still read, as unchained).
+pub const EVENT_VERSION: u8 = 2;
+
+/// Bytes of an event chain hash (SHA-256).
+pub const CHAIN_HASH_LENGTH: usize = 32;
+
+/// A chain hash.
+pub type ChainHash = [u8; CHAIN_HASH_LENGTH];
 
 /// A stored event: when it was committed and the body its writer supplied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,14 +68,44 @@ pub struct EventRecord {
     pub sequence: u64,
     /// Commit time, microseconds since the Unix epoch (UTC).
     pub time_micros: u64,
+    /// The chain hash of the event before it (all zeros before the first);
+    /// `None` for a version-1 event, written before the chain existed.
+    pub previous_hash: Option<ChainHash>,
     /// The writer's encoding of what happened (opaque to storage).
     pub body: Vec<u8>,
 }
 
-/// Encodes an event value: envelope(`EVENT_VERSION`, time_micros u64 BE ++ body).
-pub fn encode_event(time_micros: u64, body: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(8 + body.len());
+impl EventRecord {
+    /// This event's chain hash: SHA-256 over the previous hash, the sequence
+    /// and time (u64 BE) and the body. Each event stores its predecessor's,
+    /// so altering any stored event breaks the chain at its successor.
+    pub fn chain_hash(&self) -> ChainHash {
+        chain_hash(
+            &self.previous_hash.unwrap_or([0; CHAIN_HASH_LENGTH]),
+            self.sequence,
+            self.time_micros,
+            &self.body,
+        )
+    }
+}
+
+/// The chain hash of an event with these fields (see [`EventRecord::chain_hash`]).
+pub fn chain_hash(previous: &ChainHash, sequence: u64, time_micros: u64, body: &[u8]) -> ChainHash {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(previous);
+    hasher.update(sequence.to_be_bytes());
+    hasher.update(time_micros.to_be_bytes());
+    hasher.update(body);
+    hasher.finalize().into()
+}
+
+/// Encodes an event value: envelope(`EVENT_VERSION`, time_micros u64 BE ++
+/// previous hash ++ body).
+pub fn encode_event(time_micros: u64, previous_hash: &ChainHash, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(8 + CHAIN_HASH_LENGTH + body.len());
     payload.extend_from_slice(&time_micros.to_be_bytes());
+    payload.extend_from_slice(previous_hash);
     payload.extend_from_slice(body);
     encode(EVENT_VERSION, &payload)
 }
@@ -76,20 +113,33 @@ pub fn encode_event(time_micros: u64, body: &[u8]) -> Vec<u8> {
 /// Decodes an event value read under `sequence`.
 pub fn decode_event(sequence: u64, value: &[u8]) -> Result<EventRecord, String> {
     let (version, payload) = decode(value).map_err(|e| e.to_string())?;
-    if version != EVENT_VERSION {
-        return Err(format!("event version {version} is not {EVENT_VERSION}"));
-    }
-    if payload.len() < 8 {
+    let header = match version {
+        1 => 8,
+        EVENT_VERSION => 8 + CHAIN_HASH_LENGTH,
+        _ => {
+            return Err(format!(
+                "event version {version} is not 1 or {EVENT_VERSION}"
+            ));
+        }
+    };
+    if payload.len() < header {
         return Err(format!(
-            "event payload of {} bytes lacks its time",
+            "event payload of {} bytes lacks its {header}-byte header",
             payload.len()
         ));
     }
-    let (time, body) = payload.split_at(8);
+    let (time, rest) = payload.split_at(8);
     let time_micros = u64::from_be_bytes(time.try_into().map_err(|_| "time field")?);
+    let (previous_hash, body) = if version == 1 {
+        (None, rest)
+    } else {
+        let (hash, body) = rest.split_at(CHAIN_HASH_LENGTH);
+        (Some(hash.try_into().map_err(|_| "hash field")?), body)
+    };
     Ok(EventRecord {
         sequence,
         time_micros,
+        previous_hash,
         body: body.to_vec(),
     })
 }
@@ -104,9 +154,19 @@ mod tests {
         // crc32c("\x01abc") computed independently (Python crc32c package).
         assert_eq!(encode(1, b"abc"), b"\x01\xc3\x0d\x7d\xb2abc".to_vec());
         assert_eq!(
-            encode_event(1, b"x"),
-            encode(1, b"\x00\x00\x00\x00\x00\x00\x00\x01x")
+            encode_event(1, &[7; 32], b"x"),
+            encode(2, &[&[0, 0, 0, 0, 0, 0, 0, 1][..], &[7; 32], b"x"].concat())
         );
+        // Version 1 (before the chain) still reads, unchained.
+        let v1 = decode_event(5, &encode(1, b"\x00\x00\x00\x00\x00\x00\x00\x01x")).unwrap();
+        assert_eq!(
+            (v1.time_micros, v1.previous_hash, v1.body),
+            (1, None, b"x".to_vec())
+        );
+        // SHA-256 of 32 zero bytes, then sequence 1 and time 2 (u64 BE), then "x",
+        // computed independently (Python hashlib).
+        let hash = chain_hash(&[0; 32], 1, 2, b"x");
+        assert_eq!(hash[..4], [0xc3, 0xea, 0xaf, 0x80], "{hash:02x?}");
     }
 
     #[test]
@@ -132,11 +192,11 @@ mod tests {
         }
 
         #[test]
-        fn event_round_trip(seq: u64, time: u64, body in proptest::collection::vec(any::<u8>(), 0..100)) {
-            let value = encode_event(time, &body);
+        fn event_round_trip(seq: u64, time: u64, hash: [u8; 32], body in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let value = encode_event(time, &hash, &body);
             prop_assert_eq!(
                 decode_event(seq, &value),
-                Ok(EventRecord { sequence: seq, time_micros: time, body })
+                Ok(EventRecord { sequence: seq, time_micros: time, previous_hash: Some(hash), body })
             );
         }
 
