@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod bulk;
 mod health;
 mod master_data;
@@ -69,6 +70,8 @@ enum Command {
     Undo(status::UndoArgs),
     /// Flag one pack suspect or illegitimate, or clear its flags.
     Pack(status::PackArgs),
+    /// Check the audit trail: the hash chain of every event the server committed.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,9 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR),
         ),
         Command::Pack(args) => run_async(status::run_pack(connection, args)),
+        Command::Audit(args) => {
+            run_async_or_exit(audit::run(connection, args), ExitCode::from(EXIT_ERROR))
+        }
     }
 }
 

@@ -101,6 +101,10 @@ impl<'a> Decoder<'a> {
         let bytes = self.bytes()?;
         String::from_utf8(bytes.to_vec()).map_err(|_| self.error("text field is not UTF-8"))
     }
+    /// The bytes not read yet.
+    pub(crate) fn rest(self) -> &'a [u8] {
+        self.rest
+    }
     pub(crate) fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }

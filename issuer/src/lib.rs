@@ -14,6 +14,7 @@ pub mod profile;
 
 mod codec;
 mod error;
+pub mod events;
 pub mod format;
 pub mod model;
 mod rebuild;
@@ -284,6 +285,7 @@ impl Issuer {
                 group.party.clone(),
                 group.location.clone(),
                 group.note.clone(),
+                group.event_time_micros,
                 items,
             );
             let (reply, answer) = oneshot::channel();

@@ -172,6 +172,18 @@ pub struct PoolTicket {
 /// One item of a bulk group: a serial, or why the edge could not read it.
 pub type GroupItem = Result<Serial, String>;
 
+/// Where and when a line's change happened, as its events record it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventContext {
+    /// Packaging line.
+    pub line_id: String,
+    /// Site (GLN or site code).
+    pub location: String,
+    /// When it happened as the client reported it (µs since the epoch);
+    /// `None` = the commit time.
+    pub event_time_micros: Option<u64>,
+}
+
 /// A commissioning group: serials of one GTIN printed with one lot.
 #[derive(Debug, Clone)]
 pub struct CommissionGroup {
@@ -185,6 +197,9 @@ pub struct CommissionGroup {
     pub expiry: Option<Expiry>,
     /// Only serials of this pool, if given.
     pub pool_id: Option<u64>,
+    /// Where it happened: packaging line, site, and when the client says it
+    /// happened. Recorded in the event only (not in the idempotency check).
+    pub context: EventContext,
     /// The items, in order.
     pub items: Vec<GroupItem>,
 }
@@ -198,6 +213,9 @@ pub struct ReturnGroup {
     pub gtin: Gtin,
     /// Only serials of this pool, if given.
     pub pool_id: Option<u64>,
+    /// Where it happened: packaging line, site, and when the client says it
+    /// happened. Recorded in the event only (not in the idempotency check).
+    pub context: EventContext,
     /// The items, in order.
     pub items: Vec<GroupItem>,
 }
@@ -309,6 +327,9 @@ pub struct StatusGroup {
     pub location: String,
     /// Free text recorded with the events.
     pub note: String,
+    /// When it happened as the client reported it (µs since the epoch);
+    /// `None` = the commit time.
+    pub event_time_micros: Option<u64>,
     /// The items, in order.
     pub items: Vec<Result<StatusItem, String>>,
 }

@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::IssuerConfig;
 use crate::error::IssuerError;
+use crate::events::{self, EventHeader};
 use crate::format::Format;
 use crate::generator::SerialGenerator;
 use crate::model::*;
@@ -77,18 +78,6 @@ pub(crate) const KIND_UNDO: u8 = 5;
 pub(crate) const KIND_RECALL: u8 = 6;
 pub(crate) const KIND_WITHDRAW: u8 = 7;
 pub(crate) const KIND_FLAG: u8 = 8;
-
-/// Event kinds written with each change (bodies: kind, GTIN, then kind-specific).
-pub(crate) const EVENT_PRODUCT_ADDED: u8 = 1;
-pub(crate) const EVENT_LOT_ADDED: u8 = 2;
-pub(crate) const EVENT_POOL_ALLOCATED: u8 = 3;
-pub(crate) const EVENT_COMMISSIONED: u8 = 4;
-pub(crate) const EVENT_RETURNED: u8 = 5;
-pub(crate) const EVENT_DECOMMISSIONED: u8 = 6;
-pub(crate) const EVENT_UNDONE: u8 = 7;
-pub(crate) const EVENT_LOT_RECALLED: u8 = 8;
-pub(crate) const EVENT_PRODUCT_WITHDRAWN: u8 = 9;
-pub(crate) const EVENT_PACK_FLAGGED: u8 = 10;
 
 /// State shared by every writer.
 #[derive(Debug)]
@@ -328,9 +317,14 @@ impl Writer {
         }
         let mut change = ChangeSet::new();
         change.put(Family::Products, keys::product(gtin), record.stored());
-        let mut event = vec![EVENT_PRODUCT_ADDED];
-        event.extend_from_slice(&gtin.to_be_bytes());
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: events::kind::PRODUCT_ADDED,
+                gtin,
+                ..EventHeader::default()
+            },
+            [],
+        ));
         self.store().commit(change)?;
         self.shared.index.put_product(gtin, self.shard, false);
         self.products.insert(
@@ -395,10 +389,16 @@ impl Writer {
         };
         let mut change = ChangeSet::new();
         change.put(Family::Lots, key, record.stored());
-        let mut event = vec![EVENT_LOT_ADDED];
-        event.extend_from_slice(&gtin.to_be_bytes());
-        event.extend_from_slice(request.lot.as_str().as_bytes());
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: events::kind::LOT_ADDED,
+                gtin,
+                lot: request.lot.as_str().to_owned(),
+                expiry: request.expiry.to_string(),
+                ..EventHeader::default()
+            },
+            [],
+        ));
         self.store().commit(change)?;
         self.shared
             .index
@@ -854,12 +854,19 @@ impl Writer {
         if let Some((key, record)) = request_record {
             change.put(Family::Requests, key, envelope(&record.encode()));
         }
-        let mut event = vec![EVENT_POOL_ALLOCATED];
-        event.extend_from_slice(&gtin.to_be_bytes());
-        event.extend_from_slice(&pool_id.to_be_bytes());
-        event.extend_from_slice(&chunk_index.to_be_bytes());
-        event.extend_from_slice(&(serials.len() as u32).to_be_bytes());
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: events::kind::POOL_ALLOCATED,
+                gtin,
+                request_id: pool.request_id.clone(),
+                location: pool.location.clone(),
+                line_id: pool.line_id.clone(),
+                pool_id,
+                count: serials.len() as u64,
+                ..EventHeader::default()
+            },
+            [],
+        ));
         let built = std::time::Instant::now();
         self.store().commit(change)?;
         tracing::debug!(
@@ -998,7 +1005,8 @@ impl Writer {
             gtin,
             group.pool_id,
             &group.items,
-            Some(group.lot.as_str()),
+            Some((group.lot.as_str(), &lot.expiry)),
+            &group.context,
         )
     }
 
@@ -1028,6 +1036,7 @@ impl Writer {
             group.pool_id,
             &group.items,
             None,
+            &group.context,
         )
     }
 
@@ -1045,8 +1054,13 @@ impl Writer {
         gtin: u64,
         pool_filter: Option<u64>,
         items: &[GroupItem],
-        lot: Option<&str>,
+        lot: Option<(&str, &str)>,
+        context: &EventContext,
     ) -> Result<GroupOutcome, IssuerError> {
+        let (lot, expiry) = match lot {
+            Some((lot, expiry)) => (Some(lot), expiry),
+            None => (None, ""),
+        };
         let started = std::time::Instant::now();
         let index = Arc::clone(&self.shared.index);
         let view = index.view();
@@ -1185,14 +1199,25 @@ impl Writer {
             keys::request(kind, request_id.as_bytes()),
             envelope(&record.encode()),
         );
-        let mut event = vec![if kind == KIND_COMMISSION {
-            EVENT_COMMISSIONED
-        } else {
-            EVENT_RETURNED
-        }];
-        event.extend_from_slice(&gtin.to_be_bytes());
-        event.extend_from_slice(&encode_chunk(changed_serials.iter().copied()));
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: if kind == KIND_COMMISSION {
+                    events::kind::COMMISSIONED
+                } else {
+                    events::kind::RETURNED
+                },
+                gtin,
+                request_id: request_id.to_owned(),
+                location: context.location.clone(),
+                line_id: context.line_id.clone(),
+                event_time_micros: context.event_time_micros.unwrap_or(0),
+                pool_id: pool_filter.unwrap_or(0),
+                lot: lot.unwrap_or_default().to_owned(),
+                expiry: expiry.to_owned(),
+                ..EventHeader::default()
+            },
+            changed_serials.iter().copied(),
+        ));
         let built = std::time::Instant::now();
         self.store().commit(change)?;
         self.index_serials(

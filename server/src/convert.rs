@@ -183,6 +183,45 @@ pub(crate) fn violation(
     }
 }
 
+/// How far in the future a client's event time may be (clock skew).
+pub(crate) const EVENT_TIME_SKEW_MICROS: u64 = 5 * 60 * 1_000_000;
+
+/// A client-reported event time (EPCIS eventTime) in microseconds since the
+/// epoch: not before the epoch, and not after now plus five minutes of skew.
+pub(crate) fn event_time(
+    field: &str,
+    time: Option<&prost_types::Timestamp>,
+) -> Result<Option<u64>, Status> {
+    let Some(time) = time else {
+        return Ok(None);
+    };
+    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
+        return Err(invalid(
+            field,
+            format!(
+                "{}s {}ns is not a time after 1970-01-01T00:00:00Z",
+                time.seconds, time.nanos
+            ),
+        ));
+    }
+    let micros = (time.seconds as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(time.nanos as u64 / 1000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    if micros > now.saturating_add(EVENT_TIME_SKEW_MICROS) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} s after the server's clock; at most 300 s of clock skew is allowed",
+                (micros - now) / 1_000_000
+            ),
+        ));
+    }
+    Ok(Some(micros))
+}
+
 /// Microseconds since the epoch as a protobuf timestamp.
 pub(crate) fn timestamp(micros: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {

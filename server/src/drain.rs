@@ -6,7 +6,7 @@
 //! then stops the listeners.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,14 @@ use tokio_stream::Stream;
 
 /// Response streams currently open.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Set when shutdown begins: endless streams (Watch) end themselves.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// True once shutdown has begun.
+pub(crate) fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::Acquire)
+}
 
 /// A response stream counted while it lives.
 pub(crate) struct Tracked<S> {
@@ -51,6 +59,7 @@ impl<S: Stream> Stream for Tracked<S> {
 /// Waits until no response stream is open, or `limit` has passed; answers
 /// how many are still open.
 pub(crate) async fn wait(limit: Duration) -> usize {
+    SHUTTING_DOWN.store(true, Ordering::Release);
     let deadline = Instant::now() + limit;
     loop {
         let open = OPEN.load(Ordering::Acquire);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use proto::serial::v1::{
     access_service_server::{AccessService, AccessServiceServer},
     aggregation_service_server::{AggregationService, AggregationServiceServer},
-    event_service_server::{EventService, EventServiceServer},
+    event_service_server::EventServiceServer,
     master_data_service_server::MasterDataServiceServer,
     pool_service_server::PoolServiceServer,
     reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
@@ -52,7 +52,6 @@ pub(crate) struct Api {
     pub(crate) responder_gln: String,
 }
 impl AggregationService for Api {}
-impl EventService for Api {}
 impl ReconciliationService for Api {}
 impl AccessService for Api {}
 

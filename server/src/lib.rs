@@ -9,6 +9,7 @@
 
 mod convert;
 mod drain;
+mod events;
 mod grpc;
 mod http;
 mod master_data;

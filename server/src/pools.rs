@@ -374,6 +374,11 @@ async fn commission_group(
             Some(text) => Some(convert::expiry("expiry", text)?),
         };
         let pool_id = optional_pool_id(request.pool_id.as_deref())?;
+        let context = issuer::EventContext {
+            line_id: convert::identifier("line_id", &request.line_id, false)?,
+            location: convert::identifier("location", &request.location, false)?,
+            event_time_micros: convert::event_time("event_time", request.event_time.as_ref())?,
+        };
         let items = group_items(&gtin, Some(&lot), &request.serials, &request.items)?;
         let group = issuer::CommissionGroup {
             request_id: request.request_id.clone(),
@@ -381,6 +386,7 @@ async fn commission_group(
             lot,
             expiry,
             pool_id,
+            context,
             items: items.clone(),
         };
         let outcome = issuer.commission(group).await.map_err(status)?;
@@ -414,10 +420,16 @@ async fn return_group(
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
         let pool_id = optional_pool_id(request.pool_id.as_deref())?;
+        let context = issuer::EventContext {
+            line_id: convert::identifier("line_id", &request.line_id, false)?,
+            location: convert::identifier("location", &request.location, false)?,
+            event_time_micros: None,
+        };
         let items = group_items(&gtin, None, &request.serials, &request.items)?;
         let group = issuer::ReturnGroup {
             request_id: request.request_id.clone(),
             gtin,
+            context,
             pool_id,
             items: items.clone(),
         };

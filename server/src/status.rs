@@ -195,6 +195,7 @@ struct GroupFields<'a> {
     location: &'a str,
     actor: &'a str,
     note: &'a str,
+    event_time: Option<&'a prost_types::Timestamp>,
     items: &'a [pb::PackIdentifier],
 }
 
@@ -209,6 +210,7 @@ fn submit(
     let location = convert::identifier("location", group.location, true)?;
     let actor = convert::identifier("actor", group.actor, false)?;
     let note = text("note", group.note, false)?;
+    let event_time_micros = convert::event_time("event_time", group.event_time)?;
     let (parsed, violations) = items(group.items);
     let pending = issuer
         .submit_status(StatusGroup {
@@ -217,6 +219,7 @@ fn submit(
             party: actor,
             location,
             note,
+            event_time_micros,
             items: parsed,
         })
         .map_err(status)?;
@@ -247,6 +250,7 @@ fn start_decommission(
                     location: &request.location,
                     actor: &request.actor,
                     note: &request.note,
+                    event_time: request.event_time.as_ref(),
                     items: &request.items,
                 },
             )
@@ -300,6 +304,7 @@ fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoRespo
                     location: &request.location,
                     actor: &request.actor,
                     note: &request.note,
+                    event_time: None,
                     items: &request.items,
                 },
             )

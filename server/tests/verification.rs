@@ -857,7 +857,11 @@ async fn after_a_restart_the_rebuilt_index_answers_exactly_as_before() {
     let after = verify_batch(&channel, items.clone()).await;
     assert_eq!(before, after);
     // And a clean restart too.
-    let (status, _) = server.terminate();
+    // Off the runtime's thread, so the client connections can answer the
+    // server's GOAWAY while it shuts down.
+    let (status, _) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(status.success());
     let server = Server::start(dir.path());
     let channel = common::api::channel(&server).await;
@@ -866,16 +870,7 @@ async fn after_a_restart_the_rebuilt_index_answers_exactly_as_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
-    let seed: u64 = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("TEST_SEED={seed} (set TEST_SEED to replay this order)");
+    let seed = common::test_seed();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let channel = channel(&server).await;

@@ -37,8 +37,9 @@ pub struct MergeOperator {
 }
 
 impl MergeOperator {
-    /// Registers the operator on a family's options.
-    pub(crate) fn install(self, options: &mut rocksdb::Options) {
+    /// Registers the operator on a family's options ([`crate::Store::open_with`]
+    /// does it for the store; tools that open RocksDB directly must too).
+    pub fn install(self, options: &mut rocksdb::Options) {
         let full = self.full;
         let partial = self.partial;
         let name = self.name;

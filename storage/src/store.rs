@@ -327,7 +327,7 @@ impl Store {
             }
             report.head_sequence = sequence;
             report.events += 1;
-            if report.events % 10_000 == 0 {
+            if report.events.is_multiple_of(10_000) {
                 progress(sequence);
             }
         }

@@ -11,12 +11,11 @@ use storage::{ChangeSet, Family, keys, value};
 use verifier::DecommissionReason;
 
 use super::{
-    EVENT_DECOMMISSIONED, EVENT_LOT_RECALLED, EVENT_PACK_FLAGGED, EVENT_PRODUCT_WITHDRAWN,
-    EVENT_UNDONE, KIND_DECOMMISSION, KIND_FLAG, KIND_RECALL, KIND_UNDO, KIND_WITHDRAW, Writer,
-    envelope, gtin_value, now_micros, serial_envelope,
+    KIND_DECOMMISSION, KIND_FLAG, KIND_RECALL, KIND_UNDO, KIND_WITHDRAW, Writer, envelope,
+    gtin_value, now_micros, serial_envelope,
 };
-use crate::codec::Encoder;
 use crate::error::IssuerError;
+use crate::events::{self, EventHeader};
 use crate::model::*;
 use crate::records::*;
 use crate::status::{self, Actor, DecommissionOutcome, Pack, UndoOutcome};
@@ -31,6 +30,8 @@ pub(crate) struct StatusPart {
     pub(crate) location: String,
     pub(crate) note: String,
     pub(crate) items: Vec<(usize, StatusItem)>,
+    /// When it happened as the client reported it (µs since the epoch).
+    pub(crate) event_time_micros: Option<u64>,
     /// Hash of everything above but the request id: a replay must match it.
     pub(crate) parameters: u64,
 }
@@ -44,6 +45,7 @@ impl StatusPart {
         party: String,
         location: String,
         note: String,
+        event_time_micros: Option<u64>,
         items: Vec<(usize, StatusItem)>,
     ) -> Self {
         use std::fmt::Write;
@@ -82,6 +84,7 @@ impl StatusPart {
             location,
             note,
             items,
+            event_time_micros,
             parameters: hasher.finish(),
         }
     }
@@ -159,7 +162,7 @@ impl Writer {
         reads.dedup();
         let hasher = xxhash_rust::xxh3::Xxh3Builder::new().with_seed(self.hash_secret);
         let mut stored: HashMap<&[u8], SerialRecord, _> =
-            HashMap::with_capacity_and_hasher(reads.len(), hasher.clone());
+            HashMap::with_capacity_and_hasher(reads.len(), hasher);
         let read_keys: Vec<Vec<u8>> = reads.iter().map(|key| key.to_vec()).collect();
         for (key, found) in reads
             .iter()
@@ -329,30 +332,33 @@ impl Writer {
             by_gtin.entry(gtin).or_default().push(&key[9..]);
         }
         let (event_kind, action_code) = match part.action {
-            StatusAction::Decommission(reason) => (EVENT_DECOMMISSIONED, reason as u8),
-            StatusAction::Undo(expected) => (EVENT_UNDONE, expected.map_or(0, |r| r as u8)),
+            StatusAction::Decommission(reason) => (events::kind::DECOMMISSIONED, reason as u8),
+            StatusAction::Undo(expected) => (events::kind::UNDONE, expected.map_or(0, |r| r as u8)),
+        };
+        let header = EventHeader {
+            kind: event_kind,
+            request_id: part.request_id.clone(),
+            principal: part.party.clone(),
+            location: part.location.clone(),
+            event_time_micros: part.event_time_micros.unwrap_or(0),
+            reason: action_code,
+            reason_text: part.note.clone(),
+            ..EventHeader::default()
         };
         let mut gtins: Vec<&u64> = by_gtin.keys().collect();
         gtins.sort_unstable();
         for gtin in &gtins {
-            let mut body = vec![event_kind];
-            body.extend_from_slice(&gtin.to_be_bytes());
-            body.extend(
-                Encoder::default()
-                    .u8(action_code)
-                    .text(&part.party)
-                    .text(&part.location)
-                    .text(&part.note)
-                    .finish(),
-            );
-            body.extend(encode_chunk(by_gtin[*gtin].iter().copied()));
-            change.event(body);
+            change.event(events::encode_body(
+                &EventHeader {
+                    gtin: **gtin,
+                    ..header.clone()
+                },
+                by_gtin[*gtin].iter().copied(),
+            ));
         }
         if gtins.is_empty() {
             // Nothing changed: the answer is still recorded for replay.
-            let mut body = vec![event_kind];
-            body.extend_from_slice(&0u64.to_be_bytes());
-            change.event(body);
+            change.event(events::encode_body(&header, []));
         }
         change.put(
             Family::Requests,
@@ -423,10 +429,18 @@ impl Writer {
             record.recall_reason = reason.to_owned();
             change.put(Family::Lots, key, record.stored());
         }
-        let mut event = vec![EVENT_LOT_RECALLED];
-        event.extend_from_slice(&value.to_be_bytes());
-        event.extend(Encoder::default().text(lot.as_str()).text(reason).finish());
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: events::kind::LOT_RECALLED,
+                gtin: value,
+                request_id: request_id.to_owned(),
+                lot: lot.as_str().to_owned(),
+                expiry: record.expiry.clone(),
+                reason_text: reason.to_owned(),
+                ..EventHeader::default()
+            },
+            [],
+        ));
         self.put_flag_answer(&mut change, KIND_RECALL, request_id, parameters, result);
         self.store().commit(change)?;
         self.shared.index.set_lot_recalled(value, lot.as_str());
@@ -477,10 +491,16 @@ impl Writer {
             record.withdrawal_reason = reason.to_owned();
             change.put(Family::Products, keys::product(value), record.stored());
         }
-        let mut event = vec![EVENT_PRODUCT_WITHDRAWN];
-        event.extend_from_slice(&value.to_be_bytes());
-        event.extend(Encoder::default().text(reason).finish());
-        change.event(event);
+        change.event(events::encode_body(
+            &EventHeader {
+                kind: events::kind::PRODUCT_WITHDRAWN,
+                gtin: value,
+                request_id: request_id.to_owned(),
+                reason_text: reason.to_owned(),
+                ..EventHeader::default()
+            },
+            [],
+        ));
         self.put_flag_answer(&mut change, KIND_WITHDRAW, request_id, parameters, result);
         self.store().commit(change)?;
         if let Some(product) = self.products.get_mut(&value) {
@@ -535,16 +555,17 @@ impl Writer {
                 record.flags = flags;
                 change.put(Family::Serials, key, serial_envelope(&record));
             }
-            let mut event = vec![EVENT_PACK_FLAGGED];
-            event.extend_from_slice(&value.to_be_bytes());
-            event.extend(
-                Encoder::default()
-                    .text(serial.as_str())
-                    .u8(action_code)
-                    .text(reason)
-                    .finish(),
-            );
-            change.event(event);
+            change.event(events::encode_body(
+                &EventHeader {
+                    kind: events::kind::PACK_FLAGGED,
+                    gtin: value,
+                    request_id: request_id.to_owned(),
+                    flag_action: action_code,
+                    reason_text: reason.to_owned(),
+                    ..EventHeader::default()
+                },
+                [serial.as_str().as_bytes()],
+            ));
             let answer = FlagChange {
                 already: unchanged,
                 active_packs_affected: 0,

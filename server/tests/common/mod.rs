@@ -205,3 +205,18 @@ pub fn serialctl(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()))
 }
+
+/// The seed of a randomised test: `TEST_SEED` when set, else the clock;
+/// printed so a failure can be replayed.
+pub fn test_seed() -> u64 {
+    let seed: u64 = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("TEST_SEED={seed} (set TEST_SEED to replay this run)");
+    seed
+}
