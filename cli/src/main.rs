@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod bulk;
+mod events;
 mod health;
 mod master_data;
 mod output;
@@ -72,6 +73,8 @@ enum Command {
     Pack(status::PackArgs),
     /// Check the audit trail: the hash chain of every event the server committed.
     Audit(audit::AuditArgs),
+    /// Export the event log (EPCIS 2.0 JSON-LD or JSON Lines).
+    Events(events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR),
         ),
         Command::Pack(args) => run_async(status::run_pack(connection, args)),
+        Command::Events(args) => run_async(events::run(connection, args)),
         Command::Audit(args) => {
             run_async_or_exit(audit::run(connection, args), ExitCode::from(EXIT_ERROR))
         }

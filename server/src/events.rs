@@ -219,6 +219,73 @@ impl EventService for Api {
         )))
     }
 
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<ResponseStream<pb::ExportResponse>>, Status> {
+        let request = request.into_inner();
+        let epcis = match pb::ExportFormat::try_from(request.format) {
+            Ok(pb::ExportFormat::EpcisJsonLd) => true,
+            Ok(pb::ExportFormat::Jsonl) => false,
+            _ => {
+                return Err(invalid(
+                    "format",
+                    "EXPORT_FORMAT_EPCIS_JSON_LD or EXPORT_FORMAT_JSONL",
+                ));
+            }
+        };
+        let head = self.store.next_event_sequence() - 1;
+        let since = request.since_sequence.max(1);
+        if since > head + 1 {
+            return Err(Status::out_of_range(format!(
+                "since_sequence {since} is beyond the head {head} + 1"
+            )));
+        }
+        let until = match request.until_sequence {
+            0 => head + 1,
+            until if until < since => {
+                return Err(invalid(
+                    "until_sequence",
+                    format!("{until} is before since_sequence {since}"),
+                ));
+            }
+            until => until,
+        };
+        let until_micros = convert::event_time("until_time", request.until_time.as_ref())
+            .map_err(|_| invalid("until_time", "not a time after 1970 and before now + 5 min"))?;
+        let gtin = if request.gtin.is_empty() {
+            String::new()
+        } else {
+            convert::gtin("gtin", &request.gtin)?.as_str().to_owned()
+        };
+        let slot = ExportSlot::take()?;
+        let store = Arc::clone(&self.store);
+        let issuer = Arc::clone(&self.issuer);
+        let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let result = export_range(
+                &store,
+                &issuer,
+                ExportRange {
+                    epcis,
+                    since,
+                    until,
+                    until_micros,
+                    gtin,
+                },
+                &sender,
+            )
+            .await;
+            if let Err(status) = result {
+                let _ = sender.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(crate::drain::Tracked::new(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))))
+    }
+
     async fn verify_audit_trail(
         &self,
         _request: Request<pb::VerifyAuditTrailRequest>,
@@ -245,4 +312,158 @@ impl EventService for Api {
             break_reason,
         }))
     }
+}
+
+/// Bytes of document per `ExportResponse` chunk (published as `export_chunk_bytes`).
+pub(crate) const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+/// Most exports at once; more are refused `RESOURCE_EXHAUSTED`.
+pub(crate) const EXPORTS_MAX: usize = 4;
+
+static EXPORTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts an export while it runs.
+struct ExportSlot;
+
+impl ExportSlot {
+    fn take() -> Result<Self, Status> {
+        if EXPORTS.fetch_add(1, Ordering::AcqRel) >= EXPORTS_MAX {
+            EXPORTS.fetch_sub(1, Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!(
+                "{EXPORTS_MAX} exports are already running; retry later"
+            )));
+        }
+        Ok(ExportSlot)
+    }
+}
+
+impl Drop for ExportSlot {
+    fn drop(&mut self) {
+        EXPORTS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one export covers.
+struct ExportRange {
+    epcis: bool,
+    since: u64,
+    until: u64,
+    until_micros: Option<u64>,
+    gtin: String,
+}
+
+type ExportSender = tokio::sync::mpsc::Sender<Result<pb::ExportResponse, Status>>;
+
+/// Sends the document's next bytes, in chunks of at most [`EXPORT_CHUNK_BYTES`].
+async fn send_chunks(sender: &ExportSender, buffer: &mut Vec<u8>, all: bool) -> bool {
+    while buffer.len() >= EXPORT_CHUNK_BYTES || (all && !buffer.is_empty()) {
+        let rest = buffer.split_off(buffer.len().min(EXPORT_CHUNK_BYTES));
+        let chunk = std::mem::replace(buffer, rest);
+        let message = pb::ExportResponse {
+            message: Some(pb::export_response::Message::Chunk(chunk)),
+        };
+        if sender.send(Ok(message)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn export_range(
+    store: &Arc<Store>,
+    issuer: &Arc<issuer::Issuer>,
+    range: ExportRange,
+    sender: &ExportSender,
+) -> Result<(), Status> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut buffer: Vec<u8> = Vec::new();
+    if range.epcis {
+        buffer.extend_from_slice(crate::epcis::document_start(now).as_bytes());
+    }
+    let mut prefix_lengths: std::collections::HashMap<String, Option<u8>> =
+        std::collections::HashMap::new();
+    let (mut count, mut first, mut last, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut next = range.since;
+    'scan: while next < range.until {
+        let records = read_events(store, next).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            if record.sequence >= range.until
+                || range.until_micros.is_some_and(|t| record.time_micros >= t)
+            {
+                next = record.sequence;
+                break 'scan;
+            }
+            next = record.sequence + 1;
+            let event = event_message(record)?;
+            if !range.gtin.is_empty() && event.gtin != range.gtin {
+                continue;
+            }
+            let text = if range.epcis {
+                let length = match prefix_lengths.get(&event.gtin) {
+                    Some(length) => *length,
+                    None => {
+                        let length = match gs1::Gtin::new(&event.gtin) {
+                            Ok(gtin) => issuer
+                                .product(gtin)
+                                .await
+                                .map_err(|e| Status::internal(e.to_string()))?
+                                .map(|p| p.record.company_prefix_length),
+                            Err(_) => None,
+                        };
+                        prefix_lengths.insert(event.gtin.clone(), length);
+                        length
+                    }
+                };
+                let Some(json) = length.and_then(|l| crate::epcis::epcis_event(&event, l)) else {
+                    continue;
+                };
+                let mut text = if count == 0 {
+                    String::new()
+                } else {
+                    ",".to_owned()
+                };
+                text.push_str(&json.to_string());
+                text
+            } else {
+                let mut line = crate::epcis::jsonl_event(&event).to_string();
+                line.push('\n');
+                line
+            };
+            if count == 0 {
+                first = record.sequence;
+            }
+            last = record.sequence;
+            count += 1;
+            bytes += text.len() as u64;
+            buffer.extend_from_slice(text.as_bytes());
+            if !send_chunks(sender, &mut buffer, false).await {
+                return Ok(());
+            }
+        }
+    }
+    if range.epcis {
+        buffer.extend_from_slice(crate::epcis::DOCUMENT_END.as_bytes());
+        bytes +=
+            (crate::epcis::document_start(now).len() + crate::epcis::DOCUMENT_END.len()) as u64;
+    }
+    if !send_chunks(sender, &mut buffer, true).await {
+        return Ok(());
+    }
+    let summary = pb::ExportSummary {
+        first_sequence: first,
+        last_sequence: last,
+        event_count: count,
+        byte_count: bytes,
+        next_sequence: next,
+    };
+    let _ = sender
+        .send(Ok(pb::ExportResponse {
+            message: Some(pb::export_response::Message::Summary(summary)),
+        }))
+        .await;
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod convert;
 mod drain;
+mod epcis;
 mod events;
 mod grpc;
 mod http;

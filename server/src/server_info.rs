@@ -45,6 +45,7 @@ impl ServerInfoService for Api {
             max_verify_batch_items: crate::verification::VERIFY_BATCH_ITEMS_MAX as u32,
             max_message_bytes: MESSAGE_BYTES_MAX as u32,
             max_watch_events: crate::events::WATCH_EVENTS_MAX as u32,
+            export_chunk_bytes: crate::events::EXPORT_CHUNK_BYTES as u32,
             ..Default::default()
         };
         Ok(Response::new(pb::GetServerInfoResponse {

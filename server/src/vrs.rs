@@ -229,7 +229,7 @@ fn answer(responder: &Responder, corr_uuid: String, data: Option<Data>) -> Respo
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for microseconds since the epoch.
-fn rfc3339_millis(micros: u64) -> String {
+pub(crate) fn rfc3339_millis(micros: u64) -> String {
     let seconds = micros / 1_000_000;
     let millis = (micros % 1_000_000) / 1000;
     let date = gs1::CalendarDate::from_days_since_epoch((seconds / 86_400) as i64)

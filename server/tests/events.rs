@@ -267,3 +267,187 @@ async fn audit_verify_finds_an_event_altered_offline() {
     assert!(text.contains("chain BROKEN at sequence 5"), "{text}");
     assert!(text.contains("event 4"), "{text}");
 }
+
+#[tokio::test]
+async fn exports_are_valid_epcis_and_complete_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    add_product(&channel, GTIN, "eu-fmd", None, None).await;
+    add_lot(&channel, GTIN, "L1", "301231").await.unwrap();
+    let pool = request_pool(&channel, "pool-x", GTIN, 6).await.unwrap();
+    commission(&channel, GTIN, "c-x", "L1", pool.serials[..5].to_vec()).await;
+    return_serials(&channel, GTIN, "r-x", vec![pool.serials[5].clone()]).await;
+    let mut status = StatusServiceClient::new(channel.clone());
+    for (id, reason, serial) in [
+        ("d-1", pb::DecommissionReason::Dispensed, &pool.serials[0]),
+        ("d-2", pb::DecommissionReason::Destroyed, &pool.serials[1]),
+        ("d-3", pb::DecommissionReason::Exported, &pool.serials[2]),
+    ] {
+        let group = pb::DecommissionRequest {
+            request_id: id.into(),
+            reason: reason as i32,
+            location: "4012345000009".into(),
+            actor: "wholesaler-1".into(),
+            items: vec![pb::PackIdentifier {
+                identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+                    gtin: GTIN.into(),
+                    serial: serial.clone(),
+                    lot: None,
+                    expiry: None,
+                })),
+            }],
+            ..Default::default()
+        };
+        let mut answers = status
+            .decommission(tokio_stream::iter([group]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answers
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+                .counts
+                .unwrap()
+                .applied,
+            1
+        );
+    }
+    status
+        .recall_lot(pb::RecallLotRequest {
+            request_id: "recall-1".into(),
+            gtin: GTIN.into(),
+            lot: "L1".into(),
+            reason: "notice 17".into(),
+        })
+        .await
+        .unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let epcis_path = out.path().join("events.json");
+    let jsonl_path = out.path().join("events.jsonl");
+    let epcis_path_text = epcis_path.to_str().unwrap();
+    let jsonl_path_text = jsonl_path.to_str().unwrap();
+    let printed = run_code(
+        &server,
+        0,
+        &[
+            "events",
+            "export",
+            "--format",
+            "epcis",
+            "--out",
+            epcis_path_text,
+        ],
+    );
+    // Commissioning, return, three decommissions, the recall; not the
+    // product, lot and pool events.
+    assert!(
+        stdout(&printed).contains("events: 6 "),
+        "{}",
+        stdout(&printed)
+    );
+    run_code(
+        &server,
+        0,
+        &[
+            "events",
+            "export",
+            "--format",
+            "jsonl",
+            "--out",
+            jsonl_path_text,
+        ],
+    );
+
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            // The official schema, copied from ../shared/data so tests need no network.
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/EPCIS-JSON-Schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&epcis_path).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&document)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "schema errors: {errors:#?}\n{document:#}"
+    );
+    // The validator is live: an event without its time zone is refused.
+    let mut broken = document.clone();
+    broken["epcisBody"]["eventList"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("eventTimeZoneOffset");
+    assert!(!validator.is_valid(&broken));
+    let events = document["epcisBody"]["eventList"].as_array().unwrap();
+    let steps: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["bizStep"].as_str().unwrap(),
+                e["disposition"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("commissioning", "active"),
+            ("decommissioning", "inactive"),
+            ("dispensing", "dispensed"),
+            ("destroying", "destroyed"),
+            ("decommissioning", "inactive"),
+            ("holding", "recalled"),
+        ]
+    );
+    let commissioning = &events[0];
+    assert_eq!(commissioning["action"], "ADD");
+    assert_eq!(commissioning["epcList"].as_array().unwrap().len(), 5);
+    assert!(
+        commissioning["epcList"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:epc:id:sgtin:9520123.045678.")
+    );
+    assert_eq!(commissioning["ilmd"]["cbvmda:lotNumber"], "L1");
+    assert_eq!(
+        commissioning["ilmd"]["cbvmda:itemExpirationDate"],
+        "2030-12-31"
+    );
+    assert_eq!(
+        events[2]["readPoint"]["id"],
+        "https://id.gs1.org/414/4012345000009"
+    );
+
+    // JSON Lines: every event, every kind, in order.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl_path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let sequences: Vec<String> = lines
+        .iter()
+        .map(|l| l["sequence"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=9).map(|n: u64| n.to_string()).collect();
+    assert_eq!(sequences, expected);
+    assert_eq!(lines[0]["kind"], "EVENT_KIND_PRODUCT_ADDED");
+    assert_eq!(lines[5]["kind"], "EVENT_KIND_DECOMMISSIONED");
+    assert_eq!(lines[5]["reason"], "DECOMMISSION_REASON_DISPENSED");
+    assert_eq!(lines[5]["actor"], "wholesaler-1");
+}
