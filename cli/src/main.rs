@@ -14,6 +14,7 @@ mod master_data;
 mod output;
 mod parse;
 mod pool;
+mod reconcile;
 mod rpc;
 mod status;
 mod verify;
@@ -75,6 +76,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Export the event log (EPCIS 2.0 JSON-LD or JSON Lines).
     Events(events::EventsArgs),
+    /// Reconcile pools and lots: what was issued, commissioned, returned, decommissioned; anomalies.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,9 @@ fn main() -> ExitCode {
         ),
         Command::Pack(args) => run_async(status::run_pack(connection, args)),
         Command::Events(args) => run_async(events::run(connection, args)),
+        Command::Reconcile(args) => {
+            run_async_or_exit(reconcile::run(connection, args), ExitCode::from(EXIT_ERROR))
+        }
         Command::Audit(args) => {
             run_async_or_exit(audit::run(connection, args), ExitCode::from(EXIT_ERROR))
         }

@@ -36,6 +36,47 @@ pub use rebuild::{RebuildProgress, rebuild_index};
 use records::{LotRecord, PoolRecord, ProductRecord};
 use writer::{Command, Shared, Writer};
 
+/// A pool with counts derived from its serials' states ([`Issuer::pools_matching`]).
+#[derive(Debug, Clone)]
+pub struct PoolReport {
+    /// Pool id.
+    pub pool_id: u64,
+    /// The pool, with `commissioned` and `returned` derived.
+    pub record: PoolRecord,
+    /// Serials of the pool's chunks that the status index does not know.
+    pub unknown: u64,
+}
+
+/// Sets `pool.commissioned` and `pool.returned` from its serials' states in
+/// the index; answers how many of its serials the index does not know.
+fn derive_pool_counts(
+    store: &Store,
+    index: &verifier::StatusIndex,
+    pool_id: u64,
+    pool: &mut PoolRecord,
+) -> Result<u64, IssuerError> {
+    let view = index.view();
+    let (mut commissioned, mut returned, mut unknown) = (0, 0, 0);
+    for chunk in 0..pool.chunks {
+        let (version, payload) = store
+            .get(Family::Pools, &keys::pool_chunk(pool_id, chunk))?
+            .ok_or_else(|| IssuerError::NotFound(format!("chunk {chunk} of pool {pool_id}")))?;
+        for serial in records::decode_chunk(version, &payload)? {
+            match view.entry(pool.gtin, serial.as_bytes()).map(|e| e.state) {
+                Some(verifier::PackState::Active | verifier::PackState::Decommissioned) => {
+                    commissioned += 1
+                }
+                Some(verifier::PackState::Voided) => returned += 1,
+                Some(_) => {}
+                None => unknown += 1,
+            }
+        }
+    }
+    pool.commissioned = commissioned;
+    pool.returned = returned;
+    Ok(unknown)
+}
+
 /// Opens a data directory with the merge operators of the issuer's records
 /// (the `serials` family holds [`records::SerialPatch`] operands). Every
 /// process that reads serial records must open the store this way.
@@ -392,27 +433,57 @@ impl Issuer {
                 return Ok(None);
             };
             let mut pool = PoolRecord::decode(version, &payload)?;
-            let view = index.view();
-            let (mut commissioned, mut returned) = (0, 0);
-            for chunk in 0..pool.chunks {
-                let (version, payload) = store
-                    .get(Family::Pools, &keys::pool_chunk(pool_id, chunk))?
-                    .ok_or_else(|| {
-                        IssuerError::NotFound(format!("chunk {chunk} of pool {pool_id}"))
-                    })?;
-                for serial in records::decode_chunk(version, &payload)? {
-                    match view.entry(pool.gtin, serial.as_bytes()).map(|e| e.state) {
-                        Some(verifier::PackState::Active | verifier::PackState::Decommissioned) => {
-                            commissioned += 1
-                        }
-                        Some(verifier::PackState::Voided) => returned += 1,
-                        _ => {}
+            derive_pool_counts(store, &index, pool_id, &mut pool)?;
+            Ok(Some(pool))
+        })
+        .await
+    }
+
+    /// The pools `keep` accepts, in id order, at most `limit` of them (the
+    /// flag is true when more matched), each with its counts derived as in
+    /// [`Issuer::pool`] and the number of its serials the index does not
+    /// know (an integrity fault when not 0). Reads every pool record, and
+    /// the chunks of the pools kept.
+    pub async fn pools_matching(
+        &self,
+        keep: impl Fn(&PoolRecord) -> bool + Send + 'static,
+        limit: usize,
+    ) -> Result<(Vec<PoolReport>, bool), IssuerError> {
+        let index = Arc::clone(&self.shared.index);
+        let end = self
+            .shared
+            .next_pool_id
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.read(move |store| {
+            let mut reports = Vec::new();
+            let mut truncated = false;
+            let ids: Vec<u64> = (1..end).collect();
+            for batch in ids.chunks(1024) {
+                let pool_keys: Vec<Vec<u8>> = batch.iter().map(|id| keys::pool(*id)).collect();
+                for (id, found) in batch
+                    .iter()
+                    .zip(store.multi_get(Family::Pools, &pool_keys)?)
+                {
+                    let Some((version, payload)) = found else {
+                        continue;
+                    };
+                    let mut record = PoolRecord::decode(version, &payload)?;
+                    if !keep(&record) {
+                        continue;
                     }
+                    if reports.len() == limit {
+                        truncated = true;
+                        return Ok((reports, truncated));
+                    }
+                    let unknown = derive_pool_counts(store, &index, *id, &mut record)?;
+                    reports.push(PoolReport {
+                        pool_id: *id,
+                        record,
+                        unknown,
+                    });
                 }
             }
-            pool.commissioned = commissioned;
-            pool.returned = returned;
-            Ok(Some(pool))
+            Ok((reports, truncated))
         })
         .await
     }

@@ -70,7 +70,7 @@ fn class(gtin: &str, lot: Option<&str>, prefix_length: u8) -> Option<String> {
     }
     let (indicator, rest) = gtin.split_at(1);
     let prefix = &rest[..length];
-    let reference = format!("{indicator}{}", &rest[length..13]);
+    let reference = format!("{indicator}{}", &rest[length..12]); // without the check digit
     Some(match lot {
         Some(lot) => format!(
             "urn:epc:class:lgtin:{prefix}.{reference}.{}",

@@ -9,7 +9,7 @@ use proto::serial::v1::{
     event_service_server::EventServiceServer,
     master_data_service_server::MasterDataServiceServer,
     pool_service_server::PoolServiceServer,
-    reconciliation_service_server::{ReconciliationService, ReconciliationServiceServer},
+    reconciliation_service_server::ReconciliationServiceServer,
     server_info_service_server::ServerInfoServiceServer,
     status_service_server::StatusServiceServer,
     verification_service_server::VerificationServiceServer,
@@ -52,7 +52,6 @@ pub(crate) struct Api {
     pub(crate) responder_gln: String,
 }
 impl AggregationService for Api {}
-impl ReconciliationService for Api {}
 impl AccessService for Api {}
 
 macro_rules! limited {

@@ -15,6 +15,7 @@ mod grpc;
 mod http;
 mod master_data;
 mod pools;
+mod reconcile;
 mod serve;
 mod server_info;
 mod status;

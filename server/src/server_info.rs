@@ -46,6 +46,7 @@ impl ServerInfoService for Api {
             max_message_bytes: MESSAGE_BYTES_MAX as u32,
             max_watch_events: crate::events::WATCH_EVENTS_MAX as u32,
             export_chunk_bytes: crate::events::EXPORT_CHUNK_BYTES as u32,
+            max_reconcile_rows: crate::reconcile::RECONCILE_ROWS_MAX as u32,
             ..Default::default()
         };
         Ok(Response::new(pb::GetServerInfoResponse {
@@ -63,9 +64,9 @@ impl ServerInfoService for Api {
                 .collect(),
             guessing_ratio_limit: config.guessing_rule.ratio_limit(),
             undo_window_seconds: issuer::status::UNDO_WINDOW_MICROS / 1_000_000,
+            outstanding_age_default_seconds: crate::reconcile::OUTSTANDING_AGE_DEFAULT_SECONDS,
             // Idempotency records are never deleted.
             request_id_retention_seconds: u64::MAX,
-            outstanding_age_default_seconds: 0,
             head_sequence: self.store.next_event_sequence().saturating_sub(1),
         }))
     }

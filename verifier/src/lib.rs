@@ -11,8 +11,8 @@ pub mod semantics;
 mod table;
 
 pub use index::{
-    IndexError, IndexStats, LOTS_MAX, LotEntry, LotId, Query, SerialEntry, StatusIndex, View,
-    today_utc,
+    IndexError, IndexStats, LOTS_MAX, LotCounts, LotEntry, LotId, Query, SerialEntry, StatusIndex,
+    View, today_utc,
 };
 pub use semantics::{
     AdditionalInfo, DecommissionReason, EuAlert, FailureReason, FieldMatch, Given, PackState,

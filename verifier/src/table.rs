@@ -199,6 +199,18 @@ impl Table {
         }
     }
 
+    /// Calls `visit` with the entry (48-bit state word) of every occupied slot.
+    pub(crate) fn for_each_entry(&self, mut visit: impl FnMut(u64)) {
+        for bucket in self.buckets.iter() {
+            for slot in 0..SLOTS {
+                if bucket.tag[slot].load(Ordering::Acquire) != 0 {
+                    let word = bucket.word[slot].load(Ordering::Acquire);
+                    visit(word & ((1 << ENTRY_BITS) - 1));
+                }
+            }
+        }
+    }
+
     /// Occupied slots (tests).
     #[cfg(test)]
     fn occupied(&self) -> usize {
