@@ -80,7 +80,11 @@ const SERVICES: &[(&str, &[Rpc])] = &[
     ),
     (
         "EventService",
-        &[("Watch", ServerStream), ("Export", ServerStream)],
+        &[
+            ("Watch", ServerStream),
+            ("Export", ServerStream),
+            ("VerifyAuditTrail", Unary),
+        ],
     ),
     ("ReconciliationService", &[("Reconcile", Unary)]),
     (
