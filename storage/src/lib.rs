@@ -17,6 +17,7 @@
 mod error;
 pub mod keys;
 pub mod options;
+pub mod stats;
 mod store;
 pub mod value;
 
