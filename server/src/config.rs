@@ -442,8 +442,10 @@ mod tests {
             |c| c.metrics_listen = c.http_listen,
             "metrics_listen: 127.0.0.1:8080 is already the http_listen address; each listener needs its own",
         );
-        let mut config = Config::default();
-        config.responder_gln = "1234567890123".to_owned();
+        let mut config = Config {
+            responder_gln: "1234567890123".to_owned(),
+            ..Config::default()
+        };
         let error = config.validate().expect_err("bad check digit").to_string();
         assert!(error.starts_with("responder_gln: "), "{error}");
         config.responder_gln = "9506000134352".to_owned();
@@ -451,18 +453,23 @@ mod tests {
             .validate()
             .expect("a GLN with a right check digit passes");
         Config::default().validate().expect("defaults are valid");
-        let mut ephemeral = Config::default();
-        ephemeral.grpc_listen = "127.0.0.1:0".parse().expect("address");
-        ephemeral.http_listen = ephemeral.grpc_listen;
-        ephemeral.metrics_listen = ephemeral.grpc_listen;
+        let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let ephemeral = Config {
+            grpc_listen: any_port,
+            http_listen: any_port,
+            metrics_listen: any_port,
+            ..Config::default()
+        };
         ephemeral.validate().expect("port 0 may repeat");
     }
 
     #[test]
     fn the_rendered_config_reads_back() {
-        let mut config = Config::default();
-        config.shards = 9;
-        config.log_format = LogFormat::Json;
+        let config = Config {
+            shards: 9,
+            log_format: LogFormat::Json,
+            ..Config::default()
+        };
         let again = Config::from_toml(&config.to_toml(), Path::new("x")).expect("parse");
         assert_eq!(again, config);
     }

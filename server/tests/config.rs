@@ -77,7 +77,9 @@ fn the_template_is_the_defaults() {
 #[test]
 fn bad_configurations_exit_2_naming_the_key_and_the_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str], &[(&str, &str)], &str); 6] = [
+    // (file text, extra flags, environment, expected in the message)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
         ("shard = 4\n", &[], &[], "unknown field `shard`"),
         ("shards = 0\n", &[], &[], "shards: 0 is outside 1..=256"),
         ("queue_depth = -1\n", &[], &[], "queue_depth"),
