@@ -317,6 +317,7 @@ impl Issuer {
             results,
             answers,
             started,
+            action: group.action,
         })
     }
 
@@ -544,6 +545,7 @@ pub struct PendingStatus {
     /// Each part's answer and its item count.
     answers: Vec<(writer::PartAnswer, usize)>,
     started: std::time::Instant,
+    action: StatusAction,
 }
 
 impl PendingStatus {
@@ -553,11 +555,20 @@ impl PendingStatus {
             mut results,
             answers,
             started,
+            action,
         } = self;
+        let applied = match action {
+            StatusAction::Decommission(_) => status::DecommissionOutcome::Decommissioned as u8,
+            StatusAction::Undo(_) => status::UndoOutcome::Reactivated as u8,
+        };
         let mut replayed = true;
         for (answer, size) in answers {
             let (part, part_replayed) = answer.await.map_err(|_| IssuerError::ShuttingDown)??;
             telemetry::record_write(WriteKind::Status, started, size);
+            if !part_replayed {
+                let changed = part.iter().filter(|(_, r)| r.outcome == applied).count();
+                telemetry::record_status(action, changed as u64);
+            }
             replayed &= part_replayed;
             for (position, result) in part {
                 results[position] = result;

@@ -236,11 +236,9 @@ fn start_decommission(
             counts: None,
         }))
     };
-    let mut decommission_reason = None;
     let submitted = reason("reason", request.reason, true)
         .and_then(|reason| reason.ok_or_else(|| invalid("reason", "required")))
         .and_then(|reason| {
-            decommission_reason = Some(reason);
             submit(
                 issuer,
                 StatusAction::Decommission(reason),
@@ -265,51 +263,29 @@ fn start_decommission(
                 results: Vec::new(),
                 counts: None,
             },
-            Ok(answer) => {
-                if let Some(reason) = decommission_reason {
-                    crate::telemetry::handles().decommissioned(
-                        reason,
-                        newly_changed(&answer, DecommissionOutcome::Decommissioned as u8),
-                    );
-                }
-                pb::DecommissionResponse {
-                    request_id,
-                    status: Some(group_status(&Ok(()))),
-                    counts: Some(counts(
-                        &answer,
-                        DecommissionOutcome::Decommissioned as u8,
-                        DecommissionOutcome::AlreadySet as u8,
-                    )),
-                    results: answer
-                        .items
-                        .iter()
-                        .zip(violations)
-                        .map(|(item, error)| pb::DecommissionResult {
-                            outcome: i32::from(item.outcome),
-                            state: state_code(item.state),
-                            current_reason: i32::from(item.reason),
-                            alert: decommission_alert(item.outcome) as i32,
-                            error,
-                        })
-                        .collect(),
-                }
-            }
+            Ok(answer) => pb::DecommissionResponse {
+                request_id,
+                status: Some(group_status(&Ok(()))),
+                counts: Some(counts(
+                    &answer,
+                    DecommissionOutcome::Decommissioned as u8,
+                    DecommissionOutcome::AlreadySet as u8,
+                )),
+                results: answer
+                    .items
+                    .iter()
+                    .zip(violations)
+                    .map(|(item, error)| pb::DecommissionResult {
+                        outcome: i32::from(item.outcome),
+                        state: state_code(item.state),
+                        current_reason: i32::from(item.reason),
+                        alert: decommission_alert(item.outcome) as i32,
+                        error,
+                    })
+                    .collect(),
+            },
         }
     })
-}
-
-/// Items this answer changed to `applied`, for the metrics; 0 for a replayed
-/// answer (counted when it was first applied).
-fn newly_changed(answer: &StatusAnswer, applied: u8) -> u64 {
-    if answer.replayed {
-        0
-    } else {
-        answer
-            .items
-            .iter()
-            .filter(|item| item.outcome == applied)
-            .count() as u64
-    }
 }
 
 fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoResponse> {
@@ -341,34 +317,29 @@ fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoRespo
     Box::pin(async move {
         match pending.wait().await {
             Err(error) => refused(request_id, status(error)),
-            Ok(answer) => {
-                crate::telemetry::handles()
-                    .undos
-                    .increment(newly_changed(&answer, UndoOutcome::Reactivated as u8));
-                pb::UndoResponse {
-                    request_id,
-                    status: Some(group_status(&Ok(()))),
-                    counts: Some(counts(
-                        &answer,
-                        UndoOutcome::Reactivated as u8,
-                        UndoOutcome::AlreadyActive as u8,
-                    )),
-                    results: answer
-                        .items
-                        .iter()
-                        .zip(violations)
-                        .map(|(item, error)| pb::UndoResult {
-                            outcome: i32::from(item.outcome),
-                            state: state_code(item.state),
-                            current_reason: i32::from(item.reason),
-                            alert: undo_alert(item.outcome) as i32,
-                            error,
-                            decommissioned_at: (item.decommissioned_micros > 0)
-                                .then(|| convert::timestamp(item.decommissioned_micros)),
-                        })
-                        .collect(),
-                }
-            }
+            Ok(answer) => pb::UndoResponse {
+                request_id,
+                status: Some(group_status(&Ok(()))),
+                counts: Some(counts(
+                    &answer,
+                    UndoOutcome::Reactivated as u8,
+                    UndoOutcome::AlreadyActive as u8,
+                )),
+                results: answer
+                    .items
+                    .iter()
+                    .zip(violations)
+                    .map(|(item, error)| pb::UndoResult {
+                        outcome: i32::from(item.outcome),
+                        state: state_code(item.state),
+                        current_reason: i32::from(item.reason),
+                        alert: undo_alert(item.outcome) as i32,
+                        error,
+                        decommissioned_at: (item.decommissioned_micros > 0)
+                            .then(|| convert::timestamp(item.decommissioned_micros)),
+                    })
+                    .collect(),
+            },
         }
     })
 }

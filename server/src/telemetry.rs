@@ -94,16 +94,16 @@ pub(crate) const CATALOGUE: &[(&str, Kind, Unit, &str)] = &[
         "Identifiers verified (gRPC and HTTP), by result: verified, not_verified, unknown (product or serial not known), malformed",
     ),
     (
-        "serialsvc_decommissions_total",
+        issuer::telemetry::DECOMMISSIONS,
         Kind::Counter,
         Unit::Count,
-        "Packs decommissioned (newly applied, replays excluded), by reason",
+        "Packs decommissioned (newly applied; parts answered from stored outcomes excluded), by reason",
     ),
     (
-        "serialsvc_undos_total",
+        issuer::telemetry::UNDOS,
         Kind::Counter,
         Unit::Count,
-        "Decommissions undone (newly applied, replays excluded)",
+        "Decommissions undone (newly applied; parts answered from stored outcomes excluded)",
     ),
     (
         "serialsvc_serials_commissioned_total",
@@ -363,6 +363,7 @@ pub(crate) fn install() -> anyhow::Result<PrometheusHandle> {
     // Create the hot-path handles now, from the installed recorder, so their
     // series exist (at zero) from the first scrape.
     let _ = handles();
+    issuer::telemetry::register();
     let _ = layers::grpc_methods();
     Ok(handle)
 }
@@ -387,8 +388,6 @@ const POOL_LIMITS: [&str; 3] = ["none", "guessing_rule", "serial_space"];
 #[derive(Debug)]
 pub(crate) struct Handles {
     verifications: Vec<Counter>,
-    decommissions: Vec<Counter>,
-    pub(crate) undos: Counter,
     pub(crate) commissioned: Counter,
     pub(crate) returned: Counter,
     pool_requests: Vec<Counter>,
@@ -404,13 +403,6 @@ pub(crate) fn handles() -> &'static Handles {
             .iter()
             .map(|result| metrics::counter!("serialsvc_verifications_total", "result" => *result))
             .collect(),
-        decommissions: verifier::DecommissionReason::ALL
-            .iter()
-            .map(|reason| {
-                metrics::counter!("serialsvc_decommissions_total", "reason" => reason_label(*reason))
-            })
-            .collect(),
-        undos: metrics::counter!("serialsvc_undos_total"),
         commissioned: metrics::counter!("serialsvc_serials_commissioned_total"),
         returned: metrics::counter!("serialsvc_serials_returned_total"),
         pool_requests: POOL_LIMITS
@@ -430,17 +422,6 @@ impl Handles {
         }
     }
 
-    /// Counts `count` packs newly decommissioned with `reason`.
-    pub(crate) fn decommissioned(&self, reason: verifier::DecommissionReason, count: u64) {
-        if count > 0 {
-            let slot = verifier::DecommissionReason::ALL
-                .iter()
-                .position(|r| *r == reason)
-                .unwrap_or(0);
-            self.decommissions[slot].increment(count);
-        }
-    }
-
     /// Counts an answered pool request of `granted` serials.
     pub(crate) fn pool_answered(&self, limit: issuer::PoolLimit, granted: u64) {
         let slot = match limit {
@@ -455,21 +436,6 @@ impl Handles {
     /// Publishes whether the service is SERVING.
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.set(if ready { 1.0 } else { 0.0 });
-    }
-}
-
-/// The `reason` label of a decommission reason.
-pub(crate) fn reason_label(reason: verifier::DecommissionReason) -> &'static str {
-    use verifier::DecommissionReason as R;
-    match reason {
-        R::Dispensed => "dispensed",
-        R::Destroyed => "destroyed",
-        R::Exported => "exported",
-        R::Stolen => "stolen",
-        R::Sample => "sample",
-        R::FreeSample => "free_sample",
-        R::Locked => "locked",
-        R::CheckedOut => "checked_out",
     }
 }
 
@@ -779,15 +745,6 @@ mod tests {
             LATENCY_BUCKETS_SECONDS.contains(&0.3),
             "the 300 ms objective"
         );
-    }
-
-    #[test]
-    fn every_reason_has_its_own_label() {
-        let labels: std::collections::BTreeSet<_> = verifier::DecommissionReason::ALL
-            .iter()
-            .map(|r| reason_label(*r))
-            .collect();
-        assert_eq!(labels.len(), verifier::DecommissionReason::ALL.len());
     }
 
     #[test]

@@ -164,13 +164,17 @@ async fn exercise(server: &Server, round: u32) {
         items: to_commission[20..25].iter().map(|s| fields(s)).collect(),
         ..Default::default()
     };
+    // Sent twice (a client retry): the second answer is the stored one and
+    // the decommission metrics must not count it again.
     let mut answers = StatusServiceClient::new(channel.clone())
-        .decommission(tokio_stream::iter([decommission]))
+        .decommission(tokio_stream::iter([decommission.clone(), decommission]))
         .await
         .unwrap()
         .into_inner();
-    let answer = answers.message().await.unwrap().expect("one answer");
-    assert_eq!(answer.counts.unwrap().applied, 5, "{answer:?}");
+    let first = answers.message().await.unwrap().expect("first answer");
+    let replayed = answers.message().await.unwrap().expect("second answer");
+    assert_eq!(first.counts.unwrap().applied, 5, "{first:?}");
+    assert_eq!(first.results, replayed.results);
 
     assert_eq!(http_get(server.http, "/healthz").0, 200);
     assert_eq!(http_get(server.http, "/readyz").0, 200);
