@@ -7,8 +7,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::{Server, http_get};
 
@@ -142,4 +143,49 @@ fn a_server_started_from_a_file_uses_its_values() {
             .into_inner()
     });
     assert_eq!(limits.max_serials_requestable, 1234);
+}
+
+#[test]
+fn the_effective_configuration_is_logged_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "shards = 3\nqueue_depth = 99\n");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serialsvc"))
+        .args(["serve", "--config", &file, "--data-dir"])
+        .arg(&data)
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("SERIALSVC_POOL_COUNT_MAX", "777")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut logged = None;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if line.contains("starting with the effective configuration") {
+            logged = Some(line.clone());
+        }
+        if line.contains(" serving ") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged.expect("no 'effective configuration' line before serving");
+    for expected in [
+        "shards = 3",
+        "queue_depth = 99",
+        "pool_count_max = 777",
+        "grpc_listen = \"127.0.0.1:0\"",
+        "config_file=",
+    ] {
+        assert!(line.contains(expected), "{expected} not in {line}");
+    }
 }
