@@ -274,6 +274,67 @@ fn alert_rules() -> Vec<(String, String, String)> {
 }
 
 #[test]
+fn the_dashboard_is_importable_and_covers_the_four_user_groups() {
+    let text = std::fs::read_to_string(ops("grafana/serialsvc-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    assert_eq!(dashboard["uid"], "serialsvc-overview");
+    assert!(
+        dashboard["id"].is_null(),
+        "an exported dashboard carries no id"
+    );
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "instance"]);
+    let panels = dashboard["panels"].as_array().unwrap();
+    let rows: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "Packaging lines",
+            "Verification routers",
+            "Returns processors",
+            "SREs"
+        ]
+    );
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(&str, [u64; 4])> = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id repeated"
+        );
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| grid[k].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0, "{title}: {grid}");
+        for (other, [ox, oy, ow, oh]) in &boxes {
+            let overlap = x < ox + ow && *ox < x + w && y < oy + oh && *oy < y + h;
+            assert!(!overlap, "{title} overlaps {other}");
+        }
+        boxes.push((title, [x, y, w, h]));
+        if panel["type"] != "row" {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{title} has no query");
+            for target in targets {
+                assert!(
+                    target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{title}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn promtool_checks_the_rules_the_scrape_example_and_the_rule_tests() {
     let rules = ops("prometheus/alerts.yml");
     let output = promtool(&["check", "rules", rules.to_str().unwrap()], None);
