@@ -22,6 +22,21 @@ ensure_build_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# Installs Prometheus (which ships promtool) from Debian's packages when
+# promtool is missing: the ops tests (server/tests/ops.rs) run a real
+# Prometheus on loopback and check the alert rules with promtool. The package's
+# own service is not needed (and is not started in containers).
+ensure_prometheus() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing system packages: prometheus" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found: install the Rust toolchain (rustup) first" >&2
     exit 1

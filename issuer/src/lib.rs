@@ -20,6 +20,7 @@ pub mod model;
 mod rebuild;
 pub mod records;
 pub mod status;
+pub mod telemetry;
 mod writer;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use error::IssuerError;
 pub use model::*;
 pub use rebuild::{RebuildProgress, rebuild_index};
 use records::{LotRecord, PoolRecord, ProductRecord};
+use telemetry::WriteKind;
 use writer::{Command, Shared, Writer};
 
 /// A pool with counts derived from its serials' states ([`Issuer::pools_matching`]).
@@ -201,8 +203,10 @@ impl Issuer {
     async fn call<T>(
         &self,
         gtin: &gs1::Gtin,
+        (kind, items): (telemetry::WriteKind, usize),
         make: impl FnOnce(writer::Reply<T>) -> Command,
     ) -> Result<T, IssuerError> {
+        let started = std::time::Instant::now();
         if !self.shared.index.is_ready() {
             return Err(IssuerError::Starting);
         }
@@ -218,25 +222,33 @@ impl Issuer {
             }
             Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
         }
-        answer.await.map_err(|_| IssuerError::ShuttingDown)?
+        let answer = answer.await.map_err(|_| IssuerError::ShuttingDown)?;
+        telemetry::record_write(kind, started, items);
+        answer
     }
 
     /// Registers a product (idempotent: the same registration again answers the stored one).
     pub async fn add_product(&self, product: NewProduct) -> Result<Product, IssuerError> {
         let gtin = product.gtin.clone();
-        self.call(&gtin, |reply| Command::AddProduct(product, reply))
-            .await
+        self.call(&gtin, (WriteKind::MasterData, 1), |reply| {
+            Command::AddProduct(product, reply)
+        })
+        .await
     }
 
     /// Registers a lot (idempotent; a different expiry for a known lot is refused).
     pub async fn add_lot(&self, lot: NewLot) -> Result<LotInfo, IssuerError> {
         let gtin = lot.gtin.clone();
-        self.call(&gtin, |reply| Command::AddLot(lot, reply)).await
+        self.call(&gtin, (WriteKind::MasterData, 1), |reply| {
+            Command::AddLot(lot, reply)
+        })
+        .await
     }
 
     /// Allocates (or replays) a pool; answers once its first segment is durable.
     pub async fn request_pool(&self, request: PoolRequest) -> Result<PoolTicket, IssuerError> {
         let gtin = request.gtin.clone();
+        let items = usize::try_from(request.count).unwrap_or(usize::MAX);
         if request.count == 0 || request.count > self.shared.config.pool_count_max {
             return Err(IssuerError::invalid(
                 "count",
@@ -246,8 +258,10 @@ impl Issuer {
                 ),
             ));
         }
-        self.call(&gtin, |reply| Command::RequestPool(request, reply))
-            .await
+        self.call(&gtin, (WriteKind::Pool, items), |reply| {
+            Command::RequestPool(request, reply)
+        })
+        .await
     }
 
     /// Commissions a group of serials (ALLOCATED → ACTIVE).
@@ -258,8 +272,11 @@ impl Issuer {
             self.shared.config.commission_group_max,
         )?;
         let gtin = group.gtin.clone();
-        self.call(&gtin, |reply| Command::Commission(group, reply))
-            .await
+        let items = group.items.len();
+        self.call(&gtin, (WriteKind::Commission, items), |reply| {
+            Command::Commission(group, reply)
+        })
+        .await
     }
 
     /// Voids a group of unused serials (ALLOCATED → VOIDED).
@@ -270,8 +287,11 @@ impl Issuer {
             self.shared.config.return_group_max,
         )?;
         let gtin = group.gtin.clone();
-        self.call(&gtin, |reply| Command::Return(group, reply))
-            .await
+        let items = group.items.len();
+        self.call(&gtin, (WriteKind::Return, items), |reply| {
+            Command::Return(group, reply)
+        })
+        .await
     }
 
     /// Applies a decommission or undo group. Items are split by shard; each
@@ -286,6 +306,7 @@ impl Issuer {
     /// submit its next group while earlier ones commit and still have them
     /// applied in the order they were sent.
     pub fn submit_status(&self, group: StatusGroup) -> Result<PendingStatus, IssuerError> {
+        let started = std::time::Instant::now();
         check_group_size(
             "items",
             group.items.len(),
@@ -320,6 +341,7 @@ impl Issuer {
             if items.is_empty() {
                 continue;
             }
+            let size = items.len();
             let part = writer::StatusPart::new(
                 group.request_id.clone(),
                 group.action,
@@ -331,7 +353,7 @@ impl Issuer {
             );
             let (reply, answer) = oneshot::channel();
             match self.shards[shard].try_send(Command::Status(part, reply)) {
-                Ok(()) => answers.push(answer),
+                Ok(()) => answers.push((answer, size)),
                 Err(TrySendError::Full(_)) => {
                     return Err(IssuerError::Overloaded {
                         shard,
@@ -341,7 +363,12 @@ impl Issuer {
                 Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
             }
         }
-        Ok(PendingStatus { results, answers })
+        Ok(PendingStatus {
+            results,
+            answers,
+            started,
+            action: group.action,
+        })
     }
 
     /// Recalls a lot: irreversible; verification reports its packs recalled at once.
@@ -353,7 +380,7 @@ impl Issuer {
         reason: String,
     ) -> Result<(LotInfo, FlagChange), IssuerError> {
         let key = gtin.clone();
-        self.call(&key, |reply| Command::RecallLot {
+        self.call(&key, (WriteKind::Flags, 1), |reply| Command::RecallLot {
             request_id,
             gtin,
             lot,
@@ -371,11 +398,13 @@ impl Issuer {
         reason: String,
     ) -> Result<(Product, FlagChange), IssuerError> {
         let key = gtin.clone();
-        self.call(&key, |reply| Command::WithdrawProduct {
-            request_id,
-            gtin,
-            reason,
-            reply,
+        self.call(&key, (WriteKind::Flags, 1), |reply| {
+            Command::WithdrawProduct {
+                request_id,
+                gtin,
+                reason,
+                reply,
+            }
         })
         .await
     }
@@ -390,7 +419,7 @@ impl Issuer {
         reason: String,
     ) -> Result<PackFlags, IssuerError> {
         let key = gtin.clone();
-        self.call(&key, |reply| Command::FlagPack {
+        self.call(&key, (WriteKind::Flags, 1), |reply| Command::FlagPack {
             request_id,
             gtin,
             serial,
@@ -618,7 +647,10 @@ impl Issuer {
 #[derive(Debug)]
 pub struct PendingStatus {
     results: Vec<StatusResult>,
-    answers: Vec<writer::PartAnswer>,
+    /// Each part's answer and its item count.
+    answers: Vec<(writer::PartAnswer, usize)>,
+    started: std::time::Instant,
+    action: StatusAction,
 }
 
 impl PendingStatus {
@@ -627,10 +659,21 @@ impl PendingStatus {
         let PendingStatus {
             mut results,
             answers,
+            started,
+            action,
         } = self;
+        let applied = match action {
+            StatusAction::Decommission(_) => status::DecommissionOutcome::Decommissioned as u8,
+            StatusAction::Undo(_) => status::UndoOutcome::Reactivated as u8,
+        };
         let mut replayed = true;
-        for answer in answers {
+        for (answer, size) in answers {
             let (part, part_replayed) = answer.await.map_err(|_| IssuerError::ShuttingDown)??;
+            telemetry::record_write(WriteKind::Status, started, size);
+            if !part_replayed {
+                let changed = part.iter().filter(|(_, r)| r.outcome == applied).count();
+                telemetry::record_status(action, changed as u64);
+            }
             replayed &= part_replayed;
             for (position, result) in part {
                 results[position] = result;

@@ -62,7 +62,12 @@ macro_rules! limited {
     };
 }
 
-/// Builds the gRPC router with every service, health and reflection.
+/// The gRPC router type: every service behind the request-metrics layer.
+pub(crate) type MeteredRouter =
+    Router<tower_layer::Stack<crate::telemetry::layers::GrpcMetricsLayer, tower_layer::Identity>>;
+
+/// Builds the gRPC router with every service, health and reflection, each
+/// call counted and timed by method and status code.
 pub(crate) fn router(
     issuer: Arc<issuer::Issuer>,
     store: Arc<Store>,
@@ -70,7 +75,7 @@ pub(crate) fn router(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<MeteredRouter> {
     let started_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -88,6 +93,7 @@ pub(crate) fn router(
     Ok(tonic::transport::Server::builder()
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(crate::telemetry::layers::GrpcMetricsLayer::new())
         .add_service(health)
         .add_service(reflection)
         .add_service(limited!(MasterDataServiceServer, api))
@@ -152,6 +158,7 @@ impl Readiness {
             status == ServingStatus::Serving,
             std::sync::atomic::Ordering::Release,
         );
+        crate::telemetry::handles().set_ready(status == ServingStatus::Serving);
         self.reporter.set_service_status("", status).await;
         for name in SERVICE_NAMES {
             self.reporter.set_service_status(name, status).await;

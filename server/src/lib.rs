@@ -2,11 +2,12 @@
 //!
 //! Only this crate knows wire types: prost messages are converted to domain
 //! types here, in one place per message, where input validation happens. The
-//! `serialsvc` binary (src/main.rs) only parses arguments and calls [`run`].
+//! `serialsvc` binary (src/main.rs) only resolves the [`config`] and calls [`run`].
 //!
 //! Every RPC of the `serial.v1` contract is registered; those whose issue has
 //! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
 
+pub mod config;
 mod convert;
 mod drain;
 mod epcis;
@@ -19,6 +20,7 @@ mod reconcile;
 mod serve;
 mod server_info;
 mod status;
+mod telemetry;
 mod verification;
 mod vrs;
 

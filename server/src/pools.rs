@@ -292,6 +292,16 @@ fn counts(outcome: &GroupOutcome) -> pb::ItemCounts {
     }
 }
 
+/// Items this answer changed, for the metrics; 0 for a replayed answer
+/// (counted when it was first applied).
+fn newly_applied(outcome: &GroupOutcome) -> u64 {
+    if outcome.replayed {
+        0
+    } else {
+        outcome.items.iter().filter(|(o, _)| o.applied()).count() as u64
+    }
+}
+
 fn malformed_violation(items: &[GroupItem], index: usize) -> Option<pb::FieldViolation> {
     match &items[index] {
         Err(reason) => {
@@ -390,6 +400,9 @@ async fn commission_group(
             items: items.clone(),
         };
         let outcome = issuer.commission(group).await.map_err(status)?;
+        crate::telemetry::handles()
+            .commissioned
+            .increment(newly_applied(&outcome));
         counts_message = Some(counts(&outcome));
         results = per_item(&outcome, &items, |item, state, error| {
             pb::CommissionResult {
@@ -434,6 +447,9 @@ async fn return_group(
             items: items.clone(),
         };
         let outcome = issuer.return_serials(group).await.map_err(status)?;
+        crate::telemetry::handles()
+            .returned
+            .increment(newly_applied(&outcome));
         counts_message = Some(counts(&outcome));
         results = per_item(&outcome, &items, |item, state, error| {
             pb::ReturnSerialsResult {
@@ -507,6 +523,7 @@ impl PoolService for Api {
     ) -> Result<Response<ResponseStream<pb::RequestPoolResponse>>, Status> {
         let (pool, offset) = pool_request(request.into_inner())?;
         let ticket = self.issuer.request_pool(pool).await.map_err(status)?;
+        crate::telemetry::handles().pool_answered(ticket.pool.limit, ticket.pool.record.granted);
         if offset > ticket.pool.record.granted {
             return Err(invalid(
                 "page_token",

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::{grpc, http};
+use crate::{grpc, http, telemetry};
 
 /// Everything `serialsvc serve` needs to start.
 #[derive(Clone, Debug)]
@@ -53,10 +53,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(BoundAddresses) + Send,
 ) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("install the Prometheus metrics recorder")?;
-    metrics::gauge!("serialsvc_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let metrics = crate::telemetry::install()?;
 
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -107,11 +104,19 @@ pub async fn run(
     };
     let http_server = axum::serve(
         http_listener,
-        http::router(readiness.clone()).merge(crate::vrs::router(responder)),
+        http::router(readiness.clone())
+            .merge(crate::vrs::router(responder))
+            .route_layer(axum::middleware::from_fn(telemetry::layers::http_metrics)),
     )
     .with_graceful_shutdown(stopped(stop.clone()));
-    let metrics_server = axum::serve(metrics_listener, http::metrics_router(metrics))
+    let metrics_server = axum::serve(metrics_listener, http::metrics_router(metrics.clone()))
         .with_graceful_shutdown(stopped(stop.clone()));
+    let poller = tokio::spawn(telemetry::poll(
+        metrics,
+        Arc::clone(&store),
+        Arc::clone(&issuer),
+        stop.clone(),
+    ));
 
     let servers = async {
         tokio::try_join!(
@@ -125,6 +130,7 @@ pub async fn run(
 
     // Rebuild the status index while the listeners answer NOT_SERVING.
     tracing::info!(grpc = %bound.grpc, http = %bound.http, metrics = %bound.metrics, "listening (NOT_SERVING until the status index is rebuilt)");
+    telemetry::rebuild_progress(0, Duration::ZERO, false);
     let rebuild = {
         let store = Arc::clone(&store);
         let index = Arc::clone(&index);
@@ -162,6 +168,8 @@ pub async fn run(
     }
     let _ = stop_sender.send(true);
     watcher.abort();
+    poller.abort();
+    let _ = poller.await;
     drop(readiness);
     stop_issuer(issuer).await;
     close_store(store).await
@@ -192,7 +200,7 @@ fn rebuild_index(
     let report = |p: issuer::RebuildProgress| {
         let seconds = p.elapsed.as_secs_f64().max(1e-9);
         let rate = p.serials as f64 / seconds;
-        metrics::gauge!("serialsvc_index_rebuild_serials").set(p.serials as f64);
+        telemetry::rebuild_progress(p.serials, p.elapsed, p.finished);
         if p.finished {
             let stats = index.stats();
             metrics::gauge!("serialsvc_index_serials").set(stats.serials as f64);

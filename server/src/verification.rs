@@ -201,24 +201,31 @@ pub(crate) fn verify_identifiers(
 }
 
 fn count(results: &[pb::VerificationResult]) {
-    let mut verified = 0u64;
-    let mut failed = 0u64;
-    let mut malformed = 0u64;
+    use crate::telemetry::VerificationResult as R;
+    let mut counts = [0u64; 4];
     for result in results {
-        match (
+        let label = match (
             &result.error,
             result.vrs.as_ref().is_some_and(|v| v.verified),
         ) {
-            (Some(_), _) => malformed += 1,
-            (None, true) => verified += 1,
-            (None, false) => failed += 1,
-        }
+            (Some(_), _) => R::Malformed,
+            (None, true) => R::Verified,
+            (None, false)
+                if !result.product_known || result.state == pb::PackState::Unknown as i32 =>
+            {
+                R::Unknown
+            }
+            (None, false) => R::NotVerified,
+        };
+        counts[label as usize] += 1;
     }
-    metrics::counter!("serialsvc_verifications_total", "result" => "verified").increment(verified);
-    metrics::counter!("serialsvc_verifications_total", "result" => "not_verified")
-        .increment(failed);
-    metrics::counter!("serialsvc_verifications_total", "result" => "malformed")
-        .increment(malformed);
+    let handles = crate::telemetry::handles();
+    for (label, count) in [R::Verified, R::NotVerified, R::Unknown, R::Malformed]
+        .into_iter()
+        .zip(counts)
+    {
+        handles.verified(label, count);
+    }
 }
 
 fn malformed(violation: pb::FieldViolation) -> pb::VerificationResult {

@@ -96,10 +96,23 @@ fn parameters(query: &str) -> Result<Parameters, String> {
     Ok(found)
 }
 
+/// The metrics label of a verdict.
+fn verdict_result(verdict: &verifier::Verdict) -> crate::telemetry::VerificationResult {
+    use crate::telemetry::VerificationResult as R;
+    if verdict.verified {
+        R::Verified
+    } else if !verdict.product_known || verdict.state == verifier::PackState::Unknown {
+        R::Unknown
+    } else {
+        R::NotVerified
+    }
+}
+
 fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
     let why = why.into();
-    metrics::counter!("serialsvc_vrs_requests_total", "status" => status.as_str().to_owned())
-        .increment(1);
+    if status == StatusCode::BAD_REQUEST {
+        crate::telemetry::handles().verified(crate::telemetry::VerificationResult::Malformed, 1);
+    }
     let mut response = status.into_response();
     // Header values must be visible ASCII: replace anything else.
     let text: String = why
@@ -203,6 +216,7 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
     let Some(verdict) = verdicts.first() else {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, "no verdict");
     };
+    crate::telemetry::handles().verified(verdict_result(verdict), 1);
     if !verdict.product_known {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -218,7 +232,6 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
 }
 
 fn answer(responder: &Responder, corr_uuid: String, data: Option<Data>) -> Response {
-    metrics::counter!("serialsvc_vrs_requests_total", "status" => "200").increment(1);
     let body = Answer {
         verification_timestamp: rfc3339_millis(verification::now_micros()),
         responder_gln: responder.responder_gln.clone(),

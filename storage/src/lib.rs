@@ -18,6 +18,7 @@ mod error;
 pub mod keys;
 pub mod merge;
 pub mod options;
+pub mod stats;
 mod store;
 pub mod value;
 

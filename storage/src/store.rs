@@ -543,6 +543,11 @@ impl Store {
             .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced)
     }
 
+    /// The open database and its options (statistics), for [`crate::stats`].
+    pub(crate) fn parts(&self) -> (&DB, &rocksdb::Options) {
+        (&self.db, &self.options)
+    }
+
     /// Flushes memtables so the next open replays no WAL, then closes.
     pub fn close(self) -> Result<(), StorageError> {
         let families: Vec<_> = Family::ALL.iter().map(|f| self.cf(*f)).collect();
