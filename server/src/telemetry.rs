@@ -174,6 +174,18 @@ pub(crate) const CATALOGUE: &[(&str, Kind, Unit, &str)] = &[
     ),
     // Storage.
     (
+        storage::COMMIT_SECONDS,
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to commit one write batch (the synced RocksDB write), measured in Store::commit",
+    ),
+    (
+        storage::COMMIT_OPERATIONS,
+        Kind::Histogram,
+        Unit::Count,
+        "Operations (puts, merges, deletes, events) in one committed write batch",
+    ),
+    (
         "serialsvc_storage_commits_total",
         Kind::Counter,
         Unit::Count,

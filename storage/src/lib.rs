@@ -26,6 +26,6 @@ pub use error::StorageError;
 pub use keys::Family;
 pub use merge::MergeOperator;
 pub use store::{
-    CHANGE_SET_OPERATIONS_MAX, ChainReport, ChangeSet, CommitReceipt, FORMAT_VERSION, Store,
-    Versioned,
+    CHANGE_SET_OPERATIONS_MAX, COMMIT_OPERATIONS, COMMIT_SECONDS, ChainReport, ChangeSet,
+    CommitReceipt, FORMAT_VERSION, Store, Versioned,
 };

@@ -18,6 +18,11 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_VERSION_KEY: &str = "format_version";
 const META_VALUE_VERSION: u8 = 1;
 
+/// Histogram of the time one commit takes (the synced RocksDB write), seconds.
+pub const COMMIT_SECONDS: &str = "serialsvc_storage_commit_seconds";
+/// Histogram of the operations (puts, merges, deletes, events) in one commit.
+pub const COMMIT_OPERATIONS: &str = "serialsvc_storage_commit_operations";
+
 /// Limits on one change set, so a single request cannot build an unbounded batch.
 pub const CHANGE_SET_OPERATIONS_MAX: usize = 4_000_000;
 
@@ -154,6 +159,9 @@ pub struct Store {
     head: Mutex<Head>,
     /// Set on the first write error or detected corruption: writes stop.
     fail_stop: Mutex<Option<String>>,
+    /// [`COMMIT_SECONDS`] and [`COMMIT_OPERATIONS`], created once.
+    commit_seconds: metrics::Histogram,
+    commit_operations: metrics::Histogram,
 }
 
 impl std::fmt::Debug for Store {
@@ -197,6 +205,8 @@ impl Store {
                 hash: [0; CHAIN_HASH_LENGTH],
             }),
             fail_stop: Mutex::new(None),
+            commit_seconds: metrics::histogram!(COMMIT_SECONDS),
+            commit_operations: metrics::histogram!(COMMIT_OPERATIONS),
         };
         store.check_format_version()?;
         let (last, hash) = store.last_event()?;
@@ -415,7 +425,12 @@ impl Store {
             keys::meta(CHAIN_HEAD_KEY),
             value::encode(META_VALUE_VERSION, &chain_head),
         );
-        if let Err(error) = self.db.write_opt(batch, &options::write_options()) {
+        let operations = change.len();
+        let started = std::time::Instant::now();
+        let written = self.db.write_opt(batch, &options::write_options());
+        self.commit_seconds.record(started.elapsed().as_secs_f64());
+        self.commit_operations.record(operations as f64);
+        if let Err(error) = written {
             if !is_disk_full(&error) {
                 self.stop(error.as_ref());
             }
