@@ -193,7 +193,7 @@ struct Record {
 
 /// Which of the pair goes first in `round`: serialsvc in even rounds.
 fn serialsvc_first(round: usize) -> bool {
-    round % 2 == 0
+    round.is_multiple_of(2)
 }
 
 /// Random eu-fmd serials: 12 characters of the 32-character alphabet, five
@@ -1325,7 +1325,9 @@ fn write_outputs(config: &Config, report: &Value) {
 /// Throughput against batch size for the verification scenario, log-log.
 fn chart(report: &Value, path: &std::path::Path, quick: bool) -> Result<(), String> {
     use plotters::prelude::*;
-    let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [
+    // (system, colour, (batch size, median items/s) points)
+    type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+    let series: Vec<Series> = [
         (STREAM, RGBColor(0, 114, 178)),
         (BATCH, RGBColor(86, 180, 233)),
         (MGET, RGBColor(213, 94, 0)),

@@ -680,48 +680,44 @@ where
 
 /// One single `Verify` call on `client` for `request`, checked: the
 /// future the open loop of serialsvc runs.
-pub fn verify_call(
+pub async fn verify_call(
     mut client: tonic::client::Grpc<Channel>,
     request: Arc<pb::VerifyRequest>,
-) -> impl std::future::Future<Output = Result<Instant, String>> + Send + 'static {
-    async move {
-        client
-            .ready()
-            .await
-            .map_err(|error| format!("channel not ready: {error}"))?;
-        let answer = client
-            .unary(
-                Request::new(request),
-                PathAndQuery::from_static(VERIFY),
-                SharedCodec::<pb::VerifyRequest, pb::VerifyResponse>::default(),
-            )
-            .await
-            .map_err(|status| format!("Verify: {status}"))?;
-        let done = Instant::now();
-        let result = answer.into_inner().result.ok_or("Verify: no result")?;
-        all_verified(std::slice::from_ref(&result), 1).map_err(|e| format!("Verify: {e}"))?;
-        Ok(done)
-    }
+) -> Result<Instant, String> {
+    client
+        .ready()
+        .await
+        .map_err(|error| format!("channel not ready: {error}"))?;
+    let answer = client
+        .unary(
+            Request::new(request),
+            PathAndQuery::from_static(VERIFY),
+            SharedCodec::<pb::VerifyRequest, pb::VerifyResponse>::default(),
+        )
+        .await
+        .map_err(|status| format!("Verify: {status}"))?;
+    let done = Instant::now();
+    let result = answer.into_inner().result.ok_or("Verify: no result")?;
+    all_verified(std::slice::from_ref(&result), 1).map_err(|e| format!("Verify: {e}"))?;
+    Ok(done)
 }
 
 /// One Redis `GET` of `key` on `connection`, checked against [`REDIS_VALUE`]:
 /// the future the open loop of the Redis peer runs.
-pub fn redis_get_call(
+pub async fn redis_get_call(
     mut connection: redis::aio::MultiplexedConnection,
     key: Arc<Vec<u8>>,
-) -> impl std::future::Future<Output = Result<Instant, String>> + Send + 'static {
-    async move {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(key.as_slice())
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| format!("Redis GET: {error}"))?;
-        let done = Instant::now();
-        if value.as_deref() == Some(REDIS_VALUE) {
-            Ok(done)
-        } else {
-            Err(format!("Redis GET: {value:?}"))
-        }
+) -> Result<Instant, String> {
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key.as_slice())
+        .query_async(&mut connection)
+        .await
+        .map_err(|error| format!("Redis GET: {error}"))?;
+    let done = Instant::now();
+    if value.as_deref() == Some(REDIS_VALUE) {
+        Ok(done)
+    } else {
+        Err(format!("Redis GET: {value:?}"))
     }
 }
 
