@@ -309,6 +309,8 @@ pub const POSTGRES_SETTINGS: &[(&str, &str)] = &[
     ("shared_buffers", "256MB"),
     ("max_wal_size", "4GB"),
     ("max_connections", "40"),
+    // A bound on any one statement, so that a bad plan cannot hang the run.
+    ("statement_timeout", "300s"),
 ];
 
 /// A PostgreSQL cluster this harness created with `initdb` in a temporary
