@@ -1,7 +1,11 @@
 //! The status index in process: lookups per second with 10,000,000 serials
 //! loaded (one thread and every core), bytes per serial, and build rate;
-//! compared in the same run with the peer a user would assemble: a std
-//! `HashMap<(u64, String), u64>` behind a `parking_lot::RwLock`.
+//! compared in the same run with two peers on the same keys and batches:
+//! what a user would assemble from the standard library, a std
+//! `HashMap<(u64, String), u64>` behind a `parking_lot::RwLock`; and the
+//! plain baseline of issue 9, a `hashbrown::HashMap<(u64, [u8; 12]), u64>`
+//! (foldhash, no lock, no allocation per lookup, judging nothing), read by
+//! every thread at once.
 //!
 //! Run: `cargo bench --profile release --workspace --bench index`
 //! (`INDEX_SERIALS=N` changes the 10,000,000).
@@ -188,6 +192,56 @@ fn index_bench(c: &mut Criterion) {
                             for (gtin, serial) in &keys[offset..offset + BATCH] {
                                 let key = (*gtin, String::from_utf8_lossy(serial).into_owned());
                                 found += usize::from(map.get(&key).is_some());
+                            }
+                        }
+                        black_box(found);
+                    });
+                }
+            });
+            started.elapsed()
+        })
+    });
+
+    // The plain baseline: hashbrown with its default hasher, fixed-size keys.
+    drop(peer);
+    let plain_started = Instant::now();
+    let mut plain: hashbrown::HashMap<(u64, [u8; 12]), u64> =
+        hashbrown::HashMap::with_capacity(count);
+    for (n, s) in loaded.serials.iter().enumerate() {
+        plain.insert((gtin(n as u64), *s), 2);
+    }
+    let plain_build = plain_started.elapsed();
+    eprintln!(
+        "peer hashbrown: built in {:.2} s ({:.0} serials/s), {:.1} bytes per serial (capacity {} × {} bytes + control)",
+        plain_build.as_secs_f64(),
+        count as f64 / plain_build.as_secs_f64(),
+        (plain.capacity() * (std::mem::size_of::<((u64, [u8; 12]), u64)>() + 1)) as f64
+            / count as f64,
+        plain.capacity(),
+        std::mem::size_of::<((u64, [u8; 12]), u64)>()
+    );
+    let plain = &plain;
+    group.bench_function("peer_hashbrown_1024_one_thread", |b| {
+        let mut offset = 0;
+        b.iter(|| {
+            let batch = &keys[offset..offset + BATCH];
+            offset = (offset + BATCH) % (keys.len() - BATCH);
+            black_box(batch.iter().filter(|key| plain.contains_key(*key)).count())
+        })
+    });
+    group.bench_function(format!("peer_hashbrown_1024_{threads}_threads"), |b| {
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for t in 0..threads {
+                    let keys = &keys;
+                    scope.spawn(move || {
+                        let per = (iters as usize).div_ceil(threads);
+                        let mut found = 0usize;
+                        for i in 0..per {
+                            let offset = ((i * threads + t) * BATCH) % (keys.len() - BATCH);
+                            for key in &keys[offset..offset + BATCH] {
+                                found += usize::from(plain.get(key).is_some());
                             }
                         }
                         black_box(found);

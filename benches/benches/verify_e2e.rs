@@ -43,101 +43,30 @@
 //! When `redis-server` is missing it is installed from Debian
 //! (`apt-get install -y redis-server`); when that fails the peer is skipped.
 
-use std::marker::PhantomData;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::{
-    clock_ticks_per_second, cpu_ticks, env_number, machine_busy_ticks, median, peak_rss_bytes,
-    register_product_and_lot, start,
+use benches::peers::{Redis, redis_server};
+use benches::verify::{
+    Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, measured,
+    micros, offset, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
 };
-use prost::Message;
+use benches::{
+    Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
+    register_product_and_lot,
+};
 use proto::serial::v1 as pb;
-use proto::serial::v1::pool_service_client::PoolServiceClient;
-use proto::serial::v1::request_pool_response::Message as PoolMessage;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::transport::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOT: &str = "LOT1";
 const EXPIRY: &str = "301231";
 /// Items per VerifyBatch / VerifyStream batch and per Redis MGET.
 const BATCH: usize = 1024;
-/// Serials per Commission group.
-const GROUP: usize = 10_000;
-/// Largest pool one RequestPool may ask for (the server's default limit).
-const POOL_MAX: u64 = 1_000_000;
 /// Connections the open-loop single-Verify load is spread over.
 const LATENCY_CONNECTIONS: usize = 4;
 /// Distinct single-Verify requests prebuilt (used round-robin).
 const SINGLE_REQUESTS: usize = 100_000;
-const VERIFY: &str = "/serial.v1.VerificationService/Verify";
-const VERIFY_BATCH: &str = "/serial.v1.VerificationService/VerifyBatch";
-const VERIFY_STREAM: &str = "/serial.v1.VerificationService/VerifyStream";
-/// The value of each Redis key: what a Redis-backed verifier needs to answer
-/// the same question (state, lot and expiry of record).
-const REDIS_VALUE: &[u8] = b"ACTIVE|LOT1|301231";
-/// Failures printed in full; the rest are only counted.
-const FAILURES_SHOWN: u64 = 5;
-
-static FAILURES_PRINTED: AtomicU64 = AtomicU64::new(0);
-
-fn report_failure(what: &str) {
-    if FAILURES_PRINTED.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN {
-        eprintln!("FAILURE: {what}");
-    }
-}
-
-/// prost encoding of a message shared behind an `Arc`: the prebuilt requests
-/// are encoded on every send, as by the generated client, but never cloned.
-/// Answers are decoded by tonic-prost's own decoder.
-#[derive(Debug)]
-struct SharedCodec<T, U>(PhantomData<fn() -> (T, U)>);
-
-impl<T, U> Default for SharedCodec<T, U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T, U> Codec for SharedCodec<T, U>
-where
-    T: Message + Send + Sync + 'static,
-    U: Message + Default + Send + 'static,
-{
-    type Encode = Arc<T>;
-    type Decode = U;
-    type Encoder = SharedEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        SharedEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-#[derive(Debug)]
-struct SharedEncoder<T>(PhantomData<fn() -> T>);
-
-impl<T: Message> Encoder for SharedEncoder<T> {
-    type Item = Arc<T>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Arc<T>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(buf)
-            .map_err(|error| Status::internal(error.to_string()))
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Config {
@@ -188,21 +117,6 @@ struct Workload {
     keys: Vec<Vec<u8>>,
 }
 
-fn identifier(serial: &str) -> pb::PackIdentifier {
-    pb::PackIdentifier {
-        identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-            gtin: GTIN.into(),
-            serial: serial.into(),
-            lot: Some(LOT.into()),
-            expiry: Some(EXPIRY.into()),
-        })),
-    }
-}
-
-fn redis_key(serial: &str) -> Vec<u8> {
-    format!("{GTIN}{serial}").into_bytes()
-}
-
 impl Workload {
     /// One request per full batch of 1,024 serials.
     fn build(serials: &[String]) -> Self {
@@ -216,7 +130,10 @@ impl Workload {
             .map(|(index, chunk)| {
                 Arc::new(pb::VerifyStreamRequest {
                     batch_id: index as u64,
-                    items: chunk.iter().map(|s| identifier(s)).collect(),
+                    items: chunk
+                        .iter()
+                        .map(|s| identifier(GTIN, s, LOT, EXPIRY))
+                        .collect(),
                 })
             })
             .collect();
@@ -224,7 +141,10 @@ impl Workload {
             .iter()
             .map(|chunk| {
                 Arc::new(pb::VerifyBatchRequest {
-                    items: chunk.iter().map(|s| identifier(s)).collect(),
+                    items: chunk
+                        .iter()
+                        .map(|s| identifier(GTIN, s, LOT, EXPIRY))
+                        .collect(),
                 })
             })
             .collect();
@@ -235,7 +155,7 @@ impl Workload {
             .take(SINGLE_REQUESTS)
             .map(|s| {
                 Arc::new(pb::VerifyRequest {
-                    item: Some(identifier(s)),
+                    item: Some(identifier(GTIN, s, LOT, EXPIRY)),
                 })
             })
             .collect();
@@ -244,14 +164,14 @@ impl Workload {
             .map(|chunk| {
                 let mut command = redis::cmd("MGET");
                 for serial in *chunk {
-                    command.arg(redis_key(serial));
+                    command.arg(redis_key(GTIN, serial));
                 }
                 command
             })
             .collect();
         let keys = batches
             .iter()
-            .flat_map(|chunk| chunk.iter().map(|s| redis_key(s)))
+            .flat_map(|chunk| chunk.iter().map(|s| redis_key(GTIN, s)))
             .collect();
         Self {
             stream: Arc::new(stream),
@@ -261,396 +181,6 @@ impl Workload {
             keys,
         }
     }
-}
-
-async fn connect(endpoint: &str) -> Channel {
-    Endpoint::from_shared(endpoint.to_owned())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-/// Registers the product and lot, issues `count` serials and commissions
-/// them all; returns the serials in issue order.
-async fn issue_and_commission(channel: Channel, count: u64) -> Vec<String> {
-    register_product_and_lot(channel.clone(), GTIN, LOT, EXPIRY).await;
-    let mut pools = PoolServiceClient::new(channel)
-        .max_decoding_message_size(8 << 20)
-        .max_encoding_message_size(8 << 20);
-
-    let started = Instant::now();
-    let mut serials: Vec<String> = Vec::with_capacity(count as usize);
-    let mut part = 0;
-    while (serials.len() as u64) < count {
-        let want = (count - serials.len() as u64).min(POOL_MAX);
-        let request = pb::RequestPoolRequest {
-            request_id: format!("verify-bench-{part}"),
-            gtin: GTIN.into(),
-            count: want,
-            line_id: "L1".into(),
-            ..Default::default()
-        };
-        let mut stream = pools
-            .request_pool(request)
-            .await
-            .expect("RequestPool")
-            .into_inner();
-        let (mut received, mut summary) = (0u64, None);
-        while let Some(message) = stream.message().await.expect("pool stream") {
-            match message.message {
-                Some(PoolMessage::Chunk(chunk)) => {
-                    received += chunk.serials.len() as u64;
-                    serials.extend(chunk.serials);
-                }
-                Some(PoolMessage::Summary(s)) => summary = Some(s),
-                _ => {}
-            }
-        }
-        assert_eq!(received, want, "pool {part}: serials received");
-        assert_eq!(
-            summary.expect("pool summary").serial_count,
-            want,
-            "pool {part}: summary count"
-        );
-        part += 1;
-    }
-    eprintln!(
-        "issued {} serials in {:.2} s",
-        serials.len(),
-        started.elapsed().as_secs_f64()
-    );
-
-    let started = Instant::now();
-    let groups: Vec<pb::CommissionRequest> = serials
-        .chunks(GROUP)
-        .enumerate()
-        .map(|(index, group)| pb::CommissionRequest {
-            request_id: format!("verify-bench-c{index}"),
-            gtin: GTIN.into(),
-            lot: LOT.into(),
-            serials: group.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    let expected = groups.len();
-    let mut answers = pools
-        .commission(tokio_stream::iter(groups))
-        .await
-        .expect("Commission")
-        .into_inner();
-    let (mut seen, mut applied) = (0, 0u64);
-    while let Some(answer) = answers.message().await.expect("commission answers") {
-        let status = answer.status.expect("status");
-        assert_eq!(status.code, 0, "commission group refused: {status:?}");
-        let counts = answer.counts.expect("counts");
-        assert_eq!(counts.applied as usize, answer.results.len(), "{counts:?}");
-        applied += u64::from(counts.applied);
-        seen += 1;
-    }
-    assert_eq!(seen, expected, "commission answers");
-    assert_eq!(applied, serials.len() as u64, "serials commissioned");
-    eprintln!(
-        "commissioned {applied} serials in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
-    serials
-}
-
-/// Checks one answered batch: `expected` results, each verified.
-fn all_verified(results: &[pb::VerificationResult], expected: usize) -> Result<(), String> {
-    if results.len() != expected {
-        return Err(format!("{} results for {expected} items", results.len()));
-    }
-    match results
-        .iter()
-        .position(|r| !r.vrs.as_ref().is_some_and(|vrs| vrs.verified))
-    {
-        None => Ok(()),
-        Some(index) => Err(format!("item {index} not verified: {:?}", results[index])),
-    }
-}
-
-/// Items answered correctly, and failures (wrong answers, refused batches,
-/// RPC errors), of one load run.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    items: u64,
-    failures: u64,
-}
-
-impl std::ops::AddAssign for Counts {
-    fn add_assign(&mut self, other: Self) {
-        self.items += other.items;
-        self.failures += other.failures;
-    }
-}
-
-/// One timed run: rate, and CPU of the server under test and of this client.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    counts: Counts,
-    seconds: f64,
-    /// CPU seconds of the server under test (serialsvc or redis-server).
-    server_cpu: f64,
-    /// CPU seconds of this process (the load generator).
-    client_cpu: f64,
-    /// CPU seconds the rest of the machine used meanwhile (other load).
-    others_cpu: f64,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.counts.items as f64 / self.seconds
-    }
-
-    fn per_server_cpu_second(&self) -> f64 {
-        if self.server_cpu > 0.0 {
-            self.counts.items as f64 / self.server_cpu
-        } else {
-            f64::NAN
-        }
-    }
-}
-
-async fn measured<F>(server_pid: u32, ticks: f64, load: F) -> Run
-where
-    F: std::future::Future<Output = Counts>,
-{
-    let cpu = CpuMeter::start(server_pid, ticks);
-    let started = Instant::now();
-    let counts = load.await;
-    let seconds = started.elapsed().as_secs_f64();
-    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
-    Run {
-        counts,
-        seconds,
-        server_cpu,
-        client_cpu,
-        others_cpu,
-    }
-}
-
-/// CPU time of the server under test, of this client, and of everything
-/// else on the machine, between `start` and `stop`.
-struct CpuMeter {
-    server_pid: u32,
-    ticks: f64,
-    server: u64,
-    client: u64,
-    machine: u64,
-}
-
-impl CpuMeter {
-    fn start(server_pid: u32, ticks: f64) -> Self {
-        Self {
-            server_pid,
-            ticks,
-            server: cpu_ticks(server_pid),
-            client: cpu_ticks(std::process::id()),
-            machine: machine_busy_ticks(),
-        }
-    }
-
-    /// (server, client, others) CPU seconds since `start`.
-    fn stop(&self) -> (f64, f64, f64) {
-        let server = cpu_ticks(self.server_pid).saturating_sub(self.server);
-        let client = cpu_ticks(std::process::id()).saturating_sub(self.client);
-        let machine = machine_busy_ticks().saturating_sub(self.machine);
-        let others = machine.saturating_sub(server + client);
-        (
-            server as f64 / self.ticks,
-            client as f64 / self.ticks,
-            others as f64 / self.ticks,
-        )
-    }
-}
-
-/// One VerifyStream until `deadline`, at most `window` batches in flight,
-/// cycling through the prebuilt batches from `first`.
-async fn one_stream(
-    channel: Channel,
-    work: Arc<Vec<Arc<pb::VerifyStreamRequest>>>,
-    first: usize,
-    window: usize,
-    deadline: Instant,
-) -> Counts {
-    let permits = Arc::new(Semaphore::new(window));
-    let (sender, receiver) = mpsc::channel::<Arc<pb::VerifyStreamRequest>>(window);
-    let producer = {
-        let (permits, work) = (Arc::clone(&permits), Arc::clone(&work));
-        tokio::spawn(async move {
-            let mut next = first;
-            while Instant::now() < deadline {
-                let Ok(permit) = permits.acquire().await else {
-                    break;
-                };
-                permit.forget();
-                if sender
-                    .send(Arc::clone(&work[next % work.len()]))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                next += 1;
-            }
-        })
-    };
-    let mut counts = Counts::default();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    let opened = match grpc.ready().await {
-        Ok(()) => grpc
-            .streaming(
-                Request::new(ReceiverStream::new(receiver)),
-                PathAndQuery::from_static(VERIFY_STREAM),
-                SharedCodec::<pb::VerifyStreamRequest, pb::VerifyStreamResponse>::default(),
-            )
-            .await
-            .map_err(|status| format!("VerifyStream: {status}")),
-        Err(error) => Err(format!("channel not ready: {error}")),
-    };
-    let mut answers = match opened {
-        Ok(response) => response.into_inner(),
-        Err(error) => {
-            report_failure(&error);
-            producer.abort();
-            counts.failures += 1;
-            return counts;
-        }
-    };
-    let mut expected = first;
-    loop {
-        match answers.message().await {
-            Ok(Some(answer)) => {
-                let sent = &work[expected % work.len()];
-                let code = answer.status.as_ref().map_or(-1, |s| s.code);
-                let checked = if answer.batch_id != sent.batch_id {
-                    Err(format!(
-                        "batch_id {} answered, {} expected",
-                        answer.batch_id, sent.batch_id
-                    ))
-                } else if code != 0 {
-                    Err(format!("batch refused: {:?}", answer.status))
-                } else {
-                    all_verified(&answer.results, sent.items.len())
-                };
-                match checked {
-                    Ok(()) => counts.items += answer.results.len() as u64,
-                    Err(error) => {
-                        report_failure(&format!("VerifyStream: {error}"));
-                        counts.failures += 1;
-                    }
-                }
-                expected += 1;
-                permits.add_permits(1);
-            }
-            Ok(None) => break,
-            Err(status) => {
-                report_failure(&format!("VerifyStream ended: {status}"));
-                counts.failures += 1;
-                break;
-            }
-        }
-    }
-    producer.abort();
-    counts
-}
-
-/// Unary VerifyBatch calls one after another on `channel` until `deadline`.
-async fn batch_caller(
-    channel: Channel,
-    work: Arc<Vec<Arc<pb::VerifyBatchRequest>>>,
-    first: usize,
-    deadline: Instant,
-) -> Counts {
-    let mut counts = Counts::default();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    let mut next = first;
-    while Instant::now() < deadline {
-        if let Err(error) = grpc.ready().await {
-            report_failure(&format!("channel not ready: {error}"));
-            counts.failures += 1;
-            break;
-        }
-        let sent = &work[next % work.len()];
-        let answer = grpc
-            .unary(
-                Request::new(Arc::clone(sent)),
-                PathAndQuery::from_static(VERIFY_BATCH),
-                SharedCodec::<pb::VerifyBatchRequest, pb::VerifyBatchResponse>::default(),
-            )
-            .await;
-        match answer.map_err(|status| status.to_string()).and_then(|r| {
-            let results = r.into_inner().results;
-            all_verified(&results, sent.items.len()).map(|()| results.len())
-        }) {
-            Ok(n) => counts.items += n as u64,
-            Err(error) => {
-                report_failure(&format!("VerifyBatch: {error}"));
-                counts.failures += 1;
-            }
-        }
-        next += 1;
-    }
-    counts
-}
-
-/// Pipelined MGETs one after another on a shared connection until `deadline`.
-async fn redis_caller(
-    mut connection: redis::aio::MultiplexedConnection,
-    work: Arc<Vec<redis::Cmd>>,
-    first: usize,
-    deadline: Instant,
-) -> Counts {
-    let mut counts = Counts::default();
-    let mut next = first;
-    while Instant::now() < deadline {
-        let command = &work[next % work.len()];
-        let answer: redis::RedisResult<Vec<Option<Vec<u8>>>> =
-            command.query_async(&mut connection).await;
-        let checked = answer.map_err(|e| e.to_string()).and_then(|values| {
-            if values.len() != BATCH {
-                return Err(format!("{} values for {BATCH} keys", values.len()));
-            }
-            match values
-                .iter()
-                .position(|v| v.as_deref() != Some(REDIS_VALUE))
-            {
-                None => Ok(values.len()),
-                Some(index) => Err(format!("key {index}: {:?}", values[index])),
-            }
-        });
-        match checked {
-            Ok(n) => counts.items += n as u64,
-            Err(error) => {
-                report_failure(&format!("Redis MGET: {error}"));
-                counts.failures += 1;
-            }
-        }
-        next += 1;
-    }
-    counts
-}
-
-/// Where caller `index` of `callers` starts in a workload of `len` batches, so
-/// that concurrent callers look up different keys.
-fn offset(index: usize, callers: usize, len: usize) -> usize {
-    index * len / callers.max(1)
-}
-
-async fn join_all(tasks: Vec<tokio::task::JoinHandle<Counts>>) -> Counts {
-    let mut total = Counts::default();
-    for task in tasks {
-        match task.await {
-            Ok(counts) => total += counts,
-            Err(error) => {
-                report_failure(&format!("load task: {error}"));
-                total.failures += 1;
-            }
-        }
-    }
-    total
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -670,165 +200,48 @@ impl Mode {
     }
 }
 
+/// The Redis peer and its connections.
 struct Peer {
-    child: Child,
+    redis: Redis,
     connections: Vec<redis::aio::MultiplexedConnection>,
-    _dir: tempfile::TempDir,
 }
 
-/// `redis-server` on the PATH, installed from Debian when missing; `None`
-/// (with the reason printed) when it cannot be had.
-fn redis_server() -> Option<PathBuf> {
-    let find = || {
-        Command::new("sh")
-            .args(["-c", "command -v redis-server"])
-            .output()
-            .ok()
-            .filter(|out| out.status.success())
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .map(|path| PathBuf::from(path.trim()))
-            .filter(|path| path.exists())
-    };
-    if let Some(path) = find() {
-        return Some(path);
+/// Starts Redis, loads `keys` and opens `connections` connections; `None`
+/// when the peer cannot be had.
+async fn start_peer(connections: usize, keys: &[Vec<u8>]) -> Option<Peer> {
+    let redis = Redis::start(&redis_server()?).await?;
+    redis.load(keys).await;
+    let mut all = Vec::new();
+    for _ in 0..connections {
+        all.push(redis.connection().await.expect("redis connection"));
     }
-    eprintln!(
-        "redis-server missing: installing Debian's package (apt-get install -y redis-server)"
-    );
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "redis-server"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(Stdio::null())
-            .status();
-        install();
-    }
-    let found = find();
-    if found.is_none() {
-        eprintln!(
-            "SKIPPING THE REDIS PEER: redis-server could not be installed \
-             (`apt-get install -y redis-server` failed); serialsvc is measured alone"
-        );
-    }
-    found
-}
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("free loopback port")
-}
-
-/// Starts Redis on loopback with no persistence, opens `connections`
-/// connections and loads every key with pipelined MSETs of 1,024 keys.
-#[allow(clippy::zombie_processes)] // killed and waited for in `stop`
-async fn start_redis(binary: PathBuf, connections: usize, keys: &[Vec<u8>]) -> Option<Peer> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_loopback_port();
-    let mut child = match Command::new(&binary)
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ])
-        .args(["--loglevel", "warning", "--logfile", ""])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => {
-            eprintln!(
-                "SKIPPING THE REDIS PEER: cannot start {}: {error}",
-                binary.display()
-            );
-            return None;
-        }
-    };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("redis url");
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let started = Instant::now();
-    let first = loop {
-        match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(connection) => break connection,
-            Err(error) if started.elapsed() < Duration::from_secs(10) => {
-                let _ = error;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(error) => {
-                eprintln!("SKIPPING THE REDIS PEER: no connection to redis-server: {error}");
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
-    let mut all = vec![first];
-    for _ in 1..connections {
-        all.push(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .expect("redis connection"),
-        );
-    }
-    let loading = Instant::now();
-    let mut connection = all[0].clone();
-    for chunk in keys.chunks(BATCH * 64) {
-        let mut pipe = redis::pipe();
-        for part in chunk.chunks(BATCH) {
-            let mut mset = redis::cmd("MSET");
-            for key in part {
-                mset.arg(key).arg(REDIS_VALUE);
-            }
-            pipe.add_command(mset).ignore();
-        }
-        let () = pipe.query_async(&mut connection).await.expect("load Redis");
-    }
-    let size: u64 = redis::cmd("DBSIZE")
-        .query_async(&mut connection)
-        .await
-        .expect("DBSIZE");
-    assert_eq!(size, keys.len() as u64, "keys in Redis");
-    let version = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .unwrap_or_default();
-    eprintln!(
-        "Redis ({}) on 127.0.0.1:{port}: loaded {size} keys in {:.2} s",
-        version.trim(),
-        loading.elapsed().as_secs_f64()
-    );
     Some(Peer {
-        child,
+        redis,
         connections: all,
-        _dir: dir,
     })
 }
 
-impl Peer {
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Single `Verify` calls at `rate` for `duration` on
+/// [`LATENCY_CONNECTIONS`] connections, open loop.
+async fn single_verify_latency(
+    endpoint: &str,
+    work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
+    rate: u64,
+    duration: Duration,
+    server_pid: u32,
+    ticks: f64,
+) -> Latency {
+    let mut clients = Vec::new();
+    for _ in 0..LATENCY_CONNECTIONS {
+        clients.push(tonic::client::Grpc::new(connect(endpoint).await));
     }
+    open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
+        verify_call(
+            clients[index as usize % clients.len()].clone(),
+            Arc::clone(&work[index as usize % work.len()]),
+        )
+    })
+    .await
 }
 
 /// Everything one load run needs.
@@ -883,174 +296,16 @@ impl Bench {
                     tasks.push(tokio::spawn(redis_caller(
                         peer.connections[index % level].clone(),
                         Arc::clone(&self.work.redis),
+                        BATCH,
                         offset(index, callers, len),
                         deadline,
                     )));
                 }
-                peer.child.id()
+                peer.redis.pid()
             }
         };
-        Some(measured(pid, self.ticks, join_all(tasks)).await)
+        Some(measured(Process::One(pid), self.ticks, join_all(tasks)).await)
     }
-}
-
-/// Latency figures of the open-loop single-Verify run.
-#[derive(Debug)]
-struct Latency {
-    target_rate: u64,
-    achieved_rate: f64,
-    completed: usize,
-    failures: u64,
-    /// From the intended send time (includes any lateness of the sender).
-    from_intended: [Duration; 4],
-    /// From the actual send time.
-    from_send: [Duration; 4],
-    /// How late the pacer handed out requests: p99 and max.
-    lag: [Duration; 2],
-    server_cpu: f64,
-    client_cpu: f64,
-    others_cpu: f64,
-    seconds: f64,
-}
-
-fn percentiles(values: &mut [Duration]) -> [Duration; 4] {
-    values.sort_unstable();
-    let at = |p: f64| {
-        if values.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len());
-        values[rank - 1]
-    };
-    [at(0.50), at(0.99), at(0.999), at(1.0)]
-}
-
-/// Single Verify RPCs at `rate` per second for `duration`, open loop.
-async fn open_loop(
-    endpoint: &str,
-    work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
-    rate: u64,
-    duration: Duration,
-    server_pid: u32,
-    ticks: f64,
-) -> Latency {
-    let mut clients = Vec::new();
-    for _ in 0..LATENCY_CONNECTIONS {
-        clients.push(tonic::client::Grpc::new(connect(endpoint).await));
-    }
-    let total = rate * duration.as_secs();
-    let period = Duration::from_nanos(1_000_000_000 / rate);
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(u64, Instant)>();
-    let begin = Instant::now() + Duration::from_millis(20);
-    // A thread, not a tokio timer: tokio's timer wheel has 1 ms resolution,
-    // which alone would be a whole millisecond of latency at 10,000/s.
-    let pacer = std::thread::spawn(move || {
-        for index in 0..total {
-            let intended = begin + period * index as u32;
-            let now = Instant::now();
-            if intended > now {
-                std::thread::sleep(intended - now);
-            }
-            if sender.send((index, intended)).is_err() {
-                break;
-            }
-        }
-    });
-    let cpu = CpuMeter::start(server_pid, ticks);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut samples: Vec<(Duration, Duration, Duration)> = Vec::with_capacity(total as usize);
-    let mut failures = 0u64;
-    let mut last_done = begin;
-    let mut collect =
-        |result: Result<Result<(Instant, Instant, Instant), String>, tokio::task::JoinError>,
-         samples: &mut Vec<(Duration, Duration, Duration)>| {
-            match result {
-                Ok(Ok((intended, sent, done))) => {
-                    last_done = last_done.max(done);
-                    samples.push((
-                        done - intended,
-                        done - sent,
-                        sent.saturating_duration_since(intended),
-                    ));
-                }
-                Ok(Err(error)) => {
-                    report_failure(&format!("Verify: {error}"));
-                    failures += 1;
-                }
-                Err(error) => {
-                    report_failure(&format!("Verify task: {error}"));
-                    failures += 1;
-                }
-            }
-        };
-    while let Some((index, intended)) = receiver.recv().await {
-        let mut client = clients[index as usize % clients.len()].clone();
-        let request = Arc::clone(&work[index as usize % work.len()]);
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            client
-                .ready()
-                .await
-                .map_err(|error| format!("channel not ready: {error}"))?;
-            let answer = client
-                .unary(
-                    Request::new(request),
-                    PathAndQuery::from_static(VERIFY),
-                    SharedCodec::<pb::VerifyRequest, pb::VerifyResponse>::default(),
-                )
-                .await
-                .map_err(|status| status.to_string())?;
-            let done = Instant::now();
-            let result = answer.into_inner().result.ok_or("no result")?;
-            all_verified(std::slice::from_ref(&result), 1)?;
-            Ok((intended, sent, done))
-        });
-        while let Some(result) = tasks.try_join_next() {
-            collect(result, &mut samples);
-        }
-    }
-    while let Some(result) = tasks.join_next().await {
-        collect(result, &mut samples);
-    }
-    let _ = pacer.join();
-    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
-    let seconds = (last_done - begin).as_secs_f64();
-    let mut from_intended: Vec<Duration> = samples.iter().map(|s| s.0).collect();
-    let mut from_send: Vec<Duration> = samples.iter().map(|s| s.1).collect();
-    let mut lag: Vec<Duration> = samples.iter().map(|s| s.2).collect();
-    let lag = percentiles(&mut lag);
-    Latency {
-        target_rate: rate,
-        achieved_rate: samples.len() as f64 / seconds,
-        completed: samples.len(),
-        failures,
-        from_intended: percentiles(&mut from_intended),
-        from_send: percentiles(&mut from_send),
-        lag: [lag[1], lag[3]],
-        server_cpu,
-        client_cpu,
-        others_cpu,
-        seconds,
-    }
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-fn thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return "—".into();
-    }
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Server CPU used while nothing is asked of it (background compaction).
@@ -1074,10 +329,8 @@ fn main() {
     }
     let config = Config::from_env();
     let ticks = clock_ticks_per_second();
-    let redis_binary = redis_server();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, endpoint) = start(dir.path(), "VERIFY_E2E_LOG");
-    let server_pid = child.id();
+    let server = Server::start("VERIFY_E2E_LOG");
+    let (server_pid, endpoint) = (server.pid(), server.endpoint.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1094,7 +347,9 @@ fn main() {
     };
     runtime.block_on(async {
         let setup = connect(&endpoint).await;
-        let serials = issue_and_commission(setup, config.serials).await;
+        register_product_and_lot(setup.clone(), GTIN, LOT, EXPIRY).await;
+        let serials =
+            issue_and_commission(setup, "verify-bench", GTIN, LOT, config.serials).await;
         let built = Instant::now();
         let work = Workload::build(&serials);
         drop(serials);
@@ -1109,10 +364,7 @@ fn main() {
         for _ in 0..most {
             channels.push(connect(&endpoint).await);
         }
-        let peer = match redis_binary {
-            Some(binary) => start_redis(binary, most, &work.keys).await,
-            None => None,
-        };
+        let peer = start_peer(most, &work.keys).await;
         results.peer_present = peer.is_some();
         let bench = Bench {
             server_pid,
@@ -1166,7 +418,7 @@ fn main() {
                 }
             }
             for attempt in 1..=ATTEMPTS {
-                let latency = open_loop(
+                let latency = single_verify_latency(
                     &endpoint,
                     &bench.work.single,
                     config.rate,
@@ -1199,13 +451,10 @@ fn main() {
                 break;
             }
         }
-        if let Some(peer) = peer {
-            peer.stop();
-        }
+        drop(peer);
     });
     results.peak = peak_rss_bytes(server_pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     summary(&config, &modes, &results);
 }
 

@@ -1,7 +1,12 @@
 //! Benchmarks of serialsvc: see `benches/` for criterion benches and the
 //! end-to-end harnesses. This library holds what the end-to-end harnesses
-//! share: finding and starting the real `serialsvc` binary, and reading a
-//! process's memory and CPU time from `/proc`.
+//! share: finding and starting the real `serialsvc` binary, reading a
+//! process's memory and CPU time from `/proc`, describing the machine, the
+//! verification load ([`verify`]) and the peers ([`peers`]: Redis and
+//! PostgreSQL).
+
+pub mod peers;
+pub mod verify;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -85,13 +90,51 @@ pub fn start(dir: &Path, log_env: &str) -> (Child, String) {
     }
 }
 
-/// Peak resident memory (VmHWM) of a process, in bytes; 0 when unreadable.
-pub fn peak_rss_bytes(pid: u32) -> u64 {
+/// A `serialsvc serve` this harness started on a temporary data directory
+/// (see [`start`]); killed, and its directory removed, when dropped, also
+/// when the harness panics.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of its gRPC listener.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server on a new temporary data directory; `log_env` as in
+    /// [`start`].
+    pub fn start(log_env: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, endpoint) = start(dir.path(), log_env);
+        Self {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `/proc/PID/status` size field (`VmHWM`, `VmRSS`, …) in bytes; 0 when
+/// unreadable.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .map(str::to_owned)
         })
         .and_then(|l| {
@@ -100,6 +143,109 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes; 0 when unreadable.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM")
+}
+
+/// Resident memory now (VmRSS) of a process, in bytes; 0 when unreadable.
+pub fn rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS")
+}
+
+/// A process whose CPU time is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// One process, all its threads (serialsvc, redis-server).
+    One(u32),
+    /// A process and its children, including the children that have ended
+    /// and been waited for (the PostgreSQL postmaster and its backends,
+    /// WAL writer, checkpointer, …).
+    Tree(u32),
+}
+
+impl Process {
+    /// CPU time used so far, user plus system, in clock ticks.
+    pub fn cpu_ticks(self) -> u64 {
+        match self {
+            Process::One(pid) => cpu_ticks(pid),
+            Process::Tree(pid) => tree_cpu_ticks(pid),
+        }
+    }
+}
+
+/// utime + stime + cutime + cstime of `root`, plus utime + stime of each of
+/// its living children.
+fn tree_cpu_ticks(root: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if pid == root {
+            total += stat_cpu_ticks(&stat) + stat_field(&stat, 16) + stat_field(&stat, 17);
+        } else if stat_field(&stat, 4) == u64::from(root) {
+            total += stat_cpu_ticks(&stat);
+        }
+    }
+    total
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `/proc/PID/stat` line, from field
+/// 3 on; 0 when missing.
+fn stat_field(stat: &str, n: usize) -> u64 {
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().nth(n - 3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the machine is: CPU model, cores, memory, kernel and OS, as
+/// (name, value) pairs.
+pub fn machine() -> Vec<(&'static str, String)> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown".into(), |m| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or("unknown".into(), |kb| {
+            format!("{:.1} GiB", kb as f64 / (1u64 << 20) as f64)
+        });
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map_or("unknown".into(), |n| n.trim_matches('"').to_owned());
+    vec![
+        ("cpu", model),
+        ("cores", cores.to_string()),
+        ("memory", memory),
+        (
+            "kernel",
+            read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        ),
+        ("os", os),
+    ]
 }
 
 /// The median of `values` (the upper one for an even count); sorts them.
@@ -129,19 +275,8 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 /// utime + stime of one `/proc/PID/stat` line; 0 when malformed.
 fn stat_cpu_ticks(stat: &str) -> u64 {
-    // The command name (field 2) may hold spaces: count from after its ')'.
-    let Some(rest) = stat.rfind(')').map(|end| &stat[end + 1..]) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): utime is field 14, stime field 15.
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(14) + field(15)
+    // utime is field 14, stime field 15.
+    stat_field(stat, 14) + stat_field(stat, 15)
 }
 
 /// CPU time the whole machine has been busy so far (all cores, everything
@@ -168,9 +303,13 @@ fn stat_busy_ticks(stat: &str) -> u64 {
     total.saturating_sub(idle)
 }
 
+/// The eu-fmd serial alphabet (issuer/src/profile.rs): 32 characters, no
+/// 0/O and 1/I.
+pub const EU_FMD_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
 /// Deterministic, random-looking 12-character serials.
 pub fn serial(n: u64) -> [u8; 12] {
-    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const ALPHABET: &[u8] = EU_FMD_ALPHABET;
     let mut x = xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes());
     let mut out = [0u8; 12];
     for byte in out.iter_mut() {
@@ -225,6 +364,9 @@ mod tests {
         let line = "4242 (tokio a) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 37 0 0 20 0 3 0 1 2 3";
         assert_eq!(stat_cpu_ticks(line), 287);
         assert_eq!(stat_cpu_ticks("garbage"), 0);
+        assert_eq!(stat_field(line, 4), 1);
+        assert_eq!(stat_field(line, 16), 0);
+        assert!(Process::Tree(std::process::id()).cpu_ticks() >= cpu_ticks(std::process::id()));
         assert!(clock_ticks_per_second() > 0.0);
     }
 

@@ -1,0 +1,769 @@
+//! Verification load shared by `verify_e2e` and `peers`: prebuilt requests
+//! encoded on every send without cloning, `VerifyStream` / `VerifyBatch`
+//! callers and Redis `MGET` callers that check every answer, CPU accounting
+//! around a run, and the open-loop fixed-rate latency test.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use proto::serial::v1 as pb;
+use proto::serial::v1::pool_service_client::PoolServiceClient;
+use proto::serial::v1::request_pool_response::Message as PoolMessage;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::{Process, cpu_ticks, machine_busy_ticks};
+
+/// Serials per Commission group.
+pub const GROUP: usize = 10_000;
+/// Largest pool one RequestPool may ask for (the server's default limit).
+pub const POOL_MAX: u64 = 1_000_000;
+pub const VERIFY: &str = "/serial.v1.VerificationService/Verify";
+pub const VERIFY_BATCH: &str = "/serial.v1.VerificationService/VerifyBatch";
+pub const VERIFY_STREAM: &str = "/serial.v1.VerificationService/VerifyStream";
+/// The value of each Redis key: what a Redis-backed verifier needs to answer
+/// the same question (state, lot and expiry of record).
+pub const REDIS_VALUE: &[u8] = b"ACTIVE|LOT1|301231";
+/// Failures printed in full; the rest are only counted.
+const FAILURES_SHOWN: u64 = 5;
+
+static FAILURES_PRINTED: AtomicU64 = AtomicU64::new(0);
+
+/// Prints the first few failures of a run in full (`FAILURE: …`).
+pub fn report_failure(what: &str) {
+    if FAILURES_PRINTED.fetch_add(1, Ordering::Relaxed) < FAILURES_SHOWN {
+        eprintln!("FAILURE: {what}");
+    }
+}
+
+/// prost encoding of a message shared behind an `Arc`: the prebuilt requests
+/// are encoded on every send, as by the generated client, but never cloned.
+/// Answers are decoded by tonic-prost's own decoder.
+#[derive(Debug)]
+pub struct SharedCodec<T, U>(PhantomData<fn() -> (T, U)>);
+
+impl<T, U> Default for SharedCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SharedCodec<T, U>
+where
+    T: Message + Send + Sync + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = Arc<T>;
+    type Decode = U;
+    type Encoder = SharedEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SharedEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// The encoder of [`SharedCodec`].
+#[derive(Debug)]
+pub struct SharedEncoder<T>(PhantomData<fn() -> T>);
+
+impl<T: Message> Encoder for SharedEncoder<T> {
+    type Item = Arc<T>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Arc<T>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|error| Status::internal(error.to_string()))
+    }
+}
+
+/// A pack identified by its fields: GTIN, serial, lot and expiry.
+pub fn identifier(gtin: &str, serial: &str, lot: &str, expiry: &str) -> pb::PackIdentifier {
+    pb::PackIdentifier {
+        identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+            gtin: gtin.into(),
+            serial: serial.into(),
+            lot: Some(lot.into()),
+            expiry: Some(expiry.into()),
+        })),
+    }
+}
+
+/// The Redis key of a pack: GTIN followed by serial.
+pub fn redis_key(gtin: &str, serial: &str) -> Vec<u8> {
+    format!("{gtin}{serial}").into_bytes()
+}
+
+/// A channel to `endpoint`; panics when it cannot connect.
+pub async fn connect(endpoint: &str) -> Channel {
+    Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A pool client with room for large chunks and groups.
+pub fn pool_client(channel: Channel) -> PoolServiceClient<Channel> {
+    PoolServiceClient::new(channel)
+        .max_decoding_message_size(8 << 20)
+        .max_encoding_message_size(8 << 20)
+}
+
+/// Streams one pool of `count` serials (at most [`POOL_MAX`]) to the end,
+/// checking the summary's count and XXH3 checksum; returns the serials.
+pub async fn request_pool(
+    pools: &mut PoolServiceClient<Channel>,
+    request_id: &str,
+    gtin: &str,
+    line: &str,
+    count: u64,
+) -> Vec<String> {
+    let request = pb::RequestPoolRequest {
+        request_id: request_id.into(),
+        gtin: gtin.into(),
+        count,
+        line_id: line.into(),
+        ..Default::default()
+    };
+    let mut stream = pools
+        .request_pool(request)
+        .await
+        .expect("RequestPool")
+        .into_inner();
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    let (mut serials, mut summary) = (Vec::with_capacity(count as usize), None);
+    while let Some(message) = stream.message().await.expect("pool stream") {
+        match message.message {
+            Some(PoolMessage::Chunk(chunk)) => {
+                for serial in &chunk.serials {
+                    checksum.update(serial.as_bytes());
+                    checksum.update(b"\n");
+                }
+                serials.extend(chunk.serials);
+            }
+            Some(PoolMessage::Summary(s)) => summary = Some(s),
+            _ => {}
+        }
+    }
+    let summary = summary.expect("pool summary");
+    assert_eq!(
+        serials.len() as u64,
+        count,
+        "{request_id}: serials received"
+    );
+    assert_eq!(summary.serial_count, count, "{request_id}: summary count");
+    assert_eq!(
+        summary.serials_xxh3,
+        checksum.digest(),
+        "{request_id}: checksum"
+    );
+    serials
+}
+
+/// Commissions `serials` into `lot` through one Commission stream in groups
+/// of [`GROUP`]; every item must be applied. `prefix` makes the request ids.
+pub async fn commission(
+    pools: &mut PoolServiceClient<Channel>,
+    prefix: &str,
+    gtin: &str,
+    lot: &str,
+    serials: &[String],
+) {
+    let groups: Vec<pb::CommissionRequest> = serials
+        .chunks(GROUP)
+        .enumerate()
+        .map(|(index, group)| pb::CommissionRequest {
+            request_id: format!("{prefix}-c{index}"),
+            gtin: gtin.into(),
+            lot: lot.into(),
+            serials: group.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    let expected = groups.len();
+    let mut answers = pools
+        .commission(tokio_stream::iter(groups))
+        .await
+        .expect("Commission")
+        .into_inner();
+    let (mut seen, mut applied) = (0, 0u64);
+    while let Some(answer) = answers.message().await.expect("commission answers") {
+        let status = answer.status.expect("status");
+        assert_eq!(status.code, 0, "commission group refused: {status:?}");
+        let counts = answer.counts.expect("counts");
+        assert_eq!(counts.applied as usize, answer.results.len(), "{counts:?}");
+        applied += u64::from(counts.applied);
+        seen += 1;
+    }
+    assert_eq!(seen, expected, "commission answers");
+    assert_eq!(applied, serials.len() as u64, "serials commissioned");
+}
+
+/// Issues `count` serials of the registered product `gtin` (pools of at
+/// most [`POOL_MAX`]) and commissions them all into `lot`; returns the
+/// serials in issue order.
+pub async fn issue_and_commission(
+    channel: Channel,
+    prefix: &str,
+    gtin: &str,
+    lot: &str,
+    count: u64,
+) -> Vec<String> {
+    let mut pools = pool_client(channel);
+    let started = Instant::now();
+    let mut serials: Vec<String> = Vec::with_capacity(count as usize);
+    let mut part = 0;
+    while (serials.len() as u64) < count {
+        let want = (count - serials.len() as u64).min(POOL_MAX);
+        let id = format!("{prefix}-{part}");
+        serials.extend(request_pool(&mut pools, &id, gtin, "L1", want).await);
+        part += 1;
+    }
+    eprintln!(
+        "issued {} serials in {:.2} s",
+        serials.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    commission(&mut pools, prefix, gtin, lot, &serials).await;
+    eprintln!(
+        "commissioned {} serials in {:.2} s",
+        serials.len(),
+        started.elapsed().as_secs_f64()
+    );
+    serials
+}
+
+/// Checks one answered batch: `expected` results, each verified.
+pub fn all_verified(results: &[pb::VerificationResult], expected: usize) -> Result<(), String> {
+    if results.len() != expected {
+        return Err(format!("{} results for {expected} items", results.len()));
+    }
+    match results
+        .iter()
+        .position(|r| !r.vrs.as_ref().is_some_and(|vrs| vrs.verified))
+    {
+        None => Ok(()),
+        Some(index) => Err(format!("item {index} not verified: {:?}", results[index])),
+    }
+}
+
+/// Items answered correctly, and failures (wrong answers, refused batches,
+/// RPC errors), of one load run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub items: u64,
+    pub failures: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Self) {
+        self.items += other.items;
+        self.failures += other.failures;
+    }
+}
+
+/// One timed run: rate, and CPU of the server under test and of this client.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub counts: Counts,
+    pub seconds: f64,
+    /// CPU seconds of the server under test (serialsvc or the peer).
+    pub server_cpu: f64,
+    /// CPU seconds of this process (the load generator).
+    pub client_cpu: f64,
+    /// CPU seconds the rest of the machine used meanwhile (other load).
+    pub others_cpu: f64,
+}
+
+impl Run {
+    /// Items per second.
+    pub fn rate(&self) -> f64 {
+        self.counts.items as f64 / self.seconds
+    }
+
+    /// Items per CPU-second of the server under test (NaN when it used none).
+    pub fn per_server_cpu_second(&self) -> f64 {
+        if self.server_cpu > 0.0 {
+            self.counts.items as f64 / self.server_cpu
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// Runs `load`, timing it and reading the CPU time of `server`, of this
+/// client and of the rest of the machine around it.
+pub async fn measured<F>(server: Process, ticks: f64, load: F) -> Run
+where
+    F: std::future::Future<Output = Counts>,
+{
+    let cpu = CpuMeter::start(server, ticks);
+    let started = Instant::now();
+    let counts = load.await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
+    Run {
+        counts,
+        seconds,
+        server_cpu,
+        client_cpu,
+        others_cpu,
+    }
+}
+
+/// CPU time of the server under test, of this client, and of everything
+/// else on the machine, between `start` and `stop`.
+#[derive(Debug)]
+pub struct CpuMeter {
+    server: Process,
+    ticks: f64,
+    server_start: u64,
+    client: u64,
+    machine: u64,
+}
+
+impl CpuMeter {
+    pub fn start(server: Process, ticks: f64) -> Self {
+        Self {
+            server,
+            ticks,
+            server_start: server.cpu_ticks(),
+            client: cpu_ticks(std::process::id()),
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    /// (server, client, others) CPU seconds since `start`.
+    pub fn stop(&self) -> (f64, f64, f64) {
+        let server = self.server.cpu_ticks().saturating_sub(self.server_start);
+        let client = cpu_ticks(std::process::id()).saturating_sub(self.client);
+        let machine = machine_busy_ticks().saturating_sub(self.machine);
+        let others = machine.saturating_sub(server + client);
+        (
+            server as f64 / self.ticks,
+            client as f64 / self.ticks,
+            others as f64 / self.ticks,
+        )
+    }
+}
+
+/// One VerifyStream until `deadline`, at most `window` batches in flight,
+/// cycling through the prebuilt batches from `first`.
+pub async fn one_stream(
+    channel: Channel,
+    work: Arc<Vec<Arc<pb::VerifyStreamRequest>>>,
+    first: usize,
+    window: usize,
+    deadline: Instant,
+) -> Counts {
+    let permits = Arc::new(Semaphore::new(window));
+    let (sender, receiver) = mpsc::channel::<Arc<pb::VerifyStreamRequest>>(window);
+    let producer = {
+        let (permits, work) = (Arc::clone(&permits), Arc::clone(&work));
+        tokio::spawn(async move {
+            let mut next = first;
+            while Instant::now() < deadline {
+                let Ok(permit) = permits.acquire().await else {
+                    break;
+                };
+                permit.forget();
+                if sender
+                    .send(Arc::clone(&work[next % work.len()]))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                next += 1;
+            }
+        })
+    };
+    let mut counts = Counts::default();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let opened = match grpc.ready().await {
+        Ok(()) => grpc
+            .streaming(
+                Request::new(ReceiverStream::new(receiver)),
+                PathAndQuery::from_static(VERIFY_STREAM),
+                SharedCodec::<pb::VerifyStreamRequest, pb::VerifyStreamResponse>::default(),
+            )
+            .await
+            .map_err(|status| format!("VerifyStream: {status}")),
+        Err(error) => Err(format!("channel not ready: {error}")),
+    };
+    let mut answers = match opened {
+        Ok(response) => response.into_inner(),
+        Err(error) => {
+            report_failure(&error);
+            producer.abort();
+            counts.failures += 1;
+            return counts;
+        }
+    };
+    let mut expected = first;
+    loop {
+        match answers.message().await {
+            Ok(Some(answer)) => {
+                let sent = &work[expected % work.len()];
+                let code = answer.status.as_ref().map_or(-1, |s| s.code);
+                let checked = if answer.batch_id != sent.batch_id {
+                    Err(format!(
+                        "batch_id {} answered, {} expected",
+                        answer.batch_id, sent.batch_id
+                    ))
+                } else if code != 0 {
+                    Err(format!("batch refused: {:?}", answer.status))
+                } else {
+                    all_verified(&answer.results, sent.items.len())
+                };
+                match checked {
+                    Ok(()) => counts.items += answer.results.len() as u64,
+                    Err(error) => {
+                        report_failure(&format!("VerifyStream: {error}"));
+                        counts.failures += 1;
+                    }
+                }
+                expected += 1;
+                permits.add_permits(1);
+            }
+            Ok(None) => break,
+            Err(status) => {
+                report_failure(&format!("VerifyStream ended: {status}"));
+                counts.failures += 1;
+                break;
+            }
+        }
+    }
+    producer.abort();
+    counts
+}
+
+/// Unary VerifyBatch calls one after another on `channel` until `deadline`.
+pub async fn batch_caller(
+    channel: Channel,
+    work: Arc<Vec<Arc<pb::VerifyBatchRequest>>>,
+    first: usize,
+    deadline: Instant,
+) -> Counts {
+    let mut counts = Counts::default();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut next = first;
+    while Instant::now() < deadline {
+        if let Err(error) = grpc.ready().await {
+            report_failure(&format!("channel not ready: {error}"));
+            counts.failures += 1;
+            break;
+        }
+        let sent = &work[next % work.len()];
+        let answer = grpc
+            .unary(
+                Request::new(Arc::clone(sent)),
+                PathAndQuery::from_static(VERIFY_BATCH),
+                SharedCodec::<pb::VerifyBatchRequest, pb::VerifyBatchResponse>::default(),
+            )
+            .await;
+        match answer.map_err(|status| status.to_string()).and_then(|r| {
+            let results = r.into_inner().results;
+            all_verified(&results, sent.items.len()).map(|()| results.len())
+        }) {
+            Ok(n) => counts.items += n as u64,
+            Err(error) => {
+                report_failure(&format!("VerifyBatch: {error}"));
+                counts.failures += 1;
+            }
+        }
+        next += 1;
+    }
+    counts
+}
+
+/// Pipelined MGETs of `keys` keys each, one after another on a shared
+/// connection until `deadline`; every value must be [`REDIS_VALUE`].
+pub async fn redis_caller(
+    mut connection: redis::aio::MultiplexedConnection,
+    work: Arc<Vec<redis::Cmd>>,
+    keys: usize,
+    first: usize,
+    deadline: Instant,
+) -> Counts {
+    let mut counts = Counts::default();
+    let mut next = first;
+    while Instant::now() < deadline {
+        let command = &work[next % work.len()];
+        let answer: redis::RedisResult<Vec<Option<Vec<u8>>>> =
+            command.query_async(&mut connection).await;
+        let checked = answer.map_err(|e| e.to_string()).and_then(|values| {
+            if values.len() != keys {
+                return Err(format!("{} values for {keys} keys", values.len()));
+            }
+            match values
+                .iter()
+                .position(|v| v.as_deref() != Some(REDIS_VALUE))
+            {
+                None => Ok(values.len()),
+                Some(index) => Err(format!("key {index}: {:?}", values[index])),
+            }
+        });
+        match checked {
+            Ok(n) => counts.items += n as u64,
+            Err(error) => {
+                report_failure(&format!("Redis MGET: {error}"));
+                counts.failures += 1;
+            }
+        }
+        next += 1;
+    }
+    counts
+}
+
+/// Where caller `index` of `callers` starts in a workload of `len` batches, so
+/// that concurrent callers look up different keys.
+pub fn offset(index: usize, callers: usize, len: usize) -> usize {
+    index * len / callers.max(1)
+}
+
+/// Sums the counts of load tasks; a task that panicked counts as a failure.
+pub async fn join_all(tasks: Vec<tokio::task::JoinHandle<Counts>>) -> Counts {
+    let mut total = Counts::default();
+    for task in tasks {
+        match task.await {
+            Ok(counts) => total += counts,
+            Err(error) => {
+                report_failure(&format!("load task: {error}"));
+                total.failures += 1;
+            }
+        }
+    }
+    total
+}
+
+/// Latency figures of an open-loop run.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub target_rate: u64,
+    pub achieved_rate: f64,
+    pub completed: usize,
+    pub failures: u64,
+    /// From the intended send time (includes any lateness of the sender):
+    /// p50, p99, p999, max.
+    pub from_intended: [Duration; 4],
+    /// From the actual send time.
+    pub from_send: [Duration; 4],
+    /// How late the pacer handed out requests: p99 and max.
+    pub lag: [Duration; 2],
+    pub server_cpu: f64,
+    pub client_cpu: f64,
+    pub others_cpu: f64,
+    pub seconds: f64,
+}
+
+/// p50, p99, p999 and max of `values` (sorts them).
+pub fn percentiles(values: &mut [Duration]) -> [Duration; 4] {
+    values.sort_unstable();
+    let at = |p: f64| {
+        if values.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    };
+    [at(0.50), at(0.99), at(0.999), at(1.0)]
+}
+
+/// Single calls at `rate` per second for `duration`, open loop: `call(n)`
+/// makes the `n`th call, a future that answers when the call is done and
+/// checked (or with what was wrong). A pacing thread hands out the intended
+/// send times, and latency is measured from them, so a stall is charged to
+/// every request it delays (no coordinated omission).
+pub async fn open_loop<F, Fut>(
+    rate: u64,
+    duration: Duration,
+    server: Process,
+    ticks: f64,
+    call: F,
+) -> Latency
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Instant, String>> + Send + 'static,
+{
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let (sender, mut receiver) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let begin = Instant::now() + Duration::from_millis(20);
+    // A thread, not a tokio timer: tokio's timer wheel has 1 ms resolution,
+    // which alone would be a whole millisecond of latency at 10,000/s.
+    let pacer = std::thread::spawn(move || {
+        for index in 0..total {
+            let intended = begin + period * index as u32;
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+            if sender.send((index, intended)).is_err() {
+                break;
+            }
+        }
+    });
+    let cpu = CpuMeter::start(server, ticks);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut samples: Vec<(Duration, Duration, Duration)> = Vec::with_capacity(total as usize);
+    let mut failures = 0u64;
+    let mut last_done = begin;
+    type Sample = Result<Result<(Instant, Instant, Instant), String>, tokio::task::JoinError>;
+    let mut collect =
+        |result: Sample, samples: &mut Vec<(Duration, Duration, Duration)>| match result {
+            Ok(Ok((intended, sent, done))) => {
+                last_done = last_done.max(done);
+                samples.push((
+                    done - intended,
+                    done - sent,
+                    sent.saturating_duration_since(intended),
+                ));
+            }
+            Ok(Err(error)) => {
+                report_failure(&error);
+                failures += 1;
+            }
+            Err(error) => {
+                report_failure(&format!("call task: {error}"));
+                failures += 1;
+            }
+        };
+    while let Some((index, intended)) = receiver.recv().await {
+        let pending = call(index);
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let done = pending.await?;
+            Ok((intended, sent, done))
+        });
+        while let Some(result) = tasks.try_join_next() {
+            collect(result, &mut samples);
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        collect(result, &mut samples);
+    }
+    let _ = pacer.join();
+    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
+    let seconds = (last_done - begin).as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut from_intended: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+    let mut from_send: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+    let mut lag: Vec<Duration> = samples.iter().map(|s| s.2).collect();
+    let lag = percentiles(&mut lag);
+    Latency {
+        target_rate: rate,
+        achieved_rate: samples.len() as f64 / seconds,
+        completed: samples.len(),
+        failures,
+        from_intended: percentiles(&mut from_intended),
+        from_send: percentiles(&mut from_send),
+        lag: [lag[1], lag[3]],
+        server_cpu,
+        client_cpu,
+        others_cpu,
+        seconds,
+    }
+}
+
+/// One single `Verify` call on `client` for `request`, checked: the
+/// future the open loop of serialsvc runs.
+pub async fn verify_call(
+    mut client: tonic::client::Grpc<Channel>,
+    request: Arc<pb::VerifyRequest>,
+) -> Result<Instant, String> {
+    client
+        .ready()
+        .await
+        .map_err(|error| format!("channel not ready: {error}"))?;
+    let answer = client
+        .unary(
+            Request::new(request),
+            PathAndQuery::from_static(VERIFY),
+            SharedCodec::<pb::VerifyRequest, pb::VerifyResponse>::default(),
+        )
+        .await
+        .map_err(|status| format!("Verify: {status}"))?;
+    let done = Instant::now();
+    let result = answer.into_inner().result.ok_or("Verify: no result")?;
+    all_verified(std::slice::from_ref(&result), 1).map_err(|e| format!("Verify: {e}"))?;
+    Ok(done)
+}
+
+/// One Redis `GET` of `key` on `connection`, checked against [`REDIS_VALUE`]:
+/// the future the open loop of the Redis peer runs.
+pub async fn redis_get_call(
+    mut connection: redis::aio::MultiplexedConnection,
+    key: Arc<Vec<u8>>,
+) -> Result<Instant, String> {
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key.as_slice())
+        .query_async(&mut connection)
+        .await
+        .map_err(|error| format!("Redis GET: {error}"))?;
+    let done = Instant::now();
+    if value.as_deref() == Some(REDIS_VALUE) {
+        Ok(done)
+    } else {
+        Err(format!("Redis GET: {value:?}"))
+    }
+}
+
+/// `d` in whole microseconds, with the unit.
+pub fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// `value` rounded, with thousands separators; `—` when not finite.
+pub fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "—".into();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    if value < -0.5 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(12.0), "12");
+        assert_eq!(thousands(-1_000.0), "-1,000");
+        assert_eq!(thousands(f64::NAN), "—");
+    }
+
+    #[test]
+    fn percentiles_by_rank() {
+        let mut values: Vec<Duration> = (1..=1000).map(Duration::from_micros).collect();
+        let [p50, p99, p999, max] = percentiles(&mut values);
+        assert_eq!(p50, Duration::from_micros(500));
+        assert_eq!(p99, Duration::from_micros(990));
+        assert_eq!(p999, Duration::from_micros(999));
+        assert_eq!(max, Duration::from_micros(1000));
+    }
+}
