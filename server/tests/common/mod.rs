@@ -65,6 +65,56 @@ impl Server {
         }
     }
 
+    /// Starts the server and returns as soon as it listens, before the
+    /// status index is rebuilt (its "listening" log line); `wait_serving`
+    /// then waits for the "serving" line.
+    pub fn start_listening(data_dir: &Path) -> Server {
+        let mut child = spawn(data_dir, &[]);
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (sender, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[serialsvc] {line}");
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = log.recv_timeout(remaining).unwrap_or_else(|_| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not log 'listening' within {START_TIMEOUT:?}")
+            });
+            if line.contains(" listening ") {
+                return Server {
+                    grpc: field(&line, "grpc"),
+                    http: field(&line, "http"),
+                    metrics: field(&line, "metrics"),
+                    child,
+                    data_dir: data_dir.to_path_buf(),
+                    log,
+                };
+            }
+        }
+    }
+
+    /// Waits for the "serving" log line (after [`Server::start_listening`]).
+    pub fn wait_serving(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(remaining).unwrap_or_else(|_| {
+                panic!("server did not log 'serving' within {START_TIMEOUT:?}")
+            });
+            if line.contains(" serving ") {
+                return;
+            }
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)
     }
