@@ -771,28 +771,7 @@ fn order(round: usize) -> [bool; 2] {
 /// Decommissions `serials` (dispensed) through one Decommission stream in
 /// groups of [`GROUP`]; every item must be applied.
 async fn decommission(client: &mut StatusServiceClient<Channel>, round: usize, serials: &[String]) {
-    let groups: Vec<pb::DecommissionRequest> = serials
-        .chunks(GROUP)
-        .enumerate()
-        .map(|(index, group)| pb::DecommissionRequest {
-            request_id: format!("peers-d{round}-{index}"),
-            reason: pb::DecommissionReason::Dispensed as i32,
-            location: "0614141000012".into(),
-            actor: "bench".into(),
-            items: group
-                .iter()
-                .map(|serial| pb::PackIdentifier {
-                    identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-                        gtin: GTIN.into(),
-                        serial: serial.clone(),
-                        lot: None,
-                        expiry: None,
-                    })),
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
+    let groups = benches::decommission_groups(GTIN, &format!("peers-d{round}-"), serials, GROUP);
     let expected = groups.len();
     let mut answers = client
         .decommission(tokio_stream::iter(groups))

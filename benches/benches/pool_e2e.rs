@@ -118,28 +118,7 @@ async fn decommission(
     round: usize,
     serials: &[String],
 ) -> Duration {
-    let groups: Vec<pb::DecommissionRequest> = serials
-        .chunks(GROUP)
-        .enumerate()
-        .map(|(index, group)| pb::DecommissionRequest {
-            request_id: format!("d{round}-{index}"),
-            reason: pb::DecommissionReason::Dispensed as i32,
-            location: "0614141000012".into(),
-            actor: "bench".into(),
-            items: group
-                .iter()
-                .map(|serial| pb::PackIdentifier {
-                    identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-                        gtin: GTIN.into(),
-                        serial: serial.clone(),
-                        lot: None,
-                        expiry: None,
-                    })),
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
+    let groups = benches::decommission_groups(GTIN, &format!("d{round}-"), serials, GROUP);
     let expected = groups.len();
     let started = Instant::now();
     let mut answers = client

@@ -319,6 +319,39 @@ pub fn serial(n: u64) -> [u8; 12] {
     out
 }
 
+/// Decommission groups (dispensed, by the bench actor) of `serials` of
+/// `gtin`, `group` items each, with request ids `{prefix}{index}`.
+pub fn decommission_groups(
+    gtin: &str,
+    prefix: &str,
+    serials: &[String],
+    group: usize,
+) -> Vec<proto::serial::v1::DecommissionRequest> {
+    use proto::serial::v1 as pb;
+    serials
+        .chunks(group)
+        .enumerate()
+        .map(|(index, group)| pb::DecommissionRequest {
+            request_id: format!("{prefix}{index}"),
+            reason: pb::DecommissionReason::Dispensed as i32,
+            location: "0614141000012".into(),
+            actor: "bench".into(),
+            items: group
+                .iter()
+                .map(|serial| pb::PackIdentifier {
+                    identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+                        gtin: gtin.into(),
+                        serial: serial.clone(),
+                        lot: None,
+                        expiry: None,
+                    })),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// Registers the benchmarked product `gtin` (company prefix of 7 digits,
 /// EU FMD) and its lot `lot` expiring `expiry` (YYMMDD).
 pub async fn register_product_and_lot(

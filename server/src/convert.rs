@@ -204,12 +204,8 @@ pub(crate) fn event_time(
             ),
         ));
     }
-    let micros = (time.seconds as u64)
-        .saturating_mul(1_000_000)
-        .saturating_add(time.nanos as u64 / 1000);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let micros = micros_of(time);
+    let now = now_micros();
     if micros > now.saturating_add(EVENT_TIME_SKEW_MICROS) {
         return Err(invalid(
             field,
@@ -220,6 +216,22 @@ pub(crate) fn event_time(
         ));
     }
     Ok(Some(micros))
+}
+
+/// The server clock: microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A protobuf timestamp as microseconds since the epoch (times before the
+/// epoch count as the epoch).
+pub(crate) fn micros_of(time: &prost_types::Timestamp) -> u64 {
+    (time.seconds.max(0) as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(time.nanos.max(0) as u64 / 1000)
 }
 
 /// Microseconds since the epoch as a protobuf timestamp.

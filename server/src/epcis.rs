@@ -112,9 +112,7 @@ fn reason_name(code: i32) -> &'static str {
 }
 
 fn time_micros(time: Option<&prost_types::Timestamp>) -> u64 {
-    time.map_or(0, |t| {
-        (t.seconds.max(0) as u64) * 1_000_000 + (t.nanos.max(0) as u64) / 1000
-    })
+    time.map_or(0, crate::convert::micros_of)
 }
 
 /// One event as an EPCIS 2.0 JSON-LD event, or `None` for kinds with no

@@ -32,25 +32,31 @@ const WATCH_BUFFER: usize = 4;
 
 static WATCHERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts a watcher while it lives.
-struct WatcherSlot;
+/// One of a bounded number of concurrent long requests (watchers, exports,
+/// reports), counted while it lives.
+pub(crate) struct Slot(&'static AtomicUsize);
 
-impl WatcherSlot {
-    fn take() -> Result<Self, Status> {
-        let before = WATCHERS.fetch_add(1, Ordering::AcqRel);
-        if before >= WATCHERS_MAX {
-            WATCHERS.fetch_sub(1, Ordering::AcqRel);
+impl Slot {
+    /// Takes a slot of `counter`, or answers RESOURCE_EXHAUSTED naming
+    /// `what` when `max` are already taken.
+    pub(crate) fn take(
+        counter: &'static AtomicUsize,
+        max: usize,
+        what: &str,
+    ) -> Result<Self, Status> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
             return Err(Status::resource_exhausted(format!(
-                "{WATCHERS_MAX} watchers are already open; retry later"
+                "{max} {what} are already running; retry later"
             )));
         }
-        Ok(WatcherSlot)
+        Ok(Slot(counter))
     }
 }
 
-impl Drop for WatcherSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        WATCHERS.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -148,7 +154,7 @@ impl EventService for Api {
             }
             from => from,
         };
-        let slot = WatcherSlot::take()?;
+        let slot = Slot::take(&WATCHERS, WATCHERS_MAX, "watchers")?;
         let filter = Filter {
             kinds: request.kinds,
             gtin,
@@ -258,7 +264,7 @@ impl EventService for Api {
         } else {
             convert::gtin("gtin", &request.gtin)?.as_str().to_owned()
         };
-        let slot = ExportSlot::take()?;
+        let slot = Slot::take(&EXPORTS, EXPORTS_MAX, "exports")?;
         let store = Arc::clone(&self.store);
         let issuer = Arc::clone(&self.issuer);
         let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
@@ -321,27 +327,6 @@ pub(crate) const EXPORTS_MAX: usize = 4;
 
 static EXPORTS: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts an export while it runs.
-struct ExportSlot;
-
-impl ExportSlot {
-    fn take() -> Result<Self, Status> {
-        if EXPORTS.fetch_add(1, Ordering::AcqRel) >= EXPORTS_MAX {
-            EXPORTS.fetch_sub(1, Ordering::AcqRel);
-            return Err(Status::resource_exhausted(format!(
-                "{EXPORTS_MAX} exports are already running; retry later"
-            )));
-        }
-        Ok(ExportSlot)
-    }
-}
-
-impl Drop for ExportSlot {
-    fn drop(&mut self) {
-        EXPORTS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// What one export covers.
 struct ExportRange {
     epcis: bool,
@@ -374,9 +359,7 @@ async fn export_range(
     range: ExportRange,
     sender: &ExportSender,
 ) -> Result<(), Status> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let now = convert::now_micros();
     let mut buffer: Vec<u8> = Vec::new();
     if range.epcis {
         buffer.extend_from_slice(crate::epcis::document_start(now).as_bytes());

@@ -76,10 +76,7 @@ pub(crate) fn router(
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> anyhow::Result<MeteredRouter> {
-    let started_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
+    let started_micros = crate::convert::now_micros();
     let api = Api {
         issuer,
         store,

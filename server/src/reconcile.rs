@@ -3,7 +3,7 @@
 //! from the pools' chunks and the status index; lot counts from one pass
 //! over the index.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use proto::serial::v1 as pb;
 use proto::serial::v1::reconciliation_service_server::ReconciliationService;
@@ -23,36 +23,6 @@ const REPORTS_MAX: usize = 2;
 const RATIO_WARNING_SHARE: f64 = 0.8;
 
 static REPORTS: AtomicUsize = AtomicUsize::new(0);
-
-struct ReportSlot;
-
-impl ReportSlot {
-    fn take() -> Result<Self, Status> {
-        if REPORTS.fetch_add(1, Ordering::AcqRel) >= REPORTS_MAX {
-            REPORTS.fetch_sub(1, Ordering::AcqRel);
-            return Err(Status::resource_exhausted(format!(
-                "{REPORTS_MAX} reports are already being built; retry later"
-            )));
-        }
-        Ok(ReportSlot)
-    }
-}
-
-impl Drop for ReportSlot {
-    fn drop(&mut self) {
-        REPORTS.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn micros(time: &prost_types::Timestamp) -> u64 {
-    (time.seconds.max(0) as u64) * 1_000_000 + (time.nanos.max(0) as u64) / 1000
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 #[tonic::async_trait]
 impl ReconciliationService for Api {
@@ -75,8 +45,15 @@ impl ReconciliationService for Api {
             Some(convert::lot("lot", &request.lot)?.as_str().to_owned())
         };
         let line_id = convert::identifier("line_id", &request.line_id, false)?;
-        let from = request.from_time.as_ref().map(micros).unwrap_or(0);
-        let until = request.until_time.as_ref().map_or(u64::MAX, micros);
+        let from = request
+            .from_time
+            .as_ref()
+            .map(convert::micros_of)
+            .unwrap_or(0);
+        let until = request
+            .until_time
+            .as_ref()
+            .map_or(u64::MAX, convert::micros_of);
         if until <= from {
             return Err(invalid("until_time", "must be after from_time"));
         }
@@ -97,9 +74,9 @@ impl ReconciliationService for Api {
         {
             return Err(Status::not_found(format!("GTIN {gtin} is not registered")));
         }
-        let _slot = ReportSlot::take()?;
+        let _slot = crate::events::Slot::take(&REPORTS, REPORTS_MAX, "reports")?;
         let as_of_sequence = self.store.next_event_sequence() - 1;
-        let now = now_micros();
+        let now = convert::now_micros();
 
         // Pools.
         let keep_line = line_id.clone();

@@ -31,10 +31,7 @@ impl ServerInfoService for Api {
         _: Request<pb::GetServerInfoRequest>,
     ) -> Result<Response<pb::GetServerInfoResponse>, Status> {
         let config = self.issuer.config();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let now = crate::convert::now_micros();
         let limits = pb::ServerLimits {
             max_serials_requestable: config.pool_count_max,
             max_serials_returnable: config.return_group_max as u32,

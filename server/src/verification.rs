@@ -479,19 +479,12 @@ impl VerificationService for Api {
             )));
         }
         Ok(Response::new(pb::CheckSaleableReturnResponse {
-            verification_timestamp: Some(convert::timestamp(now_micros())),
+            verification_timestamp: Some(convert::timestamp(convert::now_micros())),
             responder_gln: self.responder_gln.clone(),
             corr_uuid: request.corr_uuid,
             data: Some(vrs_answer(verdict)),
         }))
     }
-}
-
-pub(crate) fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -233,7 +233,7 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
 
 fn answer(responder: &Responder, corr_uuid: String, data: Option<Data>) -> Response {
     let body = Answer {
-        verification_timestamp: rfc3339_millis(verification::now_micros()),
+        verification_timestamp: rfc3339_millis(crate::convert::now_micros()),
         responder_gln: responder.responder_gln.clone(),
         corr_uuid,
         data,

@@ -118,7 +118,6 @@ async fn events_record_who_where_when_and_filters_apply() {
         seconds: 1_700_000_000,
         nanos: 0,
     };
-    let mut status = StatusServiceClient::new(channel.clone());
     let group = pb::DecommissionRequest {
         request_id: "d-ev".into(),
         reason: pb::DecommissionReason::Dispensed as i32,
@@ -126,21 +125,9 @@ async fn events_record_who_where_when_and_filters_apply() {
         actor: "pharmacy-7".into(),
         note: "counter sale".into(),
         event_time: Some(event_time),
-        items: vec![pb::PackIdentifier {
-            identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-                gtin: GTIN.into(),
-                serial: pool.serials[0].clone(),
-                lot: None,
-                expiry: None,
-            })),
-        }],
+        items: vec![item(GTIN, &pool.serials[0])],
     };
-    let mut answers = status
-        .decommission(tokio_stream::iter([group.clone()]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
+    let answer = decommission_group(&channel, group.clone()).await;
     assert_eq!(answer.counts.unwrap().applied, 1);
     // An event time far in the future is refused, naming the field.
     let future = pb::DecommissionRequest {
@@ -151,12 +138,7 @@ async fn events_record_who_where_when_and_filters_apply() {
         }),
         ..group
     };
-    let mut answers = status
-        .decommission(tokio_stream::iter([future]))
-        .await
-        .unwrap()
-        .into_inner();
-    let refused = answers.message().await.unwrap().unwrap().status.unwrap();
+    let refused = decommission_group(&channel, future).await.status.unwrap();
     assert_eq!(refused.code, tonic::Code::InvalidArgument as i32);
     assert!(refused.message.contains("event_time"), "{refused:?}");
 
@@ -278,7 +260,6 @@ async fn exports_are_valid_epcis_and_complete_json_lines() {
     let pool = request_pool(&channel, "pool-x", GTIN, 6).await.unwrap();
     commission(&channel, GTIN, "c-x", "L1", pool.serials[..5].to_vec()).await;
     return_serials(&channel, GTIN, "r-x", vec![pool.serials[5].clone()]).await;
-    let mut status = StatusServiceClient::new(channel.clone());
     for (id, reason, serial) in [
         ("d-1", pb::DecommissionReason::Dispensed, &pool.serials[0]),
         ("d-2", pb::DecommissionReason::Destroyed, &pool.serials[1]),
@@ -289,34 +270,13 @@ async fn exports_are_valid_epcis_and_complete_json_lines() {
             reason: reason as i32,
             location: "4012345000009".into(),
             actor: "wholesaler-1".into(),
-            items: vec![pb::PackIdentifier {
-                identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-                    gtin: GTIN.into(),
-                    serial: serial.clone(),
-                    lot: None,
-                    expiry: None,
-                })),
-            }],
+            items: vec![item(GTIN, serial)],
             ..Default::default()
         };
-        let mut answers = status
-            .decommission(tokio_stream::iter([group]))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            answers
-                .message()
-                .await
-                .unwrap()
-                .unwrap()
-                .counts
-                .unwrap()
-                .applied,
-            1
-        );
+        let answer = decommission_group(&channel, group).await;
+        assert_eq!(answer.counts.unwrap().applied, 1);
     }
-    status
+    StatusServiceClient::new(channel.clone())
         .recall_lot(pb::RecallLotRequest {
             request_id: "recall-1".into(),
             gtin: GTIN.into(),

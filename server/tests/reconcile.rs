@@ -11,7 +11,6 @@ use common::api::*;
 use common::cli::{run_code, stdout};
 use proto::serial::v1 as pb;
 use proto::serial::v1::reconciliation_service_client::ReconciliationServiceClient;
-use proto::serial::v1::status_service_client::StatusServiceClient;
 
 const GTIN: &str = "09520123456788";
 
@@ -26,25 +25,10 @@ async fn decommission(
         reason: reason as i32,
         location: "4012345000009".into(),
         actor: "desk-1".into(),
-        items: serials
-            .iter()
-            .map(|serial| pb::PackIdentifier {
-                identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-                    gtin: GTIN.into(),
-                    serial: serial.clone(),
-                    lot: None,
-                    expiry: None,
-                })),
-            })
-            .collect(),
+        items: serials.iter().map(|serial| item(GTIN, serial)).collect(),
         ..Default::default()
     };
-    let mut answers = StatusServiceClient::new(channel.clone())
-        .decommission(tokio_stream::iter([group]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
+    let answer = decommission_group(channel, group).await;
     assert_eq!(answer.counts.unwrap().applied as usize, serials.len());
 }
 

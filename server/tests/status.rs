@@ -19,17 +19,6 @@ const GTIN: &str = "09520123456788";
 const LOCATION: &str = "0614141000012";
 const GROUP: usize = 10_000;
 
-fn item(gtin: &str, serial: &str) -> pb::PackIdentifier {
-    pb::PackIdentifier {
-        identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
-            gtin: gtin.into(),
-            serial: serial.into(),
-            lot: None,
-            expiry: None,
-        })),
-    }
-}
-
 fn decommission_request(
     request_id: &str,
     reason: pb::DecommissionReason,

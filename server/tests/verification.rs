@@ -153,12 +153,7 @@ async fn decommission(
         items: items.to_vec(),
         ..Default::default()
     };
-    let mut answers = StatusServiceClient::new(channel.clone())
-        .decommission(tokio_stream::iter([group]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().expect("one answer");
+    let answer = decommission_group(channel, group).await;
     assert_eq!(answer.status.as_ref().unwrap().code, 0, "{answer:?}");
     answer
 }

@@ -872,21 +872,22 @@ mod tests {
 
     #[test]
     fn altering_or_removing_the_last_event_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for i in 0..3u8 {
-            store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
-        }
+        // A store with three committed events (the directory lives with it).
+        let three_events = || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..3u8 {
+                store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
+            }
+            (dir, store)
+        };
+        let (_dir, store) = three_events();
         tamper(&store, 3, b"forged");
         let (sequence, why) = store.verify_chain(|_| {}).unwrap().first_break.unwrap();
         assert_eq!(sequence, 3);
         assert!(why.contains("chain head"), "{why}");
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for i in 0..3u8 {
-            store.commit(change(&[b'S', i], &[b'e', i])).unwrap();
-        }
+        let (_dir, store) = three_events();
         store
             .db
             .delete_cf(store.cf(Family::Events), keys::event(3))

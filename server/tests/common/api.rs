@@ -194,3 +194,29 @@ pub async fn return_group(
         .into_inner();
     answers.message().await.unwrap().expect("one answer")
 }
+
+/// A pack given by its GTIN and serial only.
+pub fn item(gtin: &str, serial: &str) -> pb::PackIdentifier {
+    pb::PackIdentifier {
+        identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+            gtin: gtin.into(),
+            serial: serial.into(),
+            lot: None,
+            expiry: None,
+        })),
+    }
+}
+
+/// Sends one decommission group as it is and returns its answer.
+pub async fn decommission_group(
+    channel: &Channel,
+    group: pb::DecommissionRequest,
+) -> pb::DecommissionResponse {
+    let mut answers =
+        proto::serial::v1::status_service_client::StatusServiceClient::new(channel.clone())
+            .decommission(tokio_stream::iter([group]))
+            .await
+            .unwrap()
+            .into_inner();
+    answers.message().await.unwrap().expect("one answer")
+}

@@ -33,6 +33,19 @@ impl Server {
 
     /// Starts the server with extra `serve` arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_until(data_dir, extra, " serving ")
+    }
+
+    /// Starts the server and returns as soon as it listens, before the
+    /// status index is rebuilt (its "listening" log line); `wait_serving`
+    /// then waits for the "serving" line.
+    pub fn start_listening(data_dir: &Path) -> Server {
+        Self::start_until(data_dir, &[], " listening ")
+    }
+
+    /// Starts the server and returns at the first log line containing
+    /// `marker` (which names the listeners' addresses).
+    fn start_until(data_dir: &Path, extra: &[&str], marker: &str) -> Server {
         let mut child = spawn(data_dir, extra);
         let stderr = child.stderr.take().expect("stderr piped");
         let (sender, log) = mpsc::channel();
@@ -50,45 +63,9 @@ impl Server {
             let line = log.recv_timeout(remaining).unwrap_or_else(|_| {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("server did not log 'serving' within {START_TIMEOUT:?}")
+                panic!("server did not log {marker:?} within {START_TIMEOUT:?}")
             });
-            if line.contains(" serving ") {
-                return Server {
-                    grpc: field(&line, "grpc"),
-                    http: field(&line, "http"),
-                    metrics: field(&line, "metrics"),
-                    child,
-                    data_dir: data_dir.to_path_buf(),
-                    log,
-                };
-            }
-        }
-    }
-
-    /// Starts the server and returns as soon as it listens, before the
-    /// status index is rebuilt (its "listening" log line); `wait_serving`
-    /// then waits for the "serving" line.
-    pub fn start_listening(data_dir: &Path) -> Server {
-        let mut child = spawn(data_dir, &[]);
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (sender, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[serialsvc] {line}");
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = log.recv_timeout(remaining).unwrap_or_else(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server did not log 'listening' within {START_TIMEOUT:?}")
-            });
-            if line.contains(" listening ") {
+            if line.contains(marker) {
                 return Server {
                     grpc: field(&line, "grpc"),
                     http: field(&line, "http"),
