@@ -5,15 +5,19 @@
 //! Layout (after the one-byte [`EVENT_BODY_VERSION`]): kind u8, GTIN u64,
 //! request id, principal, location, line id (texts), event time u64 (0 = the
 //! commit time), pool id u64, lot, expiry (texts), reason u8, reason text,
-//! count u64, flag action u8, then the serials packed as a pool chunk
-//! (one-byte length, bytes). Bodies written before this layout start with
-//! the kind (1–10) and are read with their kind and GTIN only.
+//! count u64, flag action u8, SSCC (text), then the serials packed as a pool
+//! chunk (one-byte length, bytes). Bodies of the layout before the SSCC
+//! ([`EVENT_BODY_VERSION_1`]) are read with an empty SSCC; bodies written
+//! before that start with the kind (1–10) and are read with their kind and
+//! GTIN only.
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::records::{decode_chunk, encode_chunk};
 
 /// First byte of a body in this layout (no legacy body starts with it).
-pub const EVENT_BODY_VERSION: u8 = 0xE1;
+pub const EVENT_BODY_VERSION: u8 = 0xE2;
+/// First byte of a body of the layout without the SSCC.
+pub const EVENT_BODY_VERSION_1: u8 = 0xE1;
 
 /// Event kinds (the numbering of `serial.v1.EventKind`).
 pub mod kind {
@@ -37,6 +41,13 @@ pub mod kind {
     pub const PRODUCT_WITHDRAWN: u8 = 9;
     /// A pack was flagged or unflagged.
     pub const PACK_FLAGGED: u8 = 10;
+    /// An SSCC pool was allocated (count = its SSCCs).
+    pub const SSCC_POOL_ALLOCATED: u8 = 11;
+    /// Children were packed into the SSCC: packs of the GTIN, or (GTIN 0)
+    /// the SSCCs listed as serials.
+    pub const PACKED: u8 = 12;
+    /// Children were unpacked from the SSCC (as for [`PACKED`]).
+    pub const UNPACKED: u8 = 13;
 }
 
 /// What one event says, but its serials (see [`encode_body`]).
@@ -70,6 +81,9 @@ pub struct EventHeader {
     pub count: u64,
     /// Flag action code (pack flags).
     pub flag_action: u8,
+    /// The SSCC (18 digits): the parent of a packing or unpacking, the root
+    /// of a decommission that cascaded; empty when none.
+    pub sscc: String,
 }
 
 /// Encodes an event body with its serials.
@@ -93,6 +107,7 @@ pub fn encode_body<'a>(
         .text(&header.reason_text)
         .u64(header.count)
         .u8(header.flag_action)
+        .text(&header.sscc)
         .finish();
     body.extend_from_slice(&encode_chunk(serials));
     body
@@ -102,7 +117,7 @@ pub fn encode_body<'a>(
 pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeError> {
     let mut d = Decoder::new("event body", body);
     let first = d.u8()?;
-    if first != EVENT_BODY_VERSION {
+    if first != EVENT_BODY_VERSION && first != EVENT_BODY_VERSION_1 {
         // A body of the first layout: kind, GTIN, then kind-specific bytes.
         if !(kind::PRODUCT_ADDED..=kind::PACK_FLAGGED).contains(&first) {
             return Err(d.error(format!("unknown event body version {first:#04x}")));
@@ -132,6 +147,11 @@ pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeErro
         reason_text: d.text()?,
         count: d.u64()?,
         flag_action: d.u8()?,
+        sscc: if first == EVENT_BODY_VERSION {
+            d.text()?
+        } else {
+            String::new()
+        },
     };
     let serials = decode_chunk(crate::records::RECORD_VERSION, d.rest())?;
     Ok((header, serials))
@@ -152,14 +172,23 @@ mod tests {
             ..EventHeader::default()
         };
         let body = encode_body(&header, [b"AB".as_slice()]);
-        let mut expected = vec![0xE1, 6, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'r'];
+        let mut expected = vec![0xE2, 6, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'r'];
         expected.extend_from_slice(&[0; 6]); // principal, location, line
         expected.extend_from_slice(&[0; 16]); // event time, pool
         expected.extend_from_slice(&[0; 4]); // lot, expiry
         expected.extend_from_slice(&[1, 0, 0]); // reason, reason text
         expected.extend_from_slice(&[0; 9]); // count, flag action
+        expected.extend_from_slice(&[0; 2]); // sscc
         expected.extend_from_slice(&[2, b'A', b'B']);
         assert_eq!(body, expected);
+        // The layout before the SSCC: the same without its two bytes.
+        let mut first = expected.clone();
+        first[0] = EVENT_BODY_VERSION_1;
+        first.drain(first.len() - 5..first.len() - 3);
+        assert_eq!(
+            decode_body(&first).unwrap(),
+            (header, vec!["AB".to_owned()])
+        );
         let legacy = [&[kind::LOT_ADDED][..], &7u64.to_be_bytes(), b"LOT1"].concat();
         let (old, serials) = decode_body(&legacy).unwrap();
         assert_eq!((old.kind, old.gtin, serials.len()), (kind::LOT_ADDED, 7, 0));
@@ -169,12 +198,13 @@ mod tests {
     proptest! {
         #[test]
         fn bodies_round_trip(
-            kind in 1u8..=10, gtin in 0u64..100_000_000_000_000, request_id in "[ -~]{0,64}",
+            kind in 1u8..=13, gtin in 0u64..100_000_000_000_000, request_id in "[ -~]{0,64}",
+            sscc in "[0-9]{0,18}",
             principal in "[ -~]{0,20}", lot in "[!-~]{0,20}", event_time_micros: u64, count: u64,
             serials in proptest::collection::vec("[!-~]{1,20}", 0..20),
         ) {
             let header = EventHeader {
-                kind, gtin, request_id, principal, lot, event_time_micros, count,
+                kind, gtin, request_id, principal, lot, event_time_micros, count, sscc,
                 ..EventHeader::default()
             };
             let body = encode_body(&header, serials.iter().map(|s| s.as_bytes()));

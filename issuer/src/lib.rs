@@ -8,6 +8,7 @@
 //! generator, pools, commissioning and returns. Decommissioning (issue 5) and
 //! aggregation (issue 6) join later.
 
+pub mod aggregation;
 pub mod generator;
 pub mod guessing;
 pub mod profile;
@@ -104,6 +105,8 @@ pub struct IssuerConfig {
     pub return_group_max: usize,
     /// The EU guessing rule.
     pub guessing_rule: guessing::GuessingRule,
+    /// Limits of aggregation.
+    pub aggregation: aggregation::AggregationLimits,
 }
 
 impl Default for IssuerConfig {
@@ -116,6 +119,7 @@ impl Default for IssuerConfig {
             commission_group_max: 10_000,
             return_group_max: 10_000,
             guessing_rule: guessing::GuessingRule::default(),
+            aggregation: aggregation::AggregationLimits::default(),
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Issuer {
     shared: Arc<Shared>,
     shards: Vec<SyncSender<Command>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    aggregation: SyncSender<aggregation::AggregationCommand>,
+    aggregation_thread: std::thread::JoinHandle<()>,
 }
 
 impl Issuer {
@@ -175,10 +181,25 @@ impl Issuer {
             shards.push(sender);
             threads.push(thread);
         }
+        let aggregator = aggregation::Aggregator::new(
+            Arc::clone(&shared.store),
+            Arc::clone(&shared.index),
+            shards.clone(),
+            config.aggregation,
+        )?;
+        let (aggregation, receiver) = std::sync::mpsc::sync_channel(config.queue_depth.max(1));
+        let aggregation_thread = std::thread::Builder::new()
+            .name("aggregation-writer".into())
+            .spawn(move || aggregator.run(receiver))
+            .map_err(|e| {
+                IssuerError::FailedPrecondition(format!("cannot start the aggregation writer: {e}"))
+            })?;
         Ok(Issuer {
             shared,
             shards,
             threads,
+            aggregation,
+            aggregation_thread,
         })
     }
 
@@ -631,11 +652,174 @@ impl Issuer {
         )
     }
 
+    /// Hands a command to the aggregation writer and waits for its answer
+    /// (like [`Issuer::call`]: the work does not depend on the caller staying).
+    async fn aggregate<T>(
+        &self,
+        (kind, items): (telemetry::WriteKind, usize),
+        make: impl FnOnce(writer::Reply<T>) -> aggregation::AggregationCommand,
+    ) -> Result<T, IssuerError> {
+        let started = std::time::Instant::now();
+        if !self.shared.index.is_ready() {
+            return Err(IssuerError::Starting);
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.aggregation.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(IssuerError::Overloaded {
+                    shard: self.shards.len(),
+                    depth: self.shared.config.queue_depth,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
+        }
+        let answer = answer.await.map_err(|_| IssuerError::ShuttingDown)?;
+        telemetry::record_write(kind, started, items);
+        answer
+    }
+
+    /// Allocates (or replays) a pool of SSCCs; answers once it is durable.
+    pub async fn request_sscc_pool(
+        &self,
+        request: aggregation::SsccPoolRequest,
+    ) -> Result<aggregation::SsccPool, IssuerError> {
+        let max = self.shared.config.aggregation.sscc_pool_max;
+        if request.count == 0 || request.count > max {
+            return Err(IssuerError::invalid(
+                "count",
+                format!("{} is outside 1..={max} (SSCCs per pool)", request.count),
+            ));
+        }
+        let items = request.count as usize;
+        self.aggregate((WriteKind::Aggregation, items), |reply| {
+            aggregation::AggregationCommand::SsccPool(request, reply)
+        })
+        .await
+    }
+
+    /// Packs children into a parent SSCC, all or nothing.
+    pub async fn pack(
+        &self,
+        request: aggregation::AggregationRequest,
+    ) -> Result<aggregation::AggregationAnswer, IssuerError> {
+        self.check_children(&request, false)?;
+        let items = request.children.len();
+        self.aggregate((WriteKind::Aggregation, items), |reply| {
+            aggregation::AggregationCommand::Pack(request, reply)
+        })
+        .await
+    }
+
+    /// Unpacks children (all when none are listed) from a parent SSCC, all or nothing.
+    pub async fn unpack(
+        &self,
+        request: aggregation::AggregationRequest,
+    ) -> Result<aggregation::AggregationAnswer, IssuerError> {
+        self.check_children(&request, true)?;
+        let items = request.children.len();
+        self.aggregate((WriteKind::Aggregation, items), |reply| {
+            aggregation::AggregationCommand::Unpack(request, reply)
+        })
+        .await
+    }
+
+    fn check_children(
+        &self,
+        request: &aggregation::AggregationRequest,
+        empty_allowed: bool,
+    ) -> Result<(), IssuerError> {
+        let max = self.shared.config.aggregation.children_max;
+        let size = request.children.len();
+        if (size == 0 && !empty_allowed) || size > max {
+            return Err(IssuerError::invalid(
+                "children",
+                format!(
+                    "a request lists 1..={max} children (max_aggregation_children), this one {size}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decommissions every pack below an SSCC in one durable change.
+    pub async fn decommission_hierarchy(
+        &self,
+        request: aggregation::CascadeRequest,
+    ) -> Result<aggregation::CascadeAnswer, IssuerError> {
+        let answer = self
+            .aggregate((WriteKind::Status, 1), |reply| {
+                aggregation::AggregationCommand::Cascade(request.clone(), reply)
+            })
+            .await?;
+        if !answer.replayed {
+            let applied = status::DecommissionOutcome::Decommissioned as u8;
+            let changed = answer
+                .outcomes
+                .iter()
+                .find(|(code, _)| *code == applied)
+                .map_or(0, |(_, n)| *n);
+            telemetry::record_status(StatusAction::Decommission(request.reason), changed);
+        }
+        Ok(answer)
+    }
+
+    /// The tree below an SSCC, cut at `max_depth` levels and `max_nodes` nodes.
+    pub async fn hierarchy(
+        &self,
+        sscc: gs1::Sscc,
+        max_depth: u32,
+        max_nodes: usize,
+    ) -> Result<aggregation::Hierarchy, IssuerError> {
+        let limits = self.shared.config.aggregation;
+        let max_depth = if max_depth == 0 {
+            limits.depth_max
+        } else {
+            max_depth.min(limits.depth_max)
+        };
+        let max_nodes = if max_nodes == 0 {
+            limits.nodes_max
+        } else {
+            max_nodes.min(limits.nodes_max)
+        };
+        self.aggregate((WriteKind::Aggregation, 0), |reply| {
+            aggregation::AggregationCommand::Hierarchy {
+                sscc,
+                max_depth,
+                max_nodes,
+                reply,
+            }
+        })
+        .await
+    }
+
+    /// The company prefix lengths of issued SSCCs (for EPC URIs); unknown
+    /// ones are left out.
+    pub async fn sscc_prefix_lengths(
+        &self,
+        ssccs: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, u8>, IssuerError> {
+        let (reply, answer) = oneshot::channel();
+        self.aggregation
+            .send(aggregation::AggregationCommand::SsccPrefixLength(
+                ssccs, reply,
+            ))
+            .map_err(|_| IssuerError::ShuttingDown)?;
+        answer.await.map_err(|_| IssuerError::ShuttingDown)?
+    }
+
     /// Stops the writers after the queued commands are done.
     pub fn shutdown(self) {
         let Issuer {
-            shards, threads, ..
+            shards,
+            threads,
+            aggregation,
+            aggregation_thread,
+            ..
         } = self;
+        // The aggregation writer holds senders to the shards: it goes first.
+        drop(aggregation);
+        let _ = aggregation_thread.join();
         drop(shards);
         for thread in threads {
             let _ = thread.join();

@@ -713,6 +713,119 @@ impl RequestRecord {
     }
 }
 
+/// An issued SSCC (a case or pallet): where it came from and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SsccRecord {
+    /// Length of the company prefix inside the SSCC (for EPC URIs).
+    pub prefix_length: u8,
+    /// The SSCC pool that issued it.
+    pub pool_id: u64,
+    /// The parent SSCC (17 data digits as a number), if packed into one.
+    pub parent: Option<u64>,
+    /// Direct children (packs and SSCCs).
+    pub children: u32,
+    /// Packs below it at any depth.
+    pub packs: u64,
+}
+
+impl SsccRecord {
+    /// Encodes the payload: prefix length u8, pool id u64, has-parent u8,
+    /// parent u64, children u32, packs u64.
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::default()
+            .u8(self.prefix_length)
+            .u64(self.pool_id)
+            .u8(u8::from(self.parent.is_some()))
+            .u64(self.parent.unwrap_or(0))
+            .u32(self.children)
+            .u64(self.packs)
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("sscc record", version)?;
+        let mut d = Decoder::new("sscc record", payload);
+        let prefix_length = d.u8()?;
+        let pool_id = d.u64()?;
+        let has_parent = d.u8()?;
+        let parent = d.u64()?;
+        let parent = match has_parent {
+            0 => None,
+            1 => Some(parent),
+            other => return Err(d.error(format!("parent flag {other} is not 0 or 1"))),
+        };
+        let record = SsccRecord {
+            prefix_length,
+            pool_id,
+            parent,
+            children: d.u32()?,
+            packs: d.u64()?,
+        };
+        d.finish()?;
+        Ok(record)
+    }
+}
+
+/// A pool of SSCCs handed to a line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SsccPoolRecord {
+    /// Extension digit, 0–9.
+    pub extension_digit: u8,
+    /// Company prefix digits.
+    pub company_prefix: String,
+    /// SSCCs asked for.
+    pub requested: u64,
+    /// SSCCs allocated.
+    pub granted: u64,
+    /// Line and location the pool is for.
+    pub line_id: String,
+    /// GLN or site code.
+    pub location: String,
+    /// Commit time, µs since the epoch.
+    pub created_micros: u64,
+    /// Chunk records holding the SSCCs in order.
+    pub chunks: u32,
+    /// SSCCs left in the space after this pool.
+    pub remaining: u64,
+}
+
+impl SsccPoolRecord {
+    /// Encodes the payload in field order (texts length-prefixed).
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::default()
+            .u8(self.extension_digit)
+            .text(&self.company_prefix)
+            .u64(self.requested)
+            .u64(self.granted)
+            .text(&self.line_id)
+            .text(&self.location)
+            .u64(self.created_micros)
+            .u32(self.chunks)
+            .u64(self.remaining)
+            .finish()
+    }
+
+    /// Decodes a payload read with its envelope version.
+    pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        check_version("sscc pool record", version)?;
+        let mut d = Decoder::new("sscc pool record", payload);
+        let record = SsccPoolRecord {
+            extension_digit: d.u8()?,
+            company_prefix: d.text()?,
+            requested: d.u64()?,
+            granted: d.u64()?,
+            line_id: d.text()?,
+            location: d.text()?,
+            created_micros: d.u64()?,
+            chunks: d.u32()?,
+            remaining: d.u64()?,
+        };
+        d.finish()?;
+        Ok(record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -934,5 +1047,52 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn sscc_records_golden_bytes() {
+        let record = SsccRecord {
+            prefix_length: 7,
+            pool_id: 2,
+            parent: Some(3),
+            children: 4,
+            packs: 5,
+        };
+        let mut expected = vec![7, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 3];
+        expected.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5]);
+        assert_eq!(record.encode(), expected);
+        assert_eq!(
+            SsccRecord::decode(RECORD_VERSION, &expected).unwrap(),
+            record
+        );
+        let mut bad = expected.clone();
+        bad[9] = 2;
+        assert!(SsccRecord::decode(RECORD_VERSION, &bad).is_err());
+        assert!(SsccRecord::decode(2, &expected).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sscc_records_round_trip(prefix_length: u8, pool_id: u64, parent: Option<u64>,
+                                   children: u32, packs: u64) {
+            let record = SsccRecord { prefix_length, pool_id, parent, children, packs };
+            proptest::prop_assert_eq!(SsccRecord::decode(RECORD_VERSION, &record.encode()).unwrap(), record);
+        }
+
+        #[test]
+        fn sscc_pool_records_round_trip(extension_digit in 0u8..10, company_prefix in "[0-9]{6,12}",
+                                        requested: u64, granted: u64, line_id in "[ -~]{0,64}",
+                                        location in "[ -~]{0,64}", created_micros: u64, chunks: u32,
+                                        remaining: u64) {
+            let record = SsccPoolRecord { extension_digit, company_prefix, requested, granted,
+                                          line_id, location, created_micros, chunks, remaining };
+            proptest::prop_assert_eq!(SsccPoolRecord::decode(RECORD_VERSION, &record.encode()).unwrap(), record);
+        }
+
+        #[test]
+        fn decoding_sscc_records_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = SsccRecord::decode(RECORD_VERSION, &bytes);
+            let _ = SsccPoolRecord::decode(RECORD_VERSION, &bytes);
+        }
     }
 }

@@ -42,17 +42,20 @@ pub enum WriteKind {
     Status,
     /// A recall, withdrawal or pack flag.
     Flags,
+    /// An SSCC pool, pack, unpack or hierarchy read (the aggregation writer).
+    Aggregation,
 }
 
 impl WriteKind {
     /// Every kind, in label order.
-    pub const ALL: [WriteKind; 6] = [
+    pub const ALL: [WriteKind; 7] = [
         WriteKind::MasterData,
         WriteKind::Pool,
         WriteKind::Commission,
         WriteKind::Return,
         WriteKind::Status,
         WriteKind::Flags,
+        WriteKind::Aggregation,
     ];
 
     /// The `kind` label value.
@@ -64,6 +67,7 @@ impl WriteKind {
             WriteKind::Return => "return",
             WriteKind::Status => "status",
             WriteKind::Flags => "flags",
+            WriteKind::Aggregation => "aggregation",
         }
     }
 }

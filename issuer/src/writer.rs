@@ -28,7 +28,7 @@ use crate::model::*;
 use crate::records::*;
 
 mod status_ops;
-pub(crate) use status_ops::StatusPart;
+pub(crate) use status_ops::{EVENT_SERIALS_MAX, StatusPart};
 
 /// Reply channel of one command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, IssuerError>>;
@@ -67,6 +67,31 @@ pub(crate) enum Command {
         reason: String,
         reply: Reply<PackFlags>,
     },
+    /// The aggregation writer needs this shard's packs to stay as they are:
+    /// the writer says so on `held`, then does nothing until `release`
+    /// answers or is dropped.
+    Hold(Hold),
+    /// One shard's part of a cascade: the writer decides it and sends the
+    /// answers and change set (uncommitted) on `reply`, then waits on
+    /// `release`: `true` means the aggregation writer committed every part
+    /// in one batch, so the writer applies its index entries; then it
+    /// reports on `done`.
+    Prepared {
+        part: StatusPart,
+        reply: std::sync::mpsc::SyncSender<PreparedAnswer>,
+        release: std::sync::mpsc::Receiver<bool>,
+        done: std::sync::mpsc::SyncSender<Result<(), IssuerError>>,
+    },
+}
+
+/// What a shard sends for its part of a cascade.
+pub(crate) type PreparedAnswer = Result<(Vec<(usize, StatusResult)>, ChangeSet), IssuerError>;
+
+/// See [`Command::Hold`].
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub(crate) held: std::sync::mpsc::SyncSender<()>,
+    pub(crate) release: std::sync::mpsc::Receiver<()>,
 }
 
 /// Request-record kinds: a request id is unique per kind.
@@ -245,6 +270,29 @@ impl Writer {
                     let _ =
                         reply.send(self.flag_pack(&request_id, &gtin, &serial, action, &reason));
                 }
+                Command::Hold(hold) => {
+                    if hold.held.send(()).is_ok() {
+                        let _ = hold.release.recv();
+                    }
+                }
+                Command::Prepared {
+                    part,
+                    reply,
+                    release,
+                    done,
+                } => match self.prepare_status(part) {
+                    Ok(prepared) => {
+                        let change = prepared.change.unwrap_or_default();
+                        if reply.send(Ok((prepared.positioned, change))).is_ok()
+                            && release.recv() == Ok(true)
+                        {
+                            let _ = done.send(self.apply_prepared(prepared.index));
+                        }
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                },
             }
         }
         tracing::debug!(shard = self.shard, "shard writer stopped");

@@ -16,7 +16,12 @@
 //! - product withdrawal: `ObjectEvent` OBSERVE on the product's class,
 //!   disposition `urn:serialsvc:disp:withdrawn`;
 //! - pack flags: `ObjectEvent` OBSERVE, bizStep `inspecting`, disposition
-//!   `non_sellable_other` (set) or `active` (cleared).
+//!   `non_sellable_other` (set) or `active` (cleared);
+//! - packing: `AggregationEvent` ADD, bizStep `packing`, `parentID` the
+//!   SSCC's EPC URI, `childEPCs` the packs' SGTIN or the cases' SSCC URIs;
+//!   unpacking: the same with DELETE and `unpacking`;
+//! - a decommission that cascaded from an SSCC carries it in
+//!   `serialsvc:sscc`.
 //!
 //! Master data, pool allocation and access events have no EPCIS form and are
 //! left out of EPCIS documents (JSON Lines has every kind). Values outside
@@ -80,6 +85,16 @@ fn class(gtin: &str, lot: Option<&str>, prefix_length: u8) -> Option<String> {
     })
 }
 
+/// `urn:epc:id:sscc:…` of an 18-digit SSCC, split at the company prefix.
+fn sscc_uri(sscc: &str, prefix_length: u8) -> Option<String> {
+    let data = gs1::Gs1Data::new().with_sscc(gs1::Sscc::new(sscc).ok()?);
+    gs1::format_epc_uri(
+        &data,
+        gs1::CompanyPrefixLength::new(usize::from(prefix_length)).ok()?,
+    )
+    .ok()
+}
+
 /// A location as an EPCIS read point: a GLN as its GS1 Digital Link URI,
 /// anything else under this service's namespace.
 fn read_point(location: &str) -> Option<Value> {
@@ -116,10 +131,23 @@ fn time_micros(time: Option<&prost_types::Timestamp>) -> u64 {
 }
 
 /// One event as an EPCIS 2.0 JSON-LD event, or `None` for kinds with no
-/// EPCIS form. `prefix_length` is the GTIN's company prefix length.
-pub(crate) fn epcis_event(event: &pb::Event, prefix_length: u8) -> Option<Value> {
+/// EPCIS form (and for events that name no object). `prefix_length` is the
+/// GTIN's company prefix length (`None` when the event has no GTIN),
+/// `ssccs` the company prefix lengths of the SSCCs it names.
+pub(crate) fn epcis_event(
+    event: &pb::Event,
+    prefix_length: Option<u8>,
+    ssccs: &std::collections::HashMap<String, u8>,
+) -> Option<Value> {
     use pb::EventKind as K;
     let kind = K::try_from(event.kind).ok()?;
+    if matches!(kind, K::Packed | K::Unpacked) {
+        return aggregation_event(event, prefix_length, ssccs);
+    }
+    let prefix_length = prefix_length?;
+    if event.serials.is_empty() && !matches!(kind, K::LotRecalled | K::ProductWithdrawn) {
+        return None;
+    }
     let epcs = || -> Value {
         Value::Array(
             event
@@ -227,6 +255,71 @@ pub(crate) fn epcis_event(event: &pb::Event, prefix_length: u8) -> Option<Value>
     if !event.reason_text.is_empty() {
         out.insert("serialsvc:note".into(), json!(event.reason_text));
     }
+    if !event.sscc.is_empty() {
+        out.insert("serialsvc:sscc".into(), json!(event.sscc));
+    }
+    Some(Value::Object(out))
+}
+
+/// A packing or unpacking as an EPCIS `AggregationEvent`.
+fn aggregation_event(
+    event: &pb::Event,
+    prefix_length: Option<u8>,
+    ssccs: &std::collections::HashMap<String, u8>,
+) -> Option<Value> {
+    let parent = sscc_uri(&event.sscc, *ssccs.get(&event.sscc)?)?;
+    let children: Vec<Value> = event
+        .children
+        .iter()
+        .filter_map(|child| match &child.child {
+            Some(pb::aggregation_child::Child::Sscc(sscc)) => sscc_uri(sscc, *ssccs.get(sscc)?),
+            Some(pb::aggregation_child::Child::Pack(pb::PackIdentifier {
+                identifier: Some(pb::pack_identifier::Identifier::Fields(fields)),
+            })) => sgtin(&fields.gtin, &fields.serial, prefix_length?),
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    if children.is_empty() {
+        return None;
+    }
+    let packing = event.kind == pb::EventKind::Packed as i32;
+    let mut out = Map::new();
+    out.insert("type".into(), json!("AggregationEvent"));
+    out.insert(
+        "eventTime".into(),
+        json!(crate::vrs::rfc3339_millis(time_micros(
+            event.event_time.as_ref()
+        ))),
+    );
+    out.insert(
+        "recordTime".into(),
+        json!(crate::vrs::rfc3339_millis(time_micros(event.time.as_ref()))),
+    );
+    out.insert("eventTimeZoneOffset".into(), json!("+00:00"));
+    out.insert(
+        "eventID".into(),
+        json!(format!("{NAMESPACE}event:{}", event.sequence)),
+    );
+    out.insert("parentID".into(), json!(parent));
+    out.insert("childEPCs".into(), Value::Array(children));
+    out.insert(
+        "action".into(),
+        json!(if packing { "ADD" } else { "DELETE" }),
+    );
+    out.insert(
+        "bizStep".into(),
+        json!(if packing { "packing" } else { "unpacking" }),
+    );
+    if let Some(point) = read_point(&event.location) {
+        out.insert("readPoint".into(), point);
+    }
+    if !event.request_id.is_empty() {
+        out.insert("serialsvc:requestID".into(), json!(event.request_id));
+    }
+    if !event.actor.is_empty() {
+        out.insert("serialsvc:actor".into(), json!(event.actor));
+    }
     Some(Value::Object(out))
 }
 
@@ -249,6 +342,7 @@ pub(crate) fn jsonl_event(event: &pb::Event) -> Value {
     text("location", &event.location);
     text("actor", &event.actor);
     text("lineId", &event.line_id);
+    text("sscc", &event.sscc);
     out.insert("sequence".into(), json!(event.sequence.to_string()));
     for (name, time) in [("time", &event.time), ("eventTime", &event.event_time)] {
         if let Some(time) = time {
@@ -263,6 +357,22 @@ pub(crate) fn jsonl_event(event: &pb::Event) -> Value {
     }
     if !event.serials.is_empty() {
         out.insert("serials".into(), json!(event.serials));
+    }
+    let children: Vec<Value> = event
+        .children
+        .iter()
+        .filter_map(|c| match &c.child {
+            Some(pb::aggregation_child::Child::Sscc(sscc)) => Some(json!({ "sscc": sscc })),
+            Some(pb::aggregation_child::Child::Pack(pb::PackIdentifier {
+                identifier: Some(pb::pack_identifier::Identifier::Fields(fields)),
+            })) => Some(json!({
+                "pack": { "fields": { "gtin": fields.gtin, "serial": fields.serial } }
+            })),
+            _ => None,
+        })
+        .collect();
+    if !children.is_empty() {
+        out.insert("children".into(), Value::Array(children));
     }
     if let Some(expiry) = &event.expiry {
         out.insert(

@@ -72,6 +72,45 @@ pub(crate) fn event_message(event: &EventRecord) -> Result<pb::Event, Status> {
     } else {
         convert::timestamp(header.event_time_micros)
     };
+    let aggregation = matches!(
+        header.kind,
+        issuer::events::kind::PACKED | issuer::events::kind::UNPACKED
+    );
+    let children = if !aggregation {
+        Vec::new()
+    } else if header.gtin == 0 {
+        serials
+            .iter()
+            .map(|sscc| pb::AggregationChild {
+                child: Some(pb::aggregation_child::Child::Sscc(sscc.clone())),
+            })
+            .collect()
+    } else {
+        serials
+            .iter()
+            .map(|serial| pb::AggregationChild {
+                child: Some(pb::aggregation_child::Child::Pack(pb::PackIdentifier {
+                    identifier: Some(pb::pack_identifier::Identifier::Fields(pb::PackFields {
+                        gtin: format!("{:014}", header.gtin),
+                        serial: serial.clone(),
+                        lot: None,
+                        expiry: None,
+                    })),
+                })),
+            })
+            .collect()
+    };
+    // SSCC children are not serials of a GTIN.
+    let serials = if aggregation && header.gtin == 0 {
+        Vec::new()
+    } else {
+        serials
+    };
+    let pool_id = match (header.pool_id, header.kind) {
+        (0, _) => String::new(),
+        (id, issuer::events::kind::SSCC_POOL_ALLOCATED) => format!("sscc-{id}"),
+        (id, _) => id.to_string(),
+    };
     Ok(pb::Event {
         sequence: event.sequence,
         time: Some(time),
@@ -88,11 +127,9 @@ pub(crate) fn event_message(event: &EventRecord) -> Result<pb::Event, Status> {
         expiry: convert::expiry_date(&header.expiry),
         reason: i32::from(header.reason),
         reason_text: header.reason_text,
-        pool_id: if header.pool_id == 0 {
-            String::new()
-        } else {
-            header.pool_id.to_string()
-        },
+        pool_id,
+        sscc: header.sscc,
+        children,
         request_id: header.request_id,
         location: header.location,
         actor: header.principal,
@@ -386,8 +423,22 @@ async fn export_range(
                 continue;
             }
             let text = if range.epcis {
+                let ssccs = if event.sscc.is_empty() && event.children.is_empty() {
+                    std::collections::HashMap::new()
+                } else {
+                    let mut wanted = vec![event.sscc.clone()];
+                    wanted.extend(event.children.iter().filter_map(|c| match &c.child {
+                        Some(pb::aggregation_child::Child::Sscc(sscc)) => Some(sscc.clone()),
+                        _ => None,
+                    }));
+                    issuer
+                        .sscc_prefix_lengths(wanted)
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?
+                };
                 let length = match prefix_lengths.get(&event.gtin) {
                     Some(length) => *length,
+                    None if event.gtin.is_empty() => None,
                     None => {
                         let length = match gs1::Gtin::new(&event.gtin) {
                             Ok(gtin) => issuer
@@ -401,7 +452,7 @@ async fn export_range(
                         length
                     }
                 };
-                let Some(json) = length.and_then(|l| crate::epcis::epcis_event(&event, l)) else {
+                let Some(json) = crate::epcis::epcis_event(&event, length, &ssccs) else {
                     continue;
                 };
                 let mut text = if count == 0 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proto::serial::v1::{
     access_service_server::{AccessService, AccessServiceServer},
-    aggregation_service_server::{AggregationService, AggregationServiceServer},
+    aggregation_service_server::AggregationServiceServer,
     event_service_server::EventServiceServer,
     master_data_service_server::MasterDataServiceServer,
     pool_service_server::PoolServiceServer,
@@ -51,7 +51,6 @@ pub(crate) struct Api {
     /// This responder's GLN (VRS responderGLN); empty when not configured.
     pub(crate) responder_gln: String,
 }
-impl AggregationService for Api {}
 impl AccessService for Api {}
 
 macro_rules! limited {

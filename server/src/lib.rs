@@ -7,6 +7,7 @@
 //! Every RPC of the `serial.v1` contract is registered; those whose issue has
 //! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
 
+mod aggregation;
 pub mod config;
 mod convert;
 mod drain;

@@ -44,7 +44,11 @@ impl ServerInfoService for Api {
             max_watch_events: crate::events::WATCH_EVENTS_MAX as u32,
             export_chunk_bytes: crate::events::EXPORT_CHUNK_BYTES as u32,
             max_reconcile_rows: crate::reconcile::RECONCILE_ROWS_MAX as u32,
-            ..Default::default()
+            max_aggregation_children: config.aggregation.children_max as u32,
+            max_hierarchy_depth: config.aggregation.depth_max,
+            max_hierarchy_nodes: config.aggregation.nodes_max as u32,
+            max_ssccs_requestable: config.aggregation.sscc_pool_max,
+            max_hierarchy_packs: config.aggregation.packs_max,
         };
         Ok(Response::new(pb::GetServerInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -70,7 +70,11 @@ where
     ))
 }
 
-fn reason(field: &str, code: i32, required: bool) -> Result<Option<DecommissionReason>, Status> {
+pub(crate) fn reason(
+    field: &str,
+    code: i32,
+    required: bool,
+) -> Result<Option<DecommissionReason>, Status> {
     if code == 0 && !required {
         return Ok(None);
     }
@@ -81,7 +85,7 @@ fn reason(field: &str, code: i32, required: bool) -> Result<Option<DecommissionR
         .ok_or_else(|| invalid(field, format!("{code} is not a decommission reason (1–8)")))
 }
 
-fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
+pub(crate) fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
     let count = value.chars().count();
     if (required && count == 0) || count > NOTE_LENGTH_MAX || value.chars().any(char::is_control) {
         return Err(invalid(

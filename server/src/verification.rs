@@ -73,7 +73,7 @@ pub(crate) fn rule_of(error: &gs1::Gs1Error) -> pb::ValidationRule {
     }
 }
 
-fn violation(field: &str, error: &gs1::Gs1Error) -> pb::FieldViolation {
+pub(crate) fn violation(field: &str, error: &gs1::Gs1Error) -> pb::FieldViolation {
     convert::violation(field, rule_of(error), error.to_string())
 }
 

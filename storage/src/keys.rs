@@ -156,6 +156,119 @@ pub fn request(kind: u8, request_id: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Kinds of key in the `hierarchy` family (the byte after `H`).
+pub mod hierarchy {
+    /// An SSCC's record: `H 01` + SSCC without its check digit (u64 BE).
+    pub const SSCC: u8 = 1;
+    /// A child SSCC of a parent: `H 02` + parent (u64 BE) + `00` + child (u64 BE).
+    pub const CHILD: u8 = 2;
+    /// A pack's parent: `H 03` + GTIN (u64 BE) + serial bytes.
+    pub const PACK_PARENT: u8 = 3;
+    /// An SSCC pool's record: `H 04` + pool id (u64 BE).
+    pub const POOL: u8 = 4;
+    /// A chunk of an SSCC pool: `H 05` + pool id (u64 BE) + chunk (u32 BE).
+    pub const POOL_CHUNK: u8 = 5;
+    /// SSCCs issued per (extension digit, company prefix): `H 06` + digit + prefix text.
+    pub const ISSUED: u8 = 6;
+    /// The second byte after a parent in a `CHILD` key: an SSCC child.
+    pub const CHILD_SSCC: u8 = 0;
+    /// The second byte after a parent in a `CHILD` key: a pack child.
+    pub const CHILD_PACK: u8 = 1;
+}
+
+/// Largest SSCC without its check digit (17 digits).
+pub const SSCC_MAX: u64 = 99_999_999_999_999_999;
+
+fn hierarchy_key(kind: u8, capacity: usize) -> Vec<u8> {
+    let mut key = with_prefix(Family::Hierarchy, 1 + capacity);
+    key.push(kind);
+    key
+}
+
+/// `H 01` + SSCC (its 17 data digits as u64 BE): numeric order, so the
+/// SSCCs of one extension digit and company prefix are one key range.
+pub fn sscc(sscc: u64) -> Vec<u8> {
+    debug_assert!(sscc <= SSCC_MAX);
+    let mut key = hierarchy_key(hierarchy::SSCC, 8);
+    key.extend_from_slice(&sscc.to_be_bytes());
+    key
+}
+
+/// `H 02` + parent SSCC: the prefix of all of a parent's child keys.
+pub fn children(parent: u64) -> Vec<u8> {
+    let mut key = hierarchy_key(hierarchy::CHILD, 8 + 1 + 20);
+    key.extend_from_slice(&parent.to_be_bytes());
+    key
+}
+
+/// `H 02` + parent + `00` + child SSCC: an SSCC in a parent.
+pub fn child_sscc(parent: u64, child: u64) -> Vec<u8> {
+    let mut key = children(parent);
+    key.push(hierarchy::CHILD_SSCC);
+    key.extend_from_slice(&child.to_be_bytes());
+    key
+}
+
+/// `H 02` + parent + `01` + GTIN + serial: a pack in a parent.
+pub fn child_pack(parent: u64, gtin: u64, serial: &[u8]) -> Vec<u8> {
+    debug_assert!(gtin <= GTIN_MAX && serial.len() <= TEXT_LENGTH_MAX);
+    let mut key = children(parent);
+    key.push(hierarchy::CHILD_PACK);
+    key.extend_from_slice(&gtin.to_be_bytes());
+    key.extend_from_slice(serial);
+    key
+}
+
+/// A child key's child: `Ok(sscc)` or `Err((gtin, serial))`.
+pub fn decode_child(key: &[u8]) -> Option<Result<u64, (u64, &[u8])>> {
+    let rest = key.strip_prefix(&[Family::Hierarchy.prefix(), hierarchy::CHILD])?;
+    if rest.len() < 17 {
+        return None;
+    }
+    let (kind, rest) = (rest[8], &rest[9..]);
+    let (number, tail) = rest.split_at(8);
+    let number = u64::from_be_bytes(number.try_into().ok()?);
+    match kind {
+        hierarchy::CHILD_SSCC if tail.is_empty() => Some(Ok(number)),
+        hierarchy::CHILD_PACK if !tail.is_empty() && tail.len() <= TEXT_LENGTH_MAX => {
+            Some(Err((number, tail)))
+        }
+        _ => None,
+    }
+}
+
+/// `H 03` + GTIN + serial: the parent SSCC of a pack.
+pub fn pack_parent(gtin: u64, serial: &[u8]) -> Vec<u8> {
+    debug_assert!(gtin <= GTIN_MAX && serial.len() <= TEXT_LENGTH_MAX);
+    let mut key = hierarchy_key(hierarchy::PACK_PARENT, 8 + serial.len());
+    key.extend_from_slice(&gtin.to_be_bytes());
+    key.extend_from_slice(serial);
+    key
+}
+
+/// `H 04` + pool id: an SSCC pool.
+pub fn sscc_pool(pool_id: u64) -> Vec<u8> {
+    let mut key = hierarchy_key(hierarchy::POOL, 8);
+    key.extend_from_slice(&pool_id.to_be_bytes());
+    key
+}
+
+/// `H 05` + pool id + chunk index: the SSCCs of one chunk of an SSCC pool.
+pub fn sscc_pool_chunk(pool_id: u64, index: u32) -> Vec<u8> {
+    let mut key = hierarchy_key(hierarchy::POOL_CHUNK, 12);
+    key.extend_from_slice(&pool_id.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// `H 06` + extension digit + company prefix: SSCCs issued from that space.
+pub fn sscc_issued(extension_digit: u8, company_prefix: &[u8]) -> Vec<u8> {
+    let mut key = hierarchy_key(hierarchy::ISSUED, 1 + company_prefix.len());
+    key.push(extension_digit);
+    key.extend_from_slice(company_prefix);
+    key
+}
+
 /// `E` + sequence number (u64 BE): iteration order is sequence order.
 pub fn event(sequence: u64) -> Vec<u8> {
     let mut key = with_prefix(Family::Events, 8);
@@ -196,6 +309,40 @@ mod tests {
         );
         check(request(3, b"req-1"), b"R\x03req-1");
         check(event(1), b"E\x00\x00\x00\x00\x00\x00\x00\x01");
+        check(sscc(258), b"H\x01\x00\x00\x00\x00\x00\x00\x01\x02");
+        check(
+            child_sscc(1, 2),
+            b"H\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02",
+        );
+        check(
+            child_pack(1, gtin, b"XY"),
+            b"H\x02\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x00\x08\xa8\x93\x93\xad\x14XY",
+        );
+        check(
+            pack_parent(gtin, b"XY"),
+            b"H\x03\x00\x00\x08\xa8\x93\x93\xad\x14XY",
+        );
+        check(sscc_pool(2), b"H\x04\x00\x00\x00\x00\x00\x00\x00\x02");
+        check(
+            sscc_pool_chunk(2, 1),
+            b"H\x05\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01",
+        );
+        check(sscc_issued(3, b"0614141"), b"H\x06\x030614141");
+    }
+
+    proptest! {
+        #[test]
+        fn child_keys_round_trip(parent in 0..=SSCC_MAX, child in 0..=SSCC_MAX,
+                                 gtin in 0..=GTIN_MAX, serial in proptest::collection::vec(any::<u8>(), 1..=20)) {
+            prop_assert_eq!(decode_child(&child_sscc(parent, child)), Some(Ok(child)));
+            prop_assert_eq!(decode_child(&child_pack(parent, gtin, &serial)), Some(Err((gtin, serial.as_slice()))));
+            prop_assert!(child_sscc(parent, child).starts_with(&children(parent)));
+        }
+
+        #[test]
+        fn decoding_a_child_key_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = decode_child(&bytes);
+        }
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl ChangeSet {
         self.events.push(body);
     }
 
+    /// Moves every operation and event of `other` into this set, after its
+    /// own (one commit for changes prepared apart, e.g. by several shards).
+    pub fn append(&mut self, mut other: ChangeSet) {
+        self.puts.append(&mut other.puts);
+        self.merges.append(&mut other.merges);
+        self.deletes.append(&mut other.deletes);
+        self.events.append(&mut other.events);
+    }
+
     /// Number of puts, merges, deletes and events.
     pub fn len(&self) -> usize {
         self.puts.len() + self.merges.len() + self.deletes.len() + self.events.len()

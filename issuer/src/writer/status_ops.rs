@@ -34,7 +34,26 @@ pub(crate) struct StatusPart {
     pub(crate) event_time_micros: Option<u64>,
     /// Hash of everything above but the request id: a replay must match it.
     pub(crate) parameters: u64,
+    /// Whether the part keeps its own idempotency record. A part of a
+    /// cascade does not: the cascade's record, in the same batch, answers
+    /// replays.
+    pub(crate) record: bool,
+    /// The SSCC a cascade started from (recorded in the events); empty when none.
+    pub(crate) sscc: String,
 }
+
+/// A part decided but not yet committed: its answers, the change to commit
+/// (`None` when answered from the stored outcome) and the index entries to
+/// apply after the commit.
+pub(crate) struct PreparedPart {
+    pub(crate) positioned: Vec<(usize, StatusResult)>,
+    pub(crate) change: Option<ChangeSet>,
+    pub(crate) index: Vec<(u64, Vec<(Vec<u8>, verifier::SerialEntry)>)>,
+}
+
+/// Most serials one event lists (a cascade's parts can be larger than a
+/// group; their events are split so each fits a Watch message).
+pub(crate) const EVENT_SERIALS_MAX: usize = 10_000;
 
 impl StatusPart {
     /// A part, with its parameter hash computed here (on the caller's thread,
@@ -86,6 +105,8 @@ impl StatusPart {
             items,
             event_time_micros,
             parameters: hasher.finish(),
+            record: true,
+            sscc: String::new(),
         }
     }
 }
@@ -105,13 +126,46 @@ impl Writer {
         &mut self,
         part: StatusPart,
     ) -> Result<(Vec<(usize, StatusResult)>, bool), IssuerError> {
+        let mut prepared = self.prepare_status(part)?;
+        let Some(change) = prepared.change.take() else {
+            return Ok((prepared.positioned, true));
+        };
+        self.store().commit(change)?;
+        self.apply_prepared(prepared.index)?;
+        Ok((prepared.positioned, false))
+    }
+
+    /// Applies a committed part's states to the status index.
+    pub(crate) fn apply_prepared(
+        &self,
+        index: Vec<(u64, Vec<(Vec<u8>, verifier::SerialEntry)>)>,
+    ) -> Result<(), IssuerError> {
+        for (gtin, entries) in index {
+            self.index_serials(
+                gtin,
+                entries
+                    .iter()
+                    .map(|(serial, entry)| (serial.as_slice(), *entry)),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Decides a part from the index (and the records it must read) and
+    /// builds its change set, without committing it.
+    pub(crate) fn prepare_status(&mut self, part: StatusPart) -> Result<PreparedPart, IssuerError> {
         let kind = match part.action {
             StatusAction::Decommission(_) => KIND_DECOMMISSION,
             StatusAction::Undo(_) => KIND_UNDO,
         };
         let request_key = format!("{}#{}", part.request_id, self.shard);
         let request_record_key = keys::request(kind, request_key.as_bytes());
-        if let Some((version, payload)) = self.store().get(Family::Requests, &request_record_key)? {
+        let stored = if part.record {
+            self.store().get(Family::Requests, &request_record_key)?
+        } else {
+            None
+        };
+        if let Some((version, payload)) = stored {
             let stored = RequestRecord::decode(version, &payload)?;
             if stored.parameters != part.parameters {
                 return Err(IssuerError::invalid(
@@ -124,7 +178,11 @@ impl Writer {
             }
             let answers = decode_answers(&stored.result, part.items.len())?;
             let positioned = part.items.iter().map(|(i, _)| *i).zip(answers).collect();
-            return Ok((positioned, true));
+            return Ok(PreparedPart {
+                positioned,
+                change: None,
+                index: Vec::new(),
+            });
         }
 
         let now = now_micros();
@@ -343,48 +401,62 @@ impl Writer {
             event_time_micros: part.event_time_micros.unwrap_or(0),
             reason: action_code,
             reason_text: part.note.clone(),
+            sscc: part.sscc.clone(),
             ..EventHeader::default()
         };
         let mut gtins: Vec<&u64> = by_gtin.keys().collect();
         gtins.sort_unstable();
         for gtin in &gtins {
-            change.event(events::encode_body(
-                &EventHeader {
-                    gtin: **gtin,
-                    ..header.clone()
-                },
-                by_gtin[*gtin].iter().copied(),
-            ));
+            for serials in by_gtin[*gtin].chunks(EVENT_SERIALS_MAX) {
+                change.event(events::encode_body(
+                    &EventHeader {
+                        gtin: **gtin,
+                        ..header.clone()
+                    },
+                    serials.iter().copied(),
+                ));
+            }
         }
-        if gtins.is_empty() {
+        if gtins.is_empty() && part.record {
             // Nothing changed: the answer is still recorded for replay.
             change.event(events::encode_body(&header, []));
         }
-        change.put(
-            Family::Requests,
-            request_record_key,
-            envelope(
-                &RequestRecord {
-                    parameters: part.parameters,
-                    result: encode_answers(&answers),
-                }
-                .encode(),
-            ),
-        );
-        self.store().commit(change)?;
-
-        // Then the index, then the answer.
-        for gtin in gtins {
-            let prefix_entries = by_gtin[gtin].iter().filter_map(|serial| {
-                let key = keys::serial(*gtin, serial);
-                changed_here
-                    .get(key.as_slice())
-                    .map(|entry| (*serial, *entry))
-            });
-            self.index_serials(*gtin, prefix_entries)?;
+        if part.record {
+            change.put(
+                Family::Requests,
+                request_record_key,
+                envelope(
+                    &RequestRecord {
+                        parameters: part.parameters,
+                        result: encode_answers(&answers),
+                    }
+                    .encode(),
+                ),
+            );
         }
+
+        // The index entries to apply once the change is durable.
+        let index = gtins
+            .into_iter()
+            .map(|gtin| {
+                let entries = by_gtin[gtin]
+                    .iter()
+                    .filter_map(|serial| {
+                        let key = keys::serial(*gtin, serial);
+                        changed_here
+                            .get(key.as_slice())
+                            .map(|entry| (serial.to_vec(), *entry))
+                    })
+                    .collect();
+                (*gtin, entries)
+            })
+            .collect();
         let positioned = part.items.iter().map(|(i, _)| *i).zip(answers).collect();
-        Ok((positioned, false))
+        Ok(PreparedPart {
+            positioned,
+            change: Some(change),
+            index,
+        })
     }
 
     /// Recalls a lot (irreversible).
