@@ -953,12 +953,13 @@ impl Aggregator {
         }
 
         let mut change = ChangeSet::new();
-        let parent_bytes = parent.to_be_bytes().to_vec();
+        let parent_bytes = envelope(&parent.to_be_bytes());
+        let edge = envelope(&[]);
         for (gtin, serial) in &new_packs {
             change.put(
                 Family::Hierarchy,
                 keys::child_pack(parent, *gtin, serial),
-                Vec::new(),
+                edge.clone(),
             );
             change.put(
                 Family::Hierarchy,
@@ -970,7 +971,7 @@ impl Aggregator {
             change.put(
                 Family::Hierarchy,
                 keys::child_sscc(parent, *value),
-                Vec::new(),
+                edge.clone(),
             );
             let moved = SsccRecord {
                 parent: Some(parent),
