@@ -16,6 +16,7 @@ mod parse;
 mod pool;
 mod reconcile;
 mod rpc;
+mod sscc;
 mod status;
 mod verify;
 
@@ -78,6 +79,8 @@ enum Command {
     Events(events::EventsArgs),
     /// Reconcile pools and lots: what was issued, commissioned, returned, decommissioned; anomalies.
     Reconcile(reconcile::ReconcileArgs),
+    /// Cases and pallets: SSCC pools, pack, unpack, show the tree, decommission all below.
+    Sscc(sscc::SsccArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => {
             run_async_or_exit(reconcile::run(connection, args), ExitCode::from(EXIT_ERROR))
         }
+        Command::Sscc(args) => run_async(sscc::run(connection, args)),
         Command::Audit(args) => {
             run_async_or_exit(audit::run(connection, args), ExitCode::from(EXIT_ERROR))
         }

@@ -184,7 +184,7 @@ pub(crate) struct UndoArgs {
 
 /// The EU FMD decommission reasons, as the command line names them.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Reason {
+pub(crate) enum Reason {
     /// Supplied or dispensed to the public.
     Dispensed,
     /// Destroyed (cannot be undone).
@@ -204,7 +204,7 @@ enum Reason {
 }
 
 impl Reason {
-    fn message(self) -> DecommissionReason {
+    pub(crate) fn message(self) -> DecommissionReason {
         match self {
             Reason::Dispensed => DecommissionReason::Dispensed,
             Reason::Destroyed => DecommissionReason::Destroyed,

@@ -633,3 +633,120 @@ async fn packing_exports_as_epcis_aggregation_events_that_validate() {
     assert_eq!(events[4]["serialsvc:sscc"], ssccs[1].as_str());
     assert_eq!(events[4]["epcList"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn serialctl_sscc_pools_packs_shows_and_decommissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    let serials = packs(&channel, 3).await;
+    let pool = run_code(
+        &server,
+        0,
+        &[
+            "sscc",
+            "pool",
+            "--company-prefix",
+            PREFIX,
+            "--extension-digit",
+            "1",
+            "--count",
+            "2",
+            "--line",
+            "LINE-1",
+            "--request-id",
+            "cli-ssccs",
+        ],
+    );
+    let ssccs: Vec<String> = stdout(&pool).lines().map(str::to_owned).collect();
+    assert_eq!(ssccs.len(), 2, "{}", stdout(&pool));
+    assert!(common::cli::stderr(&pool).contains("2 of 2 SSCCs granted"));
+    // Packs by scan (element string), the case by SSCC with its AI.
+    let scans: Vec<String> = serials[..3]
+        .iter()
+        .map(|s| format!("(01){GTIN}(21){s}"))
+        .collect();
+    let mut args = vec!["sscc", "pack", "--parent", &ssccs[0], "--location", SITE];
+    args.extend(scans.iter().map(String::as_str));
+    let packed = run_code(&server, 0, &args);
+    assert!(
+        stdout(&packed).contains("3 children now"),
+        "{}",
+        stdout(&packed)
+    );
+    let case = format!("(00){}", ssccs[0]);
+    run_code(
+        &server,
+        0,
+        &[
+            "sscc",
+            "pack",
+            "--parent",
+            &ssccs[1],
+            "--location",
+            SITE,
+            &case,
+        ],
+    );
+    // A pack already in a case is refused with where it is; exit status 1.
+    let refused = run_code(
+        &server,
+        1,
+        &[
+            "sscc",
+            "pack",
+            "--parent",
+            &ssccs[1],
+            "--location",
+            SITE,
+            &scans[0],
+        ],
+    );
+    assert!(
+        stdout(&refused).contains("in other parent"),
+        "{}",
+        stdout(&refused)
+    );
+    assert!(stdout(&refused).contains(&ssccs[0]));
+    let shown = run_code(&server, 0, &["sscc", "show", &ssccs[1]]);
+    let text = stdout(&shown);
+    assert!(text.contains("packs below: 3 active"), "{text}");
+    assert!(text.contains(&serials[2]), "{text}");
+    let cascade = run_code(
+        &server,
+        0,
+        &[
+            "sscc",
+            "decommission",
+            &ssccs[1],
+            "--reason",
+            "exported",
+            "--location",
+            SITE,
+        ],
+    );
+    assert!(
+        stdout(&cascade).contains("3 packs below, 3 decommissioned now"),
+        "{}",
+        stdout(&cascade)
+    );
+    let json = run_code(&server, 0, &["sscc", "show", &ssccs[1], "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(
+        value["root"]["pack_counts"][0]["state"],
+        "decommissioned (exported)"
+    );
+    let unpacked = run_code(
+        &server,
+        0,
+        &["sscc", "unpack", "--parent", &ssccs[0], "--location", SITE],
+    );
+    assert!(
+        stdout(&unpacked).contains("unpacked 3"),
+        "{}",
+        stdout(&unpacked)
+    );
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+}
