@@ -152,12 +152,12 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
 
 #[tokio::test]
 async fn rpcs_not_yet_implemented_answer_unimplemented() {
-    use proto::serial::v1::aggregation_service_client::AggregationServiceClient;
+    use proto::serial::v1::access_service_client::AccessServiceClient;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let mut aggregation = AggregationServiceClient::new(channel(&server).await);
-    let status = aggregation
-        .get_hierarchy(proto::serial::v1::GetHierarchyRequest::default())
+    let mut access = AccessServiceClient::new(channel(&server).await);
+    let status = access
+        .list_tokens(proto::serial::v1::ListTokensRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
@@ -180,6 +180,11 @@ async fn server_info_publishes_limits_and_profiles() {
     assert_eq!(limits.pool_chunk_size, 16_384);
     assert_eq!(limits.max_verify_batch_items, 4096);
     assert_eq!(limits.max_groups_in_flight, 4);
+    assert_eq!(limits.max_aggregation_children, 10_000);
+    assert_eq!(limits.max_hierarchy_depth, 4);
+    assert_eq!(limits.max_hierarchy_nodes, 10_000);
+    assert_eq!(limits.max_ssccs_requestable, 100_000);
+    assert_eq!(limits.max_hierarchy_packs, 200_000);
     assert_eq!(info.undo_window_seconds, 10 * 24 * 3600);
     let names: Vec<_> = info
         .market_profiles
