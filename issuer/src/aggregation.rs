@@ -307,6 +307,14 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
     value::encode(RECORD_VERSION, payload)
 }
 
+/// The state of one hierarchy walk.
+struct Walk<'v, 'i> {
+    view: &'v verifier::View<'i>,
+    nodes_left: usize,
+    truncated: bool,
+    packs_seen: u64,
+}
+
 /// The aggregation writer's state.
 pub(crate) struct Aggregator {
     store: Arc<Store>,
@@ -626,7 +634,7 @@ impl Aggregator {
             location: request.location.clone(),
             created_micros: now,
             chunks,
-            remaining: space - issued - granted,
+            remaining: space.saturating_sub(issued).saturating_sub(granted),
         };
         let mut change = ChangeSet::new();
         let sscc_value = envelope(
@@ -1293,87 +1301,121 @@ impl Aggregator {
         };
         let ancestors = self.ancestors(root)?.into_iter().map(sscc_text).collect();
         let view = self.index.view();
-        let mut nodes_left = max_nodes.saturating_sub(1);
-        let mut truncated = false;
-        let root = self.node(
-            root,
-            &record,
-            &view,
-            max_depth,
-            &mut nodes_left,
-            &mut truncated,
-            0,
-        )?;
+        let mut walk = Walk {
+            view: &view,
+            nodes_left: max_nodes.saturating_sub(1),
+            truncated: false,
+            packs_seen: 0,
+        };
+        let (root, _) = self.walk(root, &record, 0, Some(max_depth), &mut walk)?;
         Ok(Hierarchy {
-            root,
+            // The root is always returned (depth_left is Some at the top).
+            root: root.unwrap_or(HierarchyNode {
+                node: NodeId::Sscc(sscc.as_str().to_owned()),
+                entry: None,
+                pack_counts: Vec::new(),
+                children: Vec::new(),
+                child_count: record.children,
+            }),
             ancestors,
-            truncated,
+            truncated: walk.truncated,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn node(
+    /// One pass over the tree below `sscc`: pack counts by state for every
+    /// SSCC (all levels), and the nodes to return while `depth_left` (None:
+    /// below the cut) and the node budget last. Every pack is looked up once.
+    fn walk(
         &self,
         sscc: u64,
         record: &SsccRecord,
-        view: &verifier::View<'_>,
-        depth_left: u32,
-        nodes_left: &mut usize,
-        truncated: &mut bool,
         level: u32,
-    ) -> Result<HierarchyNode, IssuerError> {
+        depth_left: Option<u32>,
+        walk: &mut Walk<'_, '_>,
+    ) -> Result<
+        (
+            Option<HierarchyNode>,
+            HashMap<(verifier::PackState, u8), u64>,
+        ),
+        IssuerError,
+    > {
         let mut counts: HashMap<(verifier::PackState, u8), u64> = HashMap::new();
-        for (gtin, serial) in self.packs_below(sscc)? {
-            let key = view
-                .entry(gtin, &serial)
-                .map_or((verifier::PackState::Unknown, 0), |e| (e.state, e.reason));
-            *counts.entry(key).or_default() += 1;
-        }
-        let mut pack_counts: Vec<(verifier::PackState, u8, u64)> =
-            counts.into_iter().map(|((s, r), n)| (s, r, n)).collect();
-        pack_counts.sort_by_key(|(s, r, _)| (*s as u8, *r));
         let mut children = Vec::new();
         let direct = self.children(sscc)?;
-        if !direct.is_empty() && (depth_left == 0 || level >= self.limits.depth_max) {
-            *truncated = true;
+        let returning = depth_left.is_some();
+        let expand = depth_left.is_some_and(|d| d > 0) && level < self.limits.depth_max;
+        if returning && !expand && !direct.is_empty() {
+            walk.truncated = true;
         }
-        if depth_left > 0 && level < self.limits.depth_max {
-            for child in direct {
-                if *nodes_left == 0 {
-                    *truncated = true;
-                    break;
+        for child in direct {
+            // Nodes are returned while the depth and the node budget last.
+            let shown = expand && {
+                if walk.nodes_left == 0 {
+                    walk.truncated = true;
+                    false
+                } else {
+                    walk.nodes_left -= 1;
+                    true
                 }
-                *nodes_left -= 1;
-                match child {
-                    Ok(child) => {
-                        let child_record = self.record(child)?.unwrap_or_default();
-                        children.push(self.node(
-                            child,
-                            &child_record,
-                            view,
-                            depth_left - 1,
-                            nodes_left,
-                            truncated,
-                            level + 1,
-                        )?);
+            };
+            match child {
+                Ok(child) => {
+                    if level >= self.limits.depth_max {
+                        continue; // deeper than packing allows: never written
                     }
-                    Err((gtin, serial)) => children.push(HierarchyNode {
-                        entry: view.entry(gtin, &serial),
-                        node: NodeId::Pack(gtin, String::from_utf8_lossy(&serial).into_owned()),
-                        pack_counts: Vec::new(),
-                        children: Vec::new(),
-                        child_count: 0,
-                    }),
+                    let child_record = self.record(child)?.unwrap_or_default();
+                    let below = if shown {
+                        depth_left.map(|d| d - 1)
+                    } else {
+                        None
+                    };
+                    let (node, child_counts) =
+                        self.walk(child, &child_record, level + 1, below, walk)?;
+                    for (key, n) in child_counts {
+                        *counts.entry(key).or_default() += n;
+                    }
+                    if let Some(node) = node {
+                        children.push(node);
+                    }
+                }
+                Err((gtin, serial)) => {
+                    walk.packs_seen += 1;
+                    if walk.packs_seen > self.limits.packs_max {
+                        return Err(IssuerError::FailedPrecondition(format!(
+                            "sscc: {} holds more than {} packs",
+                            sscc_text(sscc),
+                            self.limits.packs_max
+                        )));
+                    }
+                    let entry = walk.view.entry(gtin, &serial);
+                    let key =
+                        entry.map_or((verifier::PackState::Unknown, 0), |e| (e.state, e.reason));
+                    *counts.entry(key).or_default() += 1;
+                    if shown {
+                        children.push(HierarchyNode {
+                            entry,
+                            node: NodeId::Pack(gtin, String::from_utf8_lossy(&serial).into_owned()),
+                            pack_counts: Vec::new(),
+                            children: Vec::new(),
+                            child_count: 0,
+                        });
+                    }
                 }
             }
         }
-        Ok(HierarchyNode {
-            node: NodeId::Sscc(sscc_text(sscc)),
-            entry: None,
-            pack_counts,
-            children,
-            child_count: record.children,
-        })
+        let node = returning.then(|| {
+            let mut pack_counts: Vec<(verifier::PackState, u8, u64)> =
+                counts.iter().map(|((s, r), n)| (*s, *r, *n)).collect();
+            pack_counts.sort_by_key(|(s, r, _)| (*s as u8, *r));
+            HierarchyNode {
+                node: NodeId::Sscc(sscc_text(sscc)),
+                entry: None,
+                pack_counts,
+                children,
+                child_count: record.children,
+            }
+        });
+        Ok((node, counts))
     }
 
     // ----- Cascade -----

@@ -799,13 +799,10 @@ impl Issuer {
         &self,
         ssccs: Vec<String>,
     ) -> Result<std::collections::HashMap<String, u8>, IssuerError> {
-        let (reply, answer) = oneshot::channel();
-        self.aggregation
-            .send(aggregation::AggregationCommand::SsccPrefixLength(
-                ssccs, reply,
-            ))
-            .map_err(|_| IssuerError::ShuttingDown)?;
-        answer.await.map_err(|_| IssuerError::ShuttingDown)?
+        self.aggregate((WriteKind::Aggregation, 0), |reply| {
+            aggregation::AggregationCommand::SsccPrefixLength(ssccs, reply)
+        })
+        .await
     }
 
     /// Stops the writers after the queued commands are done.

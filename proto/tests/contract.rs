@@ -76,6 +76,7 @@ const SERVICES: &[(&str, &[Rpc])] = &[
             ("Pack", Unary),
             ("Unpack", Unary),
             ("GetHierarchy", Unary),
+            ("DecommissionHierarchy", Unary),
         ],
     ),
     (
@@ -115,6 +116,7 @@ const STATE_CHANGING: &[(&str, &str)] = &[
     ("AggregationService", "RequestSsccPool"),
     ("AggregationService", "Pack"),
     ("AggregationService", "Unpack"),
+    ("AggregationService", "DecommissionHierarchy"),
     ("AccessService", "CreateToken"),
     ("AccessService", "RevokeToken"),
 ];

@@ -334,8 +334,10 @@ mod tests {
         #[test]
         fn child_keys_round_trip(parent in 0..=SSCC_MAX, child in 0..=SSCC_MAX,
                                  gtin in 0..=GTIN_MAX, serial in proptest::collection::vec(any::<u8>(), 1..=20)) {
-            prop_assert_eq!(decode_child(&child_sscc(parent, child)), Some(Ok(child)));
-            prop_assert_eq!(decode_child(&child_pack(parent, gtin, &serial)), Some(Err((gtin, serial.as_slice()))));
+            let sscc_key = child_sscc(parent, child);
+            let pack_key = child_pack(parent, gtin, &serial);
+            prop_assert_eq!(decode_child(&sscc_key), Some(Ok(child)));
+            prop_assert_eq!(decode_child(&pack_key), Some(Err((gtin, serial.as_slice()))));
             prop_assert!(child_sscc(parent, child).starts_with(&children(parent)));
         }
 
