@@ -307,6 +307,12 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
     value::encode(RECORD_VERSION, payload)
 }
 
+/// A direct child as stored: an SSCC, or a pack's (GTIN, serial).
+type ChildKey = Result<u64, (u64, Vec<u8>)>;
+
+/// Packs by (state, reason).
+type PackCounts = HashMap<(verifier::PackState, u8), u64>;
+
 /// The state of one hierarchy walk.
 struct Walk<'v, 'i> {
     view: &'v verifier::View<'i>,
@@ -352,7 +358,7 @@ fn decode_answer(bytes: &[u8]) -> Result<AggregationAnswer, IssuerError> {
             detail: "bad layout".into(),
         })
     };
-    if bytes.len() < 9 || (bytes.len() - 9) % 9 != 0 {
+    if bytes.len() < 9 || !(bytes.len() - 9).is_multiple_of(9) {
         return Err(corrupt());
     }
     let u32_at = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
@@ -474,7 +480,7 @@ impl Aggregator {
     }
 
     /// The direct children of an SSCC: SSCCs, then packs.
-    fn children(&self, parent: u64) -> Result<Vec<Result<u64, (u64, Vec<u8>)>>, IssuerError> {
+    fn children(&self, parent: u64) -> Result<Vec<ChildKey>, IssuerError> {
         let prefix = keys::children(parent);
         let mut found = Vec::new();
         let mut bad = false;
@@ -597,7 +603,7 @@ impl Aggregator {
         let mut attempts = 16 * wanted + 10_000;
         let zone = u64::MAX - (u64::MAX % space);
         while (drawn.len() as u64) < wanted && attempts > 0 {
-            let batch = ((wanted as usize - drawn.len()).min(4096)).max(1);
+            let batch = (wanted as usize - drawn.len()).clamp(1, 4096);
             let mut candidates = Vec::with_capacity(batch);
             while candidates.len() < batch && attempts > 0 {
                 attempts -= 1;
@@ -1332,14 +1338,8 @@ impl Aggregator {
         level: u32,
         depth_left: Option<u32>,
         walk: &mut Walk<'_, '_>,
-    ) -> Result<
-        (
-            Option<HierarchyNode>,
-            HashMap<(verifier::PackState, u8), u64>,
-        ),
-        IssuerError,
-    > {
-        let mut counts: HashMap<(verifier::PackState, u8), u64> = HashMap::new();
+    ) -> Result<(Option<HierarchyNode>, PackCounts), IssuerError> {
+        let mut counts: PackCounts = HashMap::new();
         let mut children = Vec::new();
         let direct = self.children(sscc)?;
         let returning = depth_left.is_some();
@@ -1581,7 +1581,7 @@ fn encode_cascade(answer: &CascadeAnswer) -> Vec<u8> {
 }
 
 fn decode_cascade(bytes: &[u8]) -> Result<CascadeAnswer, IssuerError> {
-    if bytes.len() < 8 || (bytes.len() - 8) % 9 != 0 {
+    if bytes.len() < 8 || !(bytes.len() - 8).is_multiple_of(9) {
         return Err(IssuerError::Corrupt(crate::codec::DecodeError {
             record: "cascade answer",
             detail: "bad layout".into(),

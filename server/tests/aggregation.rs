@@ -304,7 +304,7 @@ async fn pack_unpack_and_cascade_across_three_levels_with_conflicts_refused() {
     assert!(!tree.truncated);
     assert_eq!(
         hierarchy(&channel, case1).await.ancestor_ssccs,
-        [pallet.clone()]
+        std::slice::from_ref(pallet)
     );
     let cut = AggregationServiceClient::new(channel.clone())
         .get_hierarchy(pb::GetHierarchyRequest {

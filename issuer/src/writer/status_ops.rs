@@ -42,13 +42,16 @@ pub(crate) struct StatusPart {
     pub(crate) sscc: String,
 }
 
+/// Index entries to apply after a commit: per GTIN, (serial, entry).
+pub(crate) type IndexEntries = Vec<(u64, Vec<(Vec<u8>, verifier::SerialEntry)>)>;
+
 /// A part decided but not yet committed: its answers, the change to commit
 /// (`None` when answered from the stored outcome) and the index entries to
 /// apply after the commit.
 pub(crate) struct PreparedPart {
     pub(crate) positioned: Vec<(usize, StatusResult)>,
     pub(crate) change: Option<ChangeSet>,
-    pub(crate) index: Vec<(u64, Vec<(Vec<u8>, verifier::SerialEntry)>)>,
+    pub(crate) index: IndexEntries,
 }
 
 /// Most serials one event lists (a cascade's parts can be larger than a
@@ -136,10 +139,7 @@ impl Writer {
     }
 
     /// Applies a committed part's states to the status index.
-    pub(crate) fn apply_prepared(
-        &self,
-        index: Vec<(u64, Vec<(Vec<u8>, verifier::SerialEntry)>)>,
-    ) -> Result<(), IssuerError> {
+    pub(crate) fn apply_prepared(&self, index: IndexEntries) -> Result<(), IssuerError> {
         for (gtin, entries) in index {
             self.index_serials(
                 gtin,
