@@ -45,6 +45,28 @@ struct Cli {
         env = "SERIALCTL_TIMEOUT_SECONDS"
     )]
     timeout_seconds: u64,
+    /// CA certificate (PEM) that signed the server's TLS certificate; use
+    /// with an https:// endpoint (default: the system's roots are not used).
+    #[arg(long, global = true, env = "SERIALCTL_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "SERIALCTL_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "SERIALCTL_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +110,8 @@ fn main() -> ExitCode {
     let connection = Connection {
         endpoint: cli.endpoint,
         timeout: Duration::from_secs(cli.timeout_seconds),
+        tls_ca: cli.tls_ca,
+        tls_identity: cli.tls_cert.zip(cli.tls_key),
     };
     match cli.command {
         Command::Parse(args) => parse::run(&args),
@@ -125,13 +149,39 @@ fn main() -> ExitCode {
 struct Connection {
     endpoint: String,
     timeout: Duration,
+    /// CA of the server's certificate (TLS).
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (mutual TLS).
+    tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Connection {
     async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
         use anyhow::Context;
-        tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .with_context(|| format!("invalid endpoint {:?}", self.endpoint))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+            .with_context(|| format!("invalid endpoint {:?}", self.endpoint))?;
+        if self.endpoint.starts_with("https://") || self.tls_ca.is_some() {
+            let read = |path: &std::path::Path, flag: &str| {
+                std::fs::read(path)
+                    .with_context(|| format!("{flag}: cannot read {}", path.display()))
+            };
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = &self.tls_ca {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(
+                    ca, "--tls-ca",
+                )?));
+            }
+            if let Some((cert, key)) = &self.tls_identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    read(cert, "--tls-cert")?,
+                    read(key, "--tls-key")?,
+                ));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .context("TLS settings (--tls-ca, --tls-cert, --tls-key)")?;
+        }
+        endpoint
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .connect()

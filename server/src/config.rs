@@ -58,6 +58,16 @@ pub struct Config {
     pub responder_gln: String,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// TLS certificate chain (PEM) of every listener; empty = plain text.
+    pub tls_cert: PathBuf,
+    /// TLS private key (PEM) matching `tls_cert`.
+    pub tls_key: PathBuf,
+    /// CA certificates (PEM) that sign client certificates: when set, every
+    /// client must present one (mutual TLS); empty = none asked for.
+    pub tls_client_ca: PathBuf,
+    /// Allow listening on a non-loopback address without TLS (logged as a
+    /// warning); refused otherwise.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -76,6 +86,10 @@ impl Default for Config {
             return_group_max: issuer.return_group_max,
             responder_gln: String::new(),
             log_format: LogFormat::Text,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            insecure: false,
         }
     }
 }
@@ -198,7 +212,49 @@ impl Config {
             crate::check_gln("responder_gln", &self.responder_gln)
                 .map_err(|rule| invalid("responder_gln", rule))?;
         }
+        let (cert, key) = (
+            self.tls_cert.as_os_str().is_empty(),
+            self.tls_key.as_os_str().is_empty(),
+        );
+        if cert != key {
+            return Err(invalid(
+                if cert { "tls_cert" } else { "tls_key" },
+                "tls_cert and tls_key are given together or not at all",
+            ));
+        }
+        if cert && !self.tls_client_ca.as_os_str().is_empty() {
+            return Err(invalid(
+                "tls_client_ca",
+                "client certificates need TLS: give tls_cert and tls_key too",
+            ));
+        }
+        if cert && !self.insecure {
+            for (key, address) in listeners {
+                if !address.ip().is_loopback() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{address} is not a loopback address: serving plain text on a network is refused; \
+                             give tls_cert and tls_key, or set insecure = true (--insecure) to accept the risk"
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The TLS files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<crate::TlsFiles> {
+        if self.tls_cert.as_os_str().is_empty() {
+            return None;
+        }
+        Some(crate::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: (!self.tls_client_ca.as_os_str().is_empty())
+                .then(|| self.tls_client_ca.clone()),
+        })
     }
 
     /// The configuration as TOML (what `serialsvc check-config` prints).
@@ -224,6 +280,8 @@ impl Config {
                 ..issuer::IssuerConfig::default()
             },
             responder_gln: self.responder_gln.clone(),
+            tls: self.tls_files(),
+            insecure: self.insecure,
         }
     }
 }
@@ -273,6 +331,18 @@ pub struct Overrides {
     /// Log format on standard error [default: text].
     #[arg(long, value_enum, env = "SERIALSVC_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// TLS certificate chain (PEM) for every listener [default: none, plain text].
+    #[arg(long, env = "SERIALSVC_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching --tls-cert.
+    #[arg(long, env = "SERIALSVC_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign client certificates: mutual TLS [default: none].
+    #[arg(long, env = "SERIALSVC_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow plain text on a non-loopback address (logged as a warning).
+    #[arg(long, env = "SERIALSVC_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
 }
 
 impl Overrides {
@@ -310,6 +380,10 @@ impl Overrides {
         set(&mut config.return_group_max, &self.return_group_max);
         set(&mut config.responder_gln, &self.responder_gln);
         set(&mut config.log_format, &self.log_format);
+        set(&mut config.tls_cert, &self.tls_cert);
+        set(&mut config.tls_key, &self.tls_key);
+        set(&mut config.tls_client_ca, &self.tls_client_ca);
+        set(&mut config.insecure, &self.insecure);
         config
     }
 }

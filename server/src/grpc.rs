@@ -74,6 +74,7 @@ pub(crate) fn router(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> anyhow::Result<MeteredRouter> {
     let started_micros = crate::convert::now_micros();
     let api = Api {
@@ -86,7 +87,13 @@ pub(crate) fn router(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    Ok(tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| anyhow::anyhow!("tls_cert, tls_key, tls_client_ca: {e}"))?;
+    }
+    Ok(builder
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(crate::telemetry::layers::GrpcMetricsLayer::new())

@@ -22,11 +22,13 @@ mod serve;
 mod server_info;
 mod status;
 mod telemetry;
+mod tls;
 mod verification;
 mod vrs;
 
 pub use issuer::IssuerConfig;
 pub use serve::{BoundAddresses, ServeConfig, run};
+pub use tls::TlsFiles;
 
 /// Checks a 13-digit GLN with its check digit (e.g. `--responder-gln`);
 /// the error names `field` and the rule.

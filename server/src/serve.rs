@@ -32,6 +32,10 @@ pub struct ServeConfig {
     /// This responder's GLN, sent as `responderGLN` in VRS answers (13 digits
     /// with check digit; empty = not configured, answered as an empty string).
     pub responder_gln: String,
+    /// TLS for every listener; `None` = plain text.
+    pub tls: Option<crate::TlsFiles>,
+    /// Plain text on a non-loopback address was allowed explicitly.
+    pub insecure: bool,
 }
 
 /// The addresses actually bound (useful when a port of 0 was asked for).
@@ -54,6 +58,27 @@ pub async fn run(
     on_bound: impl FnOnce(BoundAddresses) + Send,
 ) -> anyhow::Result<()> {
     let metrics = crate::telemetry::install()?;
+    let tls = config.tls.as_ref().map(crate::tls::load).transpose()?;
+    if tls.is_none() {
+        for (what, address) in [
+            ("gRPC", config.grpc_listen),
+            ("HTTP", config.http_listen),
+            ("metrics", config.metrics_listen),
+        ] {
+            if !address.ip().is_loopback() {
+                if !config.insecure {
+                    anyhow::bail!(
+                        "{what} listen address {address} is not loopback: give tls_cert and tls_key, or insecure = true"
+                    );
+                }
+                tracing::warn!(
+                    %address,
+                    listener = what,
+                    "serving PLAIN TEXT on a non-loopback address (insecure = true): tokens and data cross the network unencrypted"
+                );
+            }
+        }
+    }
 
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -96,21 +121,50 @@ pub async fn run(
         Arc::clone(&store),
         config.responder_gln.clone(),
         health_service,
+        tls.as_ref().map(|tls| tls.grpc.clone()),
     )?
     .serve_with_incoming_shutdown(no_delay(grpc_listener), stopped(stop.clone()));
     let responder = crate::vrs::Responder {
         index: Arc::clone(&index),
         responder_gln: config.responder_gln.clone(),
     };
-    let http_server = axum::serve(
-        http_listener,
-        http::router(readiness.clone())
-            .merge(crate::vrs::router(responder))
-            .route_layer(axum::middleware::from_fn(telemetry::layers::http_metrics)),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()));
-    let metrics_server = axum::serve(metrics_listener, http::metrics_router(metrics.clone()))
-        .with_graceful_shutdown(stopped(stop.clone()));
+    let http_router = http::router(readiness.clone())
+        .merge(crate::vrs::router(responder))
+        .route_layer(axum::middleware::from_fn(telemetry::layers::http_metrics));
+    let metrics_router = http::metrics_router(metrics.clone());
+    type Served = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+    let (http_server, metrics_server): (Served, Served) = match &tls {
+        None => (
+            Box::pin(
+                axum::serve(http_listener, http_router)
+                    .with_graceful_shutdown(stopped(stop.clone()))
+                    .into_future(),
+            ),
+            Box::pin(
+                axum::serve(metrics_listener, metrics_router)
+                    .with_graceful_shutdown(stopped(stop.clone()))
+                    .into_future(),
+            ),
+        ),
+        Some(tls) => (
+            Box::pin(
+                axum::serve(
+                    crate::tls::TlsListener::new(http_listener, Arc::clone(&tls.http))?,
+                    http_router,
+                )
+                .with_graceful_shutdown(stopped(stop.clone()))
+                .into_future(),
+            ),
+            Box::pin(
+                axum::serve(
+                    crate::tls::TlsListener::new(metrics_listener, Arc::clone(&tls.http))?,
+                    metrics_router,
+                )
+                .with_graceful_shutdown(stopped(stop.clone()))
+                .into_future(),
+            ),
+        ),
+    };
     let poller = tokio::spawn(telemetry::poll(
         metrics,
         Arc::clone(&store),
