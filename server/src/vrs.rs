@@ -283,4 +283,42 @@ mod tests {
                 .contains("more than once")
         );
     }
+
+    proptest::proptest! {
+        /// The query parser never panics, and a value percent-encoded by a
+        /// client comes back as it was.
+        #[test]
+        fn query_parameters_round_trip_and_never_panic(
+            raw in "[ -~]{0,200}",
+            value in "\\PC{0,40}",
+        ) {
+            let _ = parameters(&raw);
+            let encoded = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC);
+            let parsed = parameters(&format!("reqGLN=x&corrUUID={encoded}&other=1")).unwrap();
+            proptest::prop_assert_eq!(parsed.corr_uuid.as_deref(), Some(value.as_str()));
+        }
+
+        /// Any path and query on the responder's routes is answered with a
+        /// status (never a panic); only 200 carries a body.
+        #[test]
+        fn any_request_uri_is_answered_without_panicking(
+            path in "(/01/|/gtin/)[ -~]{0,120}",
+            query in "[ -~]{0,80}",
+        ) {
+            let index = Arc::new(StatusIndex::new(1).unwrap());
+            index.set_ready();
+            let responder = Responder { index, responder_gln: String::new() };
+            let text = format!("{}?{}", path.replace(' ', "%20"), query.replace(' ', "+").replace('#', "%23"));
+            let Ok(uri) = text.parse::<Uri>() else {
+                return Ok(()); // not a URI at all: the HTTP layer refuses it first
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let response = runtime.block_on(respond(State(responder), uri));
+            let status = response.status();
+            proptest::prop_assert!(
+                [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND].contains(&status),
+                "{status}"
+            );
+        }
+    }
 }
