@@ -158,23 +158,7 @@ pub(crate) fn epcis_event(
                 .collect(),
         )
     };
-    let mut out = Map::new();
-    out.insert("type".into(), json!("ObjectEvent"));
-    out.insert(
-        "eventTime".into(),
-        json!(crate::vrs::rfc3339_millis(time_micros(
-            event.event_time.as_ref()
-        ))),
-    );
-    out.insert(
-        "recordTime".into(),
-        json!(crate::vrs::rfc3339_millis(time_micros(event.time.as_ref()))),
-    );
-    out.insert("eventTimeZoneOffset".into(), json!("+00:00"));
-    out.insert(
-        "eventID".into(),
-        json!(format!("{NAMESPACE}event:{}", event.sequence)),
-    );
+    let mut out = event_head("ObjectEvent", event);
     let (action, biz_step, disposition) = match kind {
         K::Commissioned => {
             out.insert("epcList".into(), epcs());
@@ -261,6 +245,28 @@ pub(crate) fn epcis_event(
     Some(Value::Object(out))
 }
 
+/// The fields every EPCIS event starts with: type, times, time zone, id.
+fn event_head(kind: &str, event: &pb::Event) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("type".into(), json!(kind));
+    out.insert(
+        "eventTime".into(),
+        json!(crate::vrs::rfc3339_millis(time_micros(
+            event.event_time.as_ref()
+        ))),
+    );
+    out.insert(
+        "recordTime".into(),
+        json!(crate::vrs::rfc3339_millis(time_micros(event.time.as_ref()))),
+    );
+    out.insert("eventTimeZoneOffset".into(), json!("+00:00"));
+    out.insert(
+        "eventID".into(),
+        json!(format!("{NAMESPACE}event:{}", event.sequence)),
+    );
+    out
+}
+
 /// A packing or unpacking as an EPCIS `AggregationEvent`.
 fn aggregation_event(
     event: &pb::Event,
@@ -284,23 +290,7 @@ fn aggregation_event(
         return None;
     }
     let packing = event.kind == pb::EventKind::Packed as i32;
-    let mut out = Map::new();
-    out.insert("type".into(), json!("AggregationEvent"));
-    out.insert(
-        "eventTime".into(),
-        json!(crate::vrs::rfc3339_millis(time_micros(
-            event.event_time.as_ref()
-        ))),
-    );
-    out.insert(
-        "recordTime".into(),
-        json!(crate::vrs::rfc3339_millis(time_micros(event.time.as_ref()))),
-    );
-    out.insert("eventTimeZoneOffset".into(), json!("+00:00"));
-    out.insert(
-        "eventID".into(),
-        json!(format!("{NAMESPACE}event:{}", event.sequence)),
-    );
+    let mut out = event_head("AggregationEvent", event);
     out.insert("parentID".into(), json!(parent));
     out.insert("childEPCs".into(), Value::Array(children));
     out.insert(

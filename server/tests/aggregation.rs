@@ -332,19 +332,7 @@ async fn pack_unpack_and_cascade_across_three_levels_with_conflicts_refused() {
     .await;
     assert_eq!(single.counts.unwrap().applied, 1);
     let syncs_before = wal_syncs(&server);
-    let cascade = AggregationServiceClient::new(channel.clone())
-        .decommission_hierarchy(pb::DecommissionHierarchyRequest {
-            request_id: "destroy-pallet".into(),
-            sscc: pallet.clone(),
-            reason: pb::DecommissionReason::Destroyed as i32,
-            location: SITE.into(),
-            actor: "qa".into(),
-            note: "water damage".into(),
-            event_time: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cascade = destroy(&channel, pallet).await;
     assert_eq!((cascade.pack_count, cascade.decommissioned), (12, 11));
     assert!(cascade.outcomes.contains(&pb::DecommissionOutcomeCount {
         outcome: pb::DecommissionOutcome::AlreadyInactive as i32,
@@ -367,19 +355,7 @@ async fn pack_unpack_and_cascade_across_three_levels_with_conflicts_refused() {
             ),
         ]
     );
-    let replay = AggregationServiceClient::new(channel.clone())
-        .decommission_hierarchy(pb::DecommissionHierarchyRequest {
-            request_id: "destroy-pallet".into(),
-            sscc: pallet.clone(),
-            reason: pb::DecommissionReason::Destroyed as i32,
-            location: SITE.into(),
-            actor: "qa".into(),
-            note: "water damage".into(),
-            event_time: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = destroy(&channel, pallet).await;
     assert!(replay.replayed);
     assert_eq!(replay.outcomes, cascade.outcomes);
     // Verification sees the cascade.
@@ -460,6 +436,23 @@ async fn pack_unpack_and_cascade_across_three_levels_with_conflicts_refused() {
     tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
+}
+
+/// Destroys everything below `pallet` (the same request each time).
+async fn destroy(channel: &Channel, pallet: &str) -> pb::DecommissionHierarchyResponse {
+    AggregationServiceClient::new(channel.clone())
+        .decommission_hierarchy(pb::DecommissionHierarchyRequest {
+            request_id: "destroy-pallet".into(),
+            sscc: pallet.into(),
+            reason: pb::DecommissionReason::Destroyed as i32,
+            location: SITE.into(),
+            actor: "qa".into(),
+            note: "water damage".into(),
+            event_time: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 fn wal_syncs(server: &Server) -> u64 {
@@ -581,29 +574,8 @@ async fn packing_exports_as_epcis_aggregation_events_that_validate() {
         "{}",
         stdout(&printed)
     );
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/EPCIS-JSON-Schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap();
-    let document: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&document)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "schema errors: {errors:#?}\n{document:#}"
-    );
+    let validator = common::epcis::validator();
+    let document = common::epcis::read_valid(&validator, &path);
     let events = document["epcisBody"]["eventList"].as_array().unwrap();
     let packing = &events[1];
     assert_eq!(packing["type"], "AggregationEvent");

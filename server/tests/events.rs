@@ -323,30 +323,8 @@ async fn exports_are_valid_epcis_and_complete_json_lines() {
         ],
     );
 
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            // The official schema, copied from ../shared/data so tests need no network.
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/EPCIS-JSON-Schema.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap();
-    let document: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&epcis_path).unwrap()).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&document)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "schema errors: {errors:#?}\n{document:#}"
-    );
+    let validator = common::epcis::validator();
+    let document = common::epcis::read_valid(&validator, &epcis_path);
     // The validator is live: an event without its time zone is refused.
     let mut broken = document.clone();
     broken["epcisBody"]["eventList"][0]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod epcis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
