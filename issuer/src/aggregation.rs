@@ -669,7 +669,7 @@ impl Aggregator {
         change.put(
             Family::Hierarchy,
             issued_key,
-            (issued + granted).to_be_bytes().to_vec(),
+            envelope(&(issued + granted).to_be_bytes()),
         );
         Self::put_request(
             &mut change,

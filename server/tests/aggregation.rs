@@ -173,6 +173,10 @@ async fn pack_unpack_and_cascade_across_three_levels_with_conflicts_refused() {
         .await
         .unwrap();
     assert_eq!(tail, ssccs[5..]);
+    // A second pool of the same space: new SSCCs, the space's count goes down.
+    let (second, more, _) = sscc_pool(&channel, "sscc-pool-3", 2, "").await.unwrap();
+    assert_eq!(second.remaining, header.remaining - 2);
+    assert!(more.iter().all(|s| !ssccs.contains(s)));
     let other = sscc_pool(&channel, "sscc-pool-1", 11, "")
         .await
         .unwrap_err();
@@ -718,6 +722,127 @@ async fn serialctl_sscc_pools_packs_shows_and_decommissions() {
         "{}",
         stdout(&unpacked)
     );
+    tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+}
+
+/// Builds a pallet of `CASES` cases of `PER_CASE` active packs (names made
+/// unique by `tag`) and returns its SSCC.
+async fn pallet_of_packs(channel: &Channel, tag: &str) -> String {
+    let pool = request_pool(
+        channel,
+        &format!("{tag}-pool"),
+        GTIN,
+        (CASES * PER_CASE) as u64,
+    )
+    .await
+    .unwrap();
+    for (i, group) in pool.serials.chunks(10_000).enumerate() {
+        let answer = commission(channel, GTIN, &format!("{tag}-c-{i}"), "L1", group.to_vec()).await;
+        assert_eq!(answer.counts.unwrap().applied as usize, group.len());
+    }
+    let (_, ssccs, _) = sscc_pool(channel, &format!("{tag}-ssccs"), CASES as u64 + 1, "")
+        .await
+        .unwrap();
+    for (i, serials) in pool.serials.chunks(PER_CASE).enumerate() {
+        let children = serials.iter().map(|s| pack_child(s)).collect();
+        let answer = pack(channel, &format!("{tag}-case-{i}"), &ssccs[i], children).await;
+        assert!(answer.unwrap().applied);
+    }
+    let cases = ssccs[..CASES].iter().map(|s| sscc_child(s)).collect();
+    let pallet = ssccs[CASES].clone();
+    assert!(
+        pack(channel, &format!("{tag}-pallet"), &pallet, cases)
+            .await
+            .unwrap()
+            .applied
+    );
+    pallet
+}
+
+const CASES: usize = 5;
+const PER_CASE: usize = 4_000;
+
+/// Pallets of 5 cases of 4,000 packs; in each round `kill -9` lands at a
+/// seeded random moment 0–120 ms after the pallet's cascade is sent (the
+/// commit itself takes tens of milliseconds, so rounds land before, during
+/// and after it). After each restart the pallet's packs are all
+/// decommissioned or all active (one batch), and the retried request
+/// settles them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cascade_cut_by_kill_9_is_all_or_nothing() {
+    let seed = common::test_seed();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let mut channel = channel(&server).await;
+    add_product(&channel, GTIN, "eu-fmd", None, None).await;
+    add_lot(&channel, GTIN, "L1", "301231").await.unwrap();
+    let total = (CASES * PER_CASE) as u64;
+    let destroyed = [(
+        pb::PackState::Decommissioned,
+        pb::DecommissionReason::Destroyed as i32,
+        total,
+    )];
+    for round in 0..4u64 {
+        let pallet = pallet_of_packs(&channel, &format!("r{round}")).await;
+        let spread = (seed ^ round).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        let delay = std::time::Duration::from_micros(spread % 120_000);
+        let sending = tokio::spawn({
+            let channel = channel.clone();
+            let pallet = pallet.clone();
+            async move {
+                // The answer may never come: the server is killed.
+                AggregationServiceClient::new(channel)
+                    .decommission_hierarchy(pb::DecommissionHierarchyRequest {
+                        request_id: format!("destroy-pallet-{round}"),
+                        sscc: pallet,
+                        reason: pb::DecommissionReason::Destroyed as i32,
+                        location: SITE.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+            }
+        });
+        tokio::time::sleep(delay).await;
+        tokio::task::spawn_blocking(move || server.kill9())
+            .await
+            .unwrap();
+        let answered = sending.await.unwrap();
+
+        server = Server::start(dir.path());
+        channel = common::api::channel(&server).await;
+        let states = counts(&hierarchy(&channel, &pallet).await.root.unwrap());
+        eprintln!(
+            "seed {seed} round {round}: killed {delay:?} after sending (answered: {answered}): {states:?}"
+        );
+        assert!(
+            states == [(pb::PackState::Active, 0, total)] || states == destroyed,
+            "seed {seed} round {round}: a cascade was applied in part: {states:?}"
+        );
+        if answered {
+            assert_eq!(
+                states, destroyed,
+                "seed {seed}: an answered cascade was lost"
+            );
+        }
+        // The retry (same request id) settles it: applied now or replayed.
+        let retried = AggregationServiceClient::new(channel.clone())
+            .decommission_hierarchy(pb::DecommissionHierarchyRequest {
+                request_id: format!("destroy-pallet-{round}"),
+                sscc: pallet.clone(),
+                reason: pb::DecommissionReason::Destroyed as i32,
+                location: SITE.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried.pack_count, total);
+        let states = counts(&hierarchy(&channel, &pallet).await.root.unwrap());
+        assert_eq!(states, destroyed, "seed {seed} round {round}");
+    }
     tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
