@@ -427,7 +427,11 @@ impl Store {
         );
         let operations = change.len();
         let started = std::time::Instant::now();
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("storage.commit.before_write");
         let written = self.db.write_opt(batch, &options::write_options());
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("storage.commit.after_write");
         self.commit_seconds.record(started.elapsed().as_secs_f64());
         self.commit_operations.record(operations as f64);
         if let Err(error) = written {
