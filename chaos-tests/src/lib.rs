@@ -14,6 +14,7 @@
 //! `TEST_SEED=<n>` (or `CHAOS_SEED`) to replay one.
 
 pub mod history;
+pub mod loopfs;
 
 pub mod ops;
 pub mod process;

@@ -53,12 +53,11 @@ fn kill_run(
             if !supervisor.start_or_violation() {
                 break;
             }
-            if mode > 0 {
-                if supervisor.wait_exit(Duration::from_secs(10)) {
-                    supervisor.fault(&format!("kill -9 at {}", POINTS[(mode - 1) as usize]));
-                    continue;
-                }
-                // Not reached in time (few commits): kill at a random moment.
+            // A kill point not reached in time (few commits) becomes a kill
+            // at a random moment.
+            if mode > 0 && supervisor.wait_exit(Duration::from_secs(10)) {
+                supervisor.fault(&format!("kill -9 at {}", POINTS[(mode - 1) as usize]));
+                continue;
             }
         }
         let run = supervisor.schedule.millis(200, 1500);
