@@ -68,8 +68,18 @@ pub struct ServerProcess {
     pub grpc: SocketAddr,
     /// How long it took from spawn to SERVING.
     pub start_duration: Duration,
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<Mutex<Log>>,
 }
+
+/// What is kept of a server's log: its first ERROR lines and its last lines.
+#[derive(Debug, Default)]
+struct Log {
+    errors: Vec<String>,
+    last: VecDeque<String>,
+}
+
+/// ERROR lines kept per server process.
+const ERROR_LINES_KEPT: usize = 50;
 
 impl ServerProcess {
     /// Spawns the server and waits until it logs "serving" (index rebuilt).
@@ -92,7 +102,7 @@ impl ServerProcess {
                 log: format!("spawn {}: {error}", launch.binary.display()),
             })?;
         let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES_KEPT)));
+        let log = Arc::new(Mutex::new(Log::default()));
         let (serving, serving_rx) = mpsc::channel();
         let ring = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -104,10 +114,13 @@ impl ServerProcess {
                     eprintln!("[serialsvc] {line}");
                 }
                 let mut ring = ring.lock().expect("log ring");
-                if ring.len() == LOG_LINES_KEPT {
-                    ring.pop_front();
+                if line.contains(" ERROR ") && ring.errors.len() < ERROR_LINES_KEPT {
+                    ring.errors.push(line.clone());
                 }
-                ring.push_back(line);
+                if ring.last.len() == LOG_LINES_KEPT {
+                    ring.last.pop_front();
+                }
+                ring.last.push_back(line);
             }
         });
         let deadline = started + launch.start_timeout;
@@ -228,14 +241,13 @@ impl Drop for ServerProcess {
     }
 }
 
-fn tail(log: &Mutex<VecDeque<String>>) -> String {
+/// The ERROR lines, then the last 40 lines.
+fn tail(log: &Mutex<Log>) -> String {
     let ring = log.lock().expect("log ring");
-    let skip = ring.len().saturating_sub(40);
-    ring.iter()
-        .skip(skip)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
+    let skip = ring.last.len().saturating_sub(40);
+    let mut lines = ring.errors.clone();
+    lines.extend(ring.last.iter().skip(skip).cloned());
+    lines.join("\n")
 }
 
 /// Reads `name=ADDR` from a text log line.

@@ -139,6 +139,8 @@ pub struct Report {
     pub slowest_start: Duration,
     /// Promises broken.
     pub violations: Vec<String>,
+    /// The ERROR lines and last lines of the last server's log.
+    pub final_log: String,
 }
 
 impl Report {
@@ -151,7 +153,7 @@ impl Report {
             .collect();
         format!(
             "scenario {} seed {}: faults [{}]; attempts {} (ok {}, failed {}, indeterminate {}); \
-             indeterminate writes resolved {}; serials checked {}; starts {} (slowest {:.2} s); violations {}",
+             writes first indeterminate (then retried) {}; serials checked {}; starts {} (slowest {:.2} s); violations {}",
             self.scenario,
             self.seed,
             faults.join(", "),
@@ -199,7 +201,8 @@ impl Report {
         );
     }
 
-    fn publish(&self) {
+    /// Prints the summary and appends it to `$CHAOS_REPORT` when set.
+    pub fn publish(&self) {
         let line = self.summary();
         eprintln!("{line}");
         if let Ok(path) = std::env::var("CHAOS_REPORT") {
@@ -413,9 +416,36 @@ impl Supervisor {
                 0
             }
         };
+        let final_log = self
+            .server
+            .as_ref()
+            .map(|s| s.log_tail())
+            .unwrap_or_default();
         if let Some(server) = self.take_server() {
             server.terminate(Duration::from_secs(30));
         }
+        Report {
+            final_log,
+            ..self.report(serials_checked)
+        }
+    }
+
+    /// Ends a run whose server refused to start (as a scenario expected):
+    /// clients stop, nothing can be checked; the report has the history and
+    /// any violation found so far.
+    pub fn abandon(mut self) -> Report {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.abort.store(true, Ordering::SeqCst);
+        for client in std::mem::take(&mut self.clients) {
+            let _ = self.runtime.block_on(client);
+        }
+        if let Some(server) = self.take_server() {
+            server.kill9();
+        }
+        self.report(0)
+    }
+
+    fn report(&self, serials_checked: u64) -> Report {
         let history = self.shared.history.lock().expect("history");
         let indeterminate_writes = history
             .entries
@@ -436,6 +466,7 @@ impl Supervisor {
             starts: self.starts.len() as u64,
             slowest_start: self.starts.iter().map(|s| s.1).max().unwrap_or_default(),
             violations: self.shared.violations.lock().expect("violations").clone(),
+            final_log: String::new(),
         }
     }
 
