@@ -62,6 +62,8 @@ impl LoopFs {
                 "-F",
                 "-E",
                 "lazy_itable_init=0,lazy_journal_init=0",
+                "-m",
+                "0",
                 &image_text,
             ],
         )?;

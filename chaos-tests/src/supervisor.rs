@@ -137,6 +137,8 @@ pub struct Report {
     pub starts: u64,
     /// The slowest start (spawn to SERVING).
     pub slowest_start: Duration,
+    /// Failed and indeterminate attempts by gRPC code.
+    pub errors: BTreeMap<String, u64>,
     /// Promises broken.
     pub violations: Vec<String>,
     /// The ERROR lines and last lines of the last server's log.
@@ -151,8 +153,13 @@ impl Report {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!(
-            "scenario {} seed {}: faults [{}]; attempts {} (ok {}, failed {}, indeterminate {}); \
+            "scenario {} seed {}: faults [{}]; attempts {} (ok {}, failed {}, indeterminate {}; errors [{}]); \
              writes first indeterminate (then retried) {}; serials checked {}; starts {} (slowest {:.2} s); violations {}",
             self.scenario,
             self.seed,
@@ -161,6 +168,7 @@ impl Report {
             self.counts.ok,
             self.counts.failed,
             self.counts.indeterminate,
+            errors.join(", "),
             self.indeterminate_writes,
             self.serials_checked,
             self.starts,
@@ -456,6 +464,13 @@ impl Supervisor {
                     && matches!(e.outcome, Outcome::Indeterminate(_))
             })
             .count() as u64;
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        for entry in &history.entries {
+            if let Outcome::Failed(text) | Outcome::Indeterminate(text) = &entry.outcome {
+                let code = text.split(':').next().unwrap_or_default().to_owned();
+                *errors.entry(code).or_default() += 1;
+            }
+        }
         Report {
             scenario: self.settings.scenario.clone(),
             seed: self.settings.seed,
@@ -465,6 +480,7 @@ impl Supervisor {
             serials_checked,
             starts: self.starts.len() as u64,
             slowest_start: self.starts.iter().map(|s| s.1).max().unwrap_or_default(),
+            errors,
             violations: self.shared.violations.lock().expect("violations").clone(),
             final_log: String::new(),
         }
