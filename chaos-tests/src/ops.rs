@@ -103,21 +103,38 @@ pub fn indeterminate(status: &Status) -> bool {
     )
 }
 
-/// Runs `op` on `channel` within `deadline`.
+/// How long after its deadline a client gives up on an answer by itself.
+pub const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// Runs `op` on `channel` with `deadline`: sent to the server as the gRPC
+/// deadline (`grpc-timeout`), and enforced here too (plus
+/// [`DEADLINE_SLACK`]), so a stalled server cannot hold a client.
 pub async fn execute(channel: &Channel, op: &Op, deadline: Duration) -> Result<Answer, Status> {
-    match tokio::time::timeout(deadline, execute_inner(channel, op)).await {
+    match tokio::time::timeout(
+        deadline + DEADLINE_SLACK,
+        execute_inner(channel, op, deadline),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(Status::deadline_exceeded("client deadline")),
     }
 }
 
-async fn execute_inner(channel: &Channel, op: &Op) -> Result<Answer, Status> {
+/// A request carrying `deadline` as its gRPC timeout.
+fn request<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+async fn execute_inner(channel: &Channel, op: &Op, deadline: Duration) -> Result<Answer, Status> {
     match op {
         Op::Pool {
             request_id,
             gtin,
             count,
-        } => request_pool(channel, request_id, gtin, *count).await,
+        } => request_pool(channel, request_id, gtin, *count, deadline).await,
         Op::Commission {
             request_id,
             gtin,
@@ -132,7 +149,7 @@ async fn execute_inner(channel: &Channel, op: &Op) -> Result<Answer, Status> {
             };
             let mut client = pb::pool_service_client::PoolServiceClient::new(channel.clone());
             let mut answers = client
-                .commission(tokio_stream::iter([group]))
+                .commission(request(tokio_stream::iter([group]), deadline))
                 .await?
                 .into_inner();
             let answer = answers
@@ -159,7 +176,7 @@ async fn execute_inner(channel: &Channel, op: &Op) -> Result<Answer, Status> {
             };
             let mut client = pb::status_service_client::StatusServiceClient::new(channel.clone());
             let mut answers = client
-                .decommission(tokio_stream::iter([group]))
+                .decommission(request(tokio_stream::iter([group]), deadline))
                 .await?
                 .into_inner();
             let answer = answers
@@ -175,9 +192,12 @@ async fn execute_inner(channel: &Channel, op: &Op) -> Result<Answer, Status> {
             let mut client =
                 pb::verification_service_client::VerificationServiceClient::new(channel.clone());
             let answer = client
-                .verify_batch(pb::VerifyBatchRequest {
-                    items: serials.iter().map(|s| item(gtin, s)).collect(),
-                })
+                .verify_batch(request(
+                    pb::VerifyBatchRequest {
+                        items: serials.iter().map(|s| item(gtin, s)).collect(),
+                    },
+                    deadline,
+                ))
                 .await?
                 .into_inner();
             Ok(Answer::States(
@@ -192,16 +212,20 @@ async fn request_pool(
     request_id: &str,
     gtin: &str,
     count: u64,
+    deadline: Duration,
 ) -> Result<Answer, Status> {
     let mut client = pb::pool_service_client::PoolServiceClient::new(channel.clone());
-    let request = pb::RequestPoolRequest {
+    let pool_request = pb::RequestPoolRequest {
         request_id: request_id.into(),
         gtin: gtin.into(),
         count,
         line_id: "CHAOS-LINE".into(),
         ..Default::default()
     };
-    let mut stream = client.request_pool(request).await?.into_inner();
+    let mut stream = client
+        .request_pool(self::request(pool_request, deadline))
+        .await?
+        .into_inner();
     let (mut granted, mut summary, mut serials) = (None, None, Vec::new());
     while let Some(message) = stream.message().await? {
         match message.message {

@@ -388,6 +388,11 @@ impl Supervisor {
         self.runtime.block_on(future)
     }
 
+    /// Reads the history so far.
+    pub fn with_history<R>(&self, read: impl FnOnce(&History) -> R) -> R {
+        read(&self.shared.history.lock().expect("history"))
+    }
+
     /// Attempts so far that completed with an OK answer.
     pub fn ok_count(&self) -> u64 {
         self.shared.history.lock().expect("history").counts().ok
@@ -695,6 +700,10 @@ async fn run_client(client: usize, seed: u64, shared: Arc<Shared>) -> Owned {
                         op.kind(),
                         op.request_id().unwrap_or_default()
                     ));
+                }
+                if status.code() == tonic::Code::ResourceExhausted {
+                    // Overloaded: back off as a real client would.
+                    tokio::time::sleep(Duration::from_millis(10 + schedule.below(40))).await;
                 }
                 if ops::indeterminate(&status) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
