@@ -18,6 +18,7 @@ pub mod loopfs;
 
 pub mod ops;
 pub mod process;
+pub mod proxy;
 
 pub mod supervisor;
 pub mod sys;

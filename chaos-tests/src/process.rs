@@ -224,6 +224,12 @@ impl ServerProcess {
         Some(kib * 1024)
     }
 
+    /// Open file descriptors of the process (sockets included), if readable.
+    pub fn open_files(&self) -> Option<u64> {
+        let entries = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
+        Some(entries.count() as u64)
+    }
+
     /// Threads of the process (from /proc), if readable.
     pub fn threads(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;

@@ -35,6 +35,9 @@ pub struct Settings {
     pub gtins: usize,
     /// Each client's deadline per attempt.
     pub deadline: Duration,
+    /// Whether a few pools are big enough to stream in several chunks
+    /// (16,384 serials each): for cuts in the middle of a stream.
+    pub big_pools: bool,
     /// The bound within which the service must serve again (start-up) and
     /// every indeterminate operation must resolve once faults stop.
     pub recovery_bound: Duration,
@@ -48,6 +51,7 @@ impl Settings {
             seed,
             clients: 4,
             gtins: 2,
+            big_pools: false,
             deadline: Duration::from_secs(5),
             recovery_bound: Duration::from_secs(30),
         }
@@ -86,6 +90,7 @@ struct Shared {
     endpoint: watch::Receiver<Option<String>>,
     gtins: Vec<String>,
     deadline: Duration,
+    big_pools: bool,
 }
 
 impl Shared {
@@ -100,7 +105,62 @@ impl Shared {
 }
 
 /// One client's serials: (GTIN index, serial) → expected state.
-type Owned = Vec<(usize, String, Expect)>;
+#[derive(Debug, Default)]
+struct Owned {
+    items: Vec<(usize, String, Expect)>,
+    index: HashMap<(usize, String), usize>,
+}
+
+impl Owned {
+    fn add(&mut self, gtin: usize, serial: &str) {
+        let key = (gtin, serial.to_owned());
+        if !self.index.contains_key(&key) {
+            self.index.insert(key, self.items.len());
+            self.items
+                .push((gtin, serial.to_owned(), Expect::Allocated));
+        }
+    }
+
+    fn get(&self, gtin: usize, serial: &str) -> Option<Expect> {
+        let at = *self.index.get(&(gtin, serial.to_owned()))?;
+        Some(self.items[at].2)
+    }
+
+    fn set(&mut self, gtin: usize, serial: &str, expect: Expect) {
+        if let Some(&at) = self.index.get(&(gtin, serial.to_owned())) {
+            self.items[at].2 = expect;
+        }
+    }
+
+    /// Up to `max` distinct serials of `gtin` (in state `wanted`, if given),
+    /// found by random probes.
+    fn sample(
+        &self,
+        gtin: usize,
+        wanted: Option<Expect>,
+        max: usize,
+        schedule: &mut Schedule,
+    ) -> Vec<String> {
+        let mut chosen = std::collections::BTreeSet::new();
+        if self.items.is_empty() {
+            return Vec::new();
+        }
+        for _ in 0..(16 * max + 64) {
+            let at = schedule.below(self.items.len() as u64) as usize;
+            let (g, _, e) = &self.items[at];
+            if *g == gtin && wanted.is_none_or(|w| w == *e) {
+                chosen.insert(at);
+                if chosen.len() == max {
+                    break;
+                }
+            }
+        }
+        chosen
+            .into_iter()
+            .map(|at| self.items[at].1.clone())
+            .collect()
+    }
+}
 
 /// Runs a scenario: the server, the clients and the checker.
 #[derive(Debug)]
@@ -143,6 +203,10 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The ERROR lines and last lines of the last server's log.
     pub final_log: String,
+    /// How long the clean shutdown (SIGTERM) at the end took; `None` if it
+    /// failed. It waits for every open response stream: a stream leaked by a
+    /// cut client would hold it for the whole grace period.
+    pub clean_shutdown: Option<Duration>,
 }
 
 impl Report {
@@ -244,6 +308,7 @@ impl Supervisor {
             endpoint: receiver,
             gtins: (0..settings.gtins as u32).map(ops::gtin).collect(),
             deadline: settings.deadline,
+            big_pools: settings.big_pools,
         });
         Supervisor {
             schedule: Schedule::new(settings.seed),
@@ -310,6 +375,11 @@ impl Supervisor {
                 false
             }
         }
+    }
+
+    /// Points the clients at `endpoint` (e.g. a proxy) instead of the server.
+    pub fn publish_endpoint(&self, endpoint: String) {
+        self.endpoint.send_replace(Some(endpoint));
     }
 
     /// Takes the server out (clients see it gone) without stopping it.
@@ -434,11 +504,19 @@ impl Supervisor {
             .as_ref()
             .map(|s| s.log_tail())
             .unwrap_or_default();
+        let mut clean_shutdown = None;
         if let Some(server) = self.take_server() {
-            server.terminate(Duration::from_secs(30));
+            let asked = Instant::now();
+            if server
+                .terminate(Duration::from_secs(40))
+                .is_some_and(|status| status.success())
+            {
+                clean_shutdown = Some(asked.elapsed());
+            }
         }
         Report {
             final_log,
+            clean_shutdown,
             ..self.report(serials_checked)
         }
     }
@@ -488,6 +566,7 @@ impl Supervisor {
             errors,
             violations: self.shared.violations.lock().expect("violations").clone(),
             final_log: String::new(),
+            clean_shutdown: None,
         }
     }
 
@@ -607,7 +686,7 @@ impl Drop for Supervisor {
 
 fn group_by_gtin(serials: &Owned) -> BTreeMap<usize, Vec<(String, Expect)>> {
     let mut groups: BTreeMap<usize, Vec<(String, Expect)>> = BTreeMap::new();
-    for (gtin, serial, expect) in serials {
+    for (gtin, serial, expect) in &serials.items {
         groups
             .entry(*gtin)
             .or_default()
@@ -626,7 +705,7 @@ fn state_name(state: i32) -> String {
 /// indeterminate write is retried with its request id until it resolves.
 async fn run_client(client: usize, seed: u64, shared: Arc<Shared>) -> Owned {
     let mut schedule = Schedule::new(seed);
-    let mut owned: Owned = Vec::new();
+    let mut owned = Owned::default();
     let mut pending: Option<(Op, u32)> = None;
     let mut endpoint = shared.endpoint.clone();
     let mut connection: Option<(String, Channel)> = None;
@@ -662,10 +741,7 @@ async fn run_client(client: usize, seed: u64, shared: Arc<Shared>) -> Owned {
             Some((op, attempt)) => (op, attempt),
             None => {
                 sequence += 1;
-                (
-                    choose(client, sequence, &mut schedule, &owned, &shared.gtins),
-                    0,
-                )
+                (choose(client, sequence, &mut schedule, &owned, &shared), 0)
             }
         };
         let invoked = Instant::now();
@@ -731,67 +807,47 @@ fn choose(
     sequence: u64,
     schedule: &mut Schedule,
     owned: &Owned,
-    gtins: &[String],
+    shared: &Shared,
 ) -> Op {
     let request_id = format!("chaos-c{client}-{sequence}");
     let roll = schedule.below(100);
-    let gtin_index = schedule.below(gtins.len() as u64) as usize;
-    let gtin = gtins[gtin_index].clone();
-    let pick = |expect: Expect, max: usize, schedule: &mut Schedule| -> Vec<String> {
-        let candidates: Vec<&String> = owned
-            .iter()
-            .filter(|(g, _, e)| *g == gtin_index && *e == expect)
-            .map(|(_, s, _)| s)
-            .collect();
-        if candidates.is_empty() {
-            return Vec::new();
-        }
-        let start = schedule.below(candidates.len() as u64) as usize;
-        candidates
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(max.min(candidates.len()))
-            .map(|s| (*s).clone())
-            .collect()
+    let gtin_index = schedule.below(shared.gtins.len() as u64) as usize;
+    let gtin = shared.gtins[gtin_index].clone();
+    let (wanted, max) = match roll {
+        0..30 => (None, 20),
+        30..55 => (Some(Expect::Allocated), 20),
+        55..70 => (Some(Expect::Active), 10),
+        _ => (None, 0),
     };
-    if roll < 30 {
-        let serials: Vec<String> = {
-            let mine: Vec<&String> = owned
-                .iter()
-                .filter(|(g, _, _)| *g == gtin_index)
-                .map(|(_, s, _)| s)
-                .collect();
-            (0..20.min(mine.len()))
-                .map(|_| mine[schedule.below(mine.len() as u64) as usize].clone())
-                .collect()
+    let serials = if max > 0 {
+        owned.sample(gtin_index, wanted, max, schedule)
+    } else {
+        Vec::new()
+    };
+    if !serials.is_empty() {
+        return match wanted {
+            None => Op::Verify { gtin, serials },
+            Some(Expect::Allocated) => Op::Commission {
+                request_id,
+                gtin,
+                serials,
+            },
+            Some(_) => Op::Decommission {
+                request_id,
+                gtin,
+                serials,
+            },
         };
-        if !serials.is_empty() {
-            return Op::Verify { gtin, serials };
-        }
-    } else if roll < 55 {
-        let serials = pick(Expect::Allocated, 20, schedule);
-        if !serials.is_empty() {
-            return Op::Commission {
-                request_id,
-                gtin,
-                serials,
-            };
-        }
-    } else if roll < 70 {
-        let serials = pick(Expect::Active, 10, schedule);
-        if !serials.is_empty() {
-            return Op::Decommission {
-                request_id,
-                gtin,
-                serials,
-            };
-        }
     }
+    let count = if shared.big_pools && schedule.below(100) < 1 {
+        16_385 + schedule.below(8_000)
+    } else {
+        1 + schedule.below(40)
+    };
     Op::Pool {
         request_id,
         gtin,
-        count: 1 + schedule.below(40),
+        count,
     }
 }
 
@@ -802,11 +858,9 @@ fn apply(shared: &Shared, op: &Op, answer: &Answer, owned: &mut Owned) {
     match (op, answer) {
         (Op::Pool { gtin, .. }, Answer::Pool(serials)) => {
             let index = gtin_index(gtin);
-            owned.extend(
-                serials
-                    .iter()
-                    .map(|s| (index, s.clone(), Expect::Allocated)),
-            );
+            for serial in serials {
+                owned.add(index, serial);
+            }
         }
         (
             Op::Commission {
@@ -845,10 +899,7 @@ fn apply(shared: &Shared, op: &Op, answer: &Answer, owned: &mut Owned) {
         (Op::Verify { gtin, serials }, Answer::States(states)) => {
             let index = gtin_index(gtin);
             for (serial, state) in serials.iter().zip(states) {
-                let expected = owned
-                    .iter()
-                    .find(|(g, s, _)| *g == index && s == serial)
-                    .map(|(_, _, e)| *e);
+                let expected = owned.get(index, serial);
                 if let Some(expect) = expected
                     && expect.state() != *state
                 {
@@ -890,11 +941,6 @@ fn transition(
             ));
             continue;
         }
-        if let Some(entry) = owned
-            .iter_mut()
-            .find(|(g, s, _)| *g == gtin_index && s == serial)
-        {
-            entry.2 = to;
-        }
+        owned.set(gtin_index, serial, to);
     }
 }
