@@ -19,6 +19,7 @@ pub mod loopfs;
 pub mod ops;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 
 pub mod supervisor;
 pub mod sys;

@@ -114,7 +114,9 @@ impl ServerProcess {
                     eprintln!("[serialsvc] {line}");
                 }
                 let mut ring = ring.lock().expect("log ring");
-                if line.contains(" ERROR ") && ring.errors.len() < ERROR_LINES_KEPT {
+                if (line.contains(" ERROR ") || line.contains("panicked"))
+                    && ring.errors.len() < ERROR_LINES_KEPT
+                {
                     ring.errors.push(line.clone());
                 }
                 if ring.last.len() == LOG_LINES_KEPT {

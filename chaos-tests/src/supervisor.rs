@@ -258,6 +258,18 @@ impl Report {
         );
     }
 
+    /// Like [`Report::assert_clean`], for a run without clients.
+    pub fn assert_clean_or_idle(&self) {
+        self.publish();
+        assert!(
+            self.violations.is_empty(),
+            "{} violations (replay with TEST_SEED={}):\n{}",
+            self.violations.len(),
+            self.seed,
+            self.violations[..self.violations.len().min(20)].join("\n")
+        );
+    }
+
     /// For a negative control: panics unless a promise was found broken.
     pub fn assert_caught(&self) {
         self.publish();
