@@ -15,12 +15,10 @@
 
 pub mod history;
 pub mod loopfs;
-
 pub mod ops;
 pub mod process;
 pub mod proxy;
 pub mod raw;
-
 pub mod supervisor;
 pub mod sys;
 
@@ -60,6 +58,15 @@ pub fn duration_or(ci: std::time::Duration) -> std::time::Duration {
         .and_then(|s| s.parse().ok())
         .map(std::time::Duration::from_secs)
         .unwrap_or(ci)
+}
+
+/// Rounds of a round-based scenario: `ci` in the CI profile; in the long
+/// profile (`CHAOS_DURATION` set) one per 30 s of it, at least `ci`.
+pub fn rounds_or(ci: u64) -> u64 {
+    std::env::var("CHAOS_DURATION")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(ci, |seconds| (seconds / 30).max(ci))
 }
 
 /// A small deterministic generator (SplitMix64) for fault schedules; not for serials.

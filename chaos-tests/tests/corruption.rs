@@ -187,19 +187,25 @@ fn damage_run(kind: Damage, seed: u64) {
 
 #[test]
 fn a_torn_wal_tail_is_tolerated_and_nothing_acknowledged_is_lost() {
-    damage_run(Damage::TornTail, chaos_tests::seed_or(3030));
+    let seed = chaos_tests::seed_or(3030);
+    for round in 0..chaos_tests::rounds_or(1) {
+        damage_run(Damage::TornTail, seed.wrapping_add(round));
+    }
 }
 
 #[test]
 fn a_garbage_wal_tail_is_tolerated_and_nothing_acknowledged_is_lost() {
-    damage_run(Damage::GarbageTail, chaos_tests::seed_or(3031));
+    let seed = chaos_tests::seed_or(3031);
+    for round in 0..chaos_tests::rounds_or(1) {
+        damage_run(Damage::GarbageTail, seed.wrapping_add(round));
+    }
 }
 
 #[test]
 fn a_bit_flip_in_the_wal_is_recovered_from_or_refused_clearly() {
     let seed = chaos_tests::seed_or(3032);
     // Several positions: each must end one of the two acceptable ways.
-    for round in 0..3 {
+    for round in 0..chaos_tests::rounds_or(3) {
         damage_run(Damage::WalBitFlip, seed.wrapping_add(round));
     }
 }
@@ -207,7 +213,7 @@ fn a_bit_flip_in_the_wal_is_recovered_from_or_refused_clearly() {
 #[test]
 fn a_bit_flip_in_an_sst_file_is_recovered_from_or_refused_clearly() {
     let seed = chaos_tests::seed_or(3033);
-    for round in 0..3 {
+    for round in 0..chaos_tests::rounds_or(3) {
         damage_run(Damage::SstBitFlip, seed.wrapping_add(round));
     }
 }

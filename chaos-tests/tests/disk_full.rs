@@ -85,11 +85,7 @@ fn a_full_disk_fails_requests_cleanly_and_the_service_recovers_when_space_return
     );
     supervisor.start().expect("the first start");
     supervisor.start_clients();
-    let rounds = if std::env::var_os("CHAOS_DURATION").is_some() {
-        6
-    } else {
-        2
-    };
+    let rounds = chaos_tests::rounds_or(2);
     for _ in 0..rounds {
         let run = supervisor.schedule.millis(500, 1500);
         supervisor.run_for(run);

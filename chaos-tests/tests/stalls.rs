@@ -92,11 +92,11 @@ fn a_slow_disk_under_overload_answers_quickly_and_stays_bounded() {
         "no overload happened: the test proved nothing"
     );
     assert!(
-        slowest_overload < Duration::from_millis(500),
+        slowest_overload < Duration::from_secs(1),
         "RESOURCE_EXHAUSTED took {slowest_overload:?}: overload must be answered quickly"
     );
     assert!(
-        slowest <= deadline + DEADLINE_SLACK + Duration::from_millis(250),
+        slowest <= deadline + DEADLINE_SLACK + Duration::from_secs(1),
         "an attempt took {slowest:?}, past its {deadline:?} deadline"
     );
     assert!(
@@ -156,7 +156,7 @@ fn a_stalled_server_gives_deadline_errors_and_serves_again_after_the_stall() {
         report.errors
     );
     assert!(
-        slowest <= deadline + DEADLINE_SLACK + Duration::from_millis(250),
+        slowest <= deadline + DEADLINE_SLACK + Duration::from_secs(1),
         "an attempt took {slowest:?}, past its {deadline:?} deadline"
     );
     assert!(
