@@ -45,8 +45,7 @@ fn damage(dir: &Path, damage: Damage, schedule: &mut Schedule) -> String {
     use std::io::Write;
     let wal = files(dir, "log")
         .into_iter()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
-        .next_back();
+        .rfind(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
     match damage {
         Damage::TornTail | Damage::GarbageTail => {
             let wal = wal.expect("a non-empty WAL to damage");
@@ -126,7 +125,7 @@ fn damage_run(kind: Damage, seed: u64) {
     }
     supervisor.run_for(Duration::from_millis(800));
     supervisor.kill9();
-    let mut schedule = Schedule::new(seed ^ 0xc0ff_ee);
+    let mut schedule = Schedule::new(seed ^ 0x00c0_ffee);
     let what = damage(dir.path(), kind, &mut schedule);
     eprintln!("{what}");
     supervisor.fault(&format!("{kind:?}"));
