@@ -226,6 +226,27 @@ impl ServerProcess {
         Some(kib * 1024)
     }
 
+    /// Established TCP connections to the server's gRPC port (server side),
+    /// from /proc/net/tcp and tcp6.
+    pub fn grpc_connections(&self) -> u64 {
+        let port = format!(":{:04X}", self.grpc.port());
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .map(|table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .filter(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        // local_address ends with the port; state 01 = ESTABLISHED.
+                        fields.len() > 3 && fields[1].ends_with(&port) && fields[3] == "01"
+                    })
+                    .count() as u64
+            })
+            .sum()
+    }
+
     /// Open file descriptors of the process (sockets included), if readable.
     pub fn open_files(&self) -> Option<u64> {
         let entries = std::fs::read_dir(format!("/proc/{}/fd", self.pid())).ok()?;
