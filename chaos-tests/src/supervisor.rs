@@ -173,6 +173,8 @@ pub struct Supervisor {
     server: Option<ServerProcess>,
     clients: Vec<tokio::task::JoinHandle<Owned>>,
     faults: BTreeMap<String, u64>,
+    timeline: Vec<(Instant, String)>,
+    begun: Instant,
     starts: Vec<(Instant, Duration)>,
     /// The schedule of faults (clients have their own, derived from the seed).
     pub schedule: Schedule,
@@ -332,6 +334,8 @@ impl Supervisor {
             server: None,
             clients: Vec::new(),
             faults: BTreeMap::new(),
+            timeline: Vec::new(),
+            begun: Instant::now(),
             starts: Vec::new(),
         }
     }
@@ -344,6 +348,7 @@ impl Supervisor {
     /// Counts one injected fault of `kind`.
     pub fn fault(&mut self, kind: &str) {
         *self.faults.entry(kind.into()).or_default() += 1;
+        self.timeline.push((Instant::now(), kind.into()));
     }
 
     /// Records a broken promise found by the scenario itself.
@@ -370,6 +375,7 @@ impl Supervisor {
                     ));
                 }
                 self.starts.push((Instant::now(), server.start_duration));
+                self.timeline.push((Instant::now(), "serving".into()));
                 self.endpoint.send_replace(Some(server.endpoint()));
                 self.server = Some(server);
                 Ok(())
@@ -511,6 +517,9 @@ impl Supervisor {
                 0
             }
         };
+        if std::env::var_os("CHAOS_DUMP").is_some() {
+            self.dump();
+        }
         let final_log = self
             .server
             .as_ref()
@@ -530,6 +539,68 @@ impl Supervisor {
             final_log,
             clean_shutdown,
             ..self.report(serials_checked)
+        }
+    }
+
+    /// Prints, for the first serials named by violations, every attempt that
+    /// touched them, between the faults (set `CHAOS_DUMP` to get it).
+    fn dump(&self) {
+        let violations = self.shared.violations.lock().expect("violations").clone();
+        let history = self.shared.history.lock().expect("history");
+        let at = |t: Instant| t.saturating_duration_since(self.begun).as_secs_f64();
+        let mut serials: Vec<String> = violations
+            .iter()
+            .filter_map(|v| {
+                let start = v.find(", ")? + 2;
+                let end = start + v[start..].find(')')?;
+                Some(v[start..end].to_owned())
+            })
+            .collect();
+        serials.dedup();
+        for serial in serials.iter().take(3) {
+            eprintln!("--- history of serial {serial}");
+            let mut lines: Vec<(f64, String)> = self
+                .timeline
+                .iter()
+                .map(|(t, what)| (at(*t), format!("FAULT/EVENT {what}")))
+                .collect();
+            for entry in &history.entries {
+                let touches = match &entry.op {
+                    Op::Pool { .. } => {
+                        matches!(&entry.outcome, Outcome::Ok(Answer::Pool(s)) if s.contains(serial))
+                    }
+                    Op::Commission { serials, .. }
+                    | Op::Decommission { serials, .. }
+                    | Op::Verify { serials, .. } => serials.contains(serial),
+                };
+                if touches {
+                    lines.push((
+                        at(entry.invoked),
+                        format!(
+                            "client {} {} {:?} attempt {} -> {:.3}: {:?}",
+                            entry.client,
+                            entry.op.kind(),
+                            entry.op.request_id(),
+                            entry.attempt,
+                            at(entry.completed),
+                            match &entry.outcome {
+                                Outcome::Ok(Answer::Group(o)) => format!("ok {o:?}"),
+                                Outcome::Ok(Answer::States(o)) => format!("ok states {o:?}"),
+                                Outcome::Ok(Answer::Pool(o)) => format!("ok pool of {}", o.len()),
+                                other => format!("{other:?}"),
+                            }
+                        ),
+                    ));
+                }
+            }
+            lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let first = lines
+                .iter()
+                .position(|l| !l.1.starts_with("FAULT"))
+                .unwrap_or(0);
+            for (t, line) in lines.iter().skip(first.saturating_sub(2)) {
+                eprintln!("{t:9.3} {line}");
+            }
         }
     }
 

@@ -153,9 +153,12 @@ fn damage_run(kind: Damage, seed: u64) {
                 .violations
                 .iter()
                 .filter(|v| {
+                    // Refusing to read the damage (a checksum error) is
+                    // right; only an answer that contradicts the history is wrong.
                     !(v.contains("did not resolve")
                         || v.contains("never resolved")
-                        || v.starts_with("replay of"))
+                        || v.starts_with("replay of")
+                        || names_corruption(v))
                 })
                 .collect();
             assert!(
