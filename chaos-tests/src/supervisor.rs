@@ -44,12 +44,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults for a scenario: 4 clients, 2 GTINs, 5 s deadlines, 30 s bound.
+    /// Defaults for a scenario: 4 clients (`CHAOS_CLIENTS` to change), 2
+    /// GTINs, 5 s deadlines, 30 s bound.
     pub fn new(scenario: &str, seed: u64) -> Self {
         Settings {
             scenario: scenario.into(),
             seed,
-            clients: 4,
+            clients: std::env::var("CHAOS_CLIENTS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(4),
             gtins: 2,
             big_pools: false,
             deadline: Duration::from_secs(5),
