@@ -197,6 +197,35 @@ impl ServerProcess {
         crate::sys::signal(self.pid(), libc::SIGSTOP)
     }
 
+    /// Stops the process (SIGSTOP) and waits until every one of its threads
+    /// is stopped, so that it runs no more user code: nothing it has not sent
+    /// yet will be sent. Returns whether all threads stopped within 2 s.
+    pub fn freeze(&self) -> bool {
+        if self.pause().is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let stopped = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+                .map(|tasks| {
+                    tasks.filter_map(Result::ok).all(|task| {
+                        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                            // The state follows the command name in parentheses.
+                            stat.rsplit_once(") ").is_some_and(|(_, rest)| {
+                                rest.starts_with('T') || rest.starts_with('t')
+                            })
+                        })
+                    })
+                })
+                .unwrap_or(false);
+            if stopped {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
     /// Sends SIGCONT.
     pub fn resume(&self) -> std::io::Result<()> {
         crate::sys::signal(self.pid(), libc::SIGCONT)
