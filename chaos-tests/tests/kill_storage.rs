@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chaos_tests::{Schedule, seed};
+use chaos_tests::Schedule;
 use storage::{Family, Store};
 
 const ROUNDS: u64 = 6;
@@ -65,7 +65,7 @@ fn run_and_kill(dir: &Path, start: u64, min_acks: u64, extra: Duration) -> Optio
 
 #[test]
 fn every_acknowledged_commit_survives_kill_9() {
-    let mut schedule = Schedule::new(seed());
+    let mut schedule = Schedule::new(chaos_tests::seed_or(1000));
     let dir = tempfile::tempdir().unwrap();
     let mut next = 0u64;
     for round in 0..ROUNDS {

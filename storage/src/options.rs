@@ -63,7 +63,26 @@ pub fn write_options() -> WriteOptions {
     let mut options = WriteOptions::default();
     options.set_sync(SYNC_ACKNOWLEDGED_WRITES);
     options.disable_wal(false);
+    #[cfg(feature = "failpoints")]
+    negative_controls(&mut options);
     options
+}
+
+/// The chaos tests' negative controls, compiled only with the `failpoints`
+/// feature: fail point `storage.wal.no_sync` (action `return`) acknowledges
+/// writes without syncing the WAL, `storage.wal.skip` acknowledges them
+/// before anything is durable (the WAL is not written at all). Each must
+/// make the power-loss or kill -9 tests fail.
+#[cfg(feature = "failpoints")]
+fn negative_controls(options: &mut WriteOptions) {
+    if fail::eval("storage.wal.no_sync", |_| ()).is_some() {
+        options.set_sync(false);
+    }
+    if fail::eval("storage.wal.skip", |_| ()).is_some() {
+        // RocksDB refuses a synced write without the WAL.
+        options.set_sync(false);
+        options.disable_wal(true);
+    }
 }
 
 #[cfg(test)]

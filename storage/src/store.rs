@@ -315,7 +315,7 @@ impl Store {
             .db
             .iterator_cf(self.cf(Family::Events), IteratorMode::Start)
         {
-            let (key, stored) = item?;
+            let (key, stored) = item.map_err(|e| self.read_failed(Family::Events, e))?;
             let Some(sequence) = keys::decode_event(&key) else {
                 report.break_at(report.head_sequence + 1, "malformed event key".into());
                 continue;
@@ -381,6 +381,23 @@ impl Store {
         error
     }
 
+    /// A RocksDB error on a read. Detected corruption (e.g. a block checksum
+    /// mismatch in an SST file) or an I/O error fail-stops the store, as a
+    /// bad value envelope does: writes must not go on from a store that
+    /// cannot be read.
+    fn read_failed(&self, family: Family, error: rocksdb::Error) -> StorageError {
+        let kind = error.kind();
+        if kind == rocksdb::ErrorKind::Corruption
+            || (kind == rocksdb::ErrorKind::IOError && !is_disk_full(&error))
+        {
+            self.stop(&format!(
+                "read from column family {}: {error}",
+                family.name()
+            ));
+        }
+        error.into()
+    }
+
     fn stop(&self, reason: &str) {
         let mut fail_stop = self.fail_stop.lock();
         if fail_stop.is_none() {
@@ -436,7 +453,11 @@ impl Store {
         );
         let operations = change.len();
         let started = std::time::Instant::now();
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("storage.commit.before_write");
         let written = self.db.write_opt(batch, &options::write_options());
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("storage.commit.after_write");
         self.commit_seconds.record(started.elapsed().as_secs_f64());
         self.commit_operations.record(operations as f64);
         if let Err(error) = written {
@@ -459,7 +480,11 @@ impl Store {
     /// Reads the value under `key` in `family`, checking its envelope.
     /// Returns `(version, payload)`.
     pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<(u8, Vec<u8>)>, StorageError> {
-        let Some(stored) = self.db.get_pinned_cf(self.cf(family), key)? else {
+        let Some(stored) = self
+            .db
+            .get_pinned_cf(self.cf(family), key)
+            .map_err(|e| self.read_failed(family, e))?
+        else {
             return Ok(None);
         };
         match value::decode(&stored) {
@@ -479,7 +504,7 @@ impl Store {
         let values = self.db.batched_multi_get_cf(cf, keys.iter(), false);
         let mut results = Vec::with_capacity(keys.len());
         for (key, value) in keys.iter().zip(values) {
-            match value? {
+            match value.map_err(|e| self.read_failed(family, e))? {
                 None => results.push(None),
                 Some(stored) => match value::decode(&stored) {
                     Ok((version, payload)) => results.push(Some((version, payload.to_vec()))),
@@ -508,7 +533,7 @@ impl Store {
             IteratorMode::From(start, Direction::Forward),
         );
         for item in iterator {
-            let (key, stored) = item?;
+            let (key, stored) = item.map_err(|e| self.read_failed(family, e))?;
             if !key.starts_with(prefix) {
                 break;
             }
@@ -529,7 +554,9 @@ impl Store {
             .next()
         {
             None => Ok(None),
-            Some(item) => Ok(Some(item?.0.to_vec())),
+            Some(item) => Ok(Some(
+                item.map_err(|e| self.read_failed(family, e))?.0.to_vec(),
+            )),
         }
     }
 
@@ -545,7 +572,7 @@ impl Store {
             )
             .take(limit)
         {
-            let (key, stored) = item?;
+            let (key, stored) = item.map_err(|e| self.read_failed(Family::Events, e))?;
             let sequence = keys::decode_event(&key)
                 .ok_or_else(|| self.corruption(Family::Events, "malformed event key"))?;
             let event = value::decode_event(sequence, &stored).map_err(|detail| {
@@ -745,6 +772,44 @@ mod tests {
                 ..
             })
         ));
+        assert!(store.fail_stopped().is_some());
+        assert!(matches!(
+            store.commit(change(b"S2", b"e")),
+            Err(StorageError::FailStopped(_))
+        ));
+    }
+
+    #[test]
+    fn a_block_checksum_mismatch_on_read_fail_stops_writes() {
+        // Found by chaos-tests (corruption.rs): RocksDB's own corruption
+        // errors on reads were returned without fail-stopping the store.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = b"chaos-marker-0123456789";
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut put = ChangeSet::new();
+            put.put(Family::Serials, b"S1".to_vec(), value::encode(1, marker));
+            put.event(b"e".to_vec());
+            store.commit(put).unwrap();
+            store.close().unwrap();
+        }
+        // Flip a bit of the value inside its (uncompressed L0) data block.
+        let mut flipped = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "sst") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                if let Some(at) = bytes.windows(marker.len()).position(|w| w == marker) {
+                    bytes[at + 3] ^= 0x10;
+                    std::fs::write(&path, bytes).unwrap();
+                    flipped += 1;
+                }
+            }
+        }
+        assert_eq!(flipped, 1, "the value is in exactly one SST file");
+        let store = Store::open(dir.path()).unwrap();
+        let read = store.get(Family::Serials, b"S1");
+        assert!(matches!(read, Err(StorageError::Rocks(_))), "{read:?}");
         assert!(store.fail_stopped().is_some());
         assert!(matches!(
             store.commit(change(b"S2", b"e")),
