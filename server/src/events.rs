@@ -341,7 +341,9 @@ impl EventService for Api {
         })
         .await
         .map_err(|_| Status::unavailable("server shutting down"))?
-        .map_err(|error| Status::internal(format!("read events: {error}")))?;
+        // A storage failure (corruption, I/O) is UNAVAILABLE, like every other
+        // storage failure (DESIGN.md §4); the store has fail-stopped.
+        .map_err(|error| Status::unavailable(format!("read events: {error}")))?;
         if let Some((sequence, reason)) = &report.first_break {
             tracing::error!(sequence, reason, "audit trail broken");
         }
