@@ -164,3 +164,64 @@ fn a_stalled_server_gives_deadline_errors_and_serves_again_after_the_stall() {
         "first OK answer {slowest_resume:?} after SIGCONT"
     );
 }
+
+/// A handler slower than the server's request timeout (every commit delayed
+/// 2.5 s by a fail point, a 1 s timeout): the call is answered CANCELLED in
+/// about a second, not held; the work it started goes on, so the retry with
+/// the same request id answers with what was committed.
+#[test]
+fn a_request_outliving_the_server_timeout_is_cancelled_and_its_retry_answers() {
+    use chaos_tests::process::ServerProcess;
+    use proto::serial::v1 as pb;
+    use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
+
+    let dir = tempfile::tempdir().expect("data dir");
+    let mut launch = Launch::new(binary(), dir.path());
+    launch.args = ["--request-timeout-seconds", "1"]
+        .map(String::from)
+        .to_vec();
+    launch.env = vec![(
+        "FAILPOINTS".into(),
+        "storage.commit.before_write=sleep(2500)".into(),
+    )];
+    let server = ServerProcess::start(&launch).expect("start");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let endpoint = server.endpoint();
+    runtime.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = MasterDataServiceClient::new(channel);
+        let request = pb::AddProductRequest {
+            request_id: "slow-product".into(),
+            gtin: "09520123456788".into(),
+            name: "Slow".into(),
+            company_prefix_length: 7,
+            market_profile: "eu-fmd".into(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let first = client.add_product(request.clone()).await;
+        let took = started.elapsed();
+        let status = first.expect_err("the handler outlives the 1 s timeout");
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+        assert!(
+            took < Duration::from_millis(2_200),
+            "answered after {took:?}, not at the 1 s timeout"
+        );
+        // The commit goes on; the retry (itself slow only if it commits)
+        // answers from the stored registration once it is durable.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let retried = client
+            .add_product(request)
+            .await
+            .expect("the retry answers from the stored registration");
+        assert_eq!(
+            retried.into_inner().product.expect("product").gtin,
+            "09520123456788"
+        );
+    });
+    drop(server);
+}

@@ -44,6 +44,9 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Seconds in-flight requests may run after SIGINT/SIGTERM (0..=3600).
     pub shutdown_grace_seconds: u64,
+    /// Seconds a gRPC handler may take to answer (1..=3600); a slower one is
+    /// answered CANCELLED while its work goes on (retry with the request id).
+    pub request_timeout_seconds: u64,
     /// Shard writers (1..=256); a GTIN always belongs to the same shard.
     pub shards: u16,
     /// Commands queued per shard before callers get RESOURCE_EXHAUSTED (1..=1,000,000).
@@ -79,6 +82,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             shutdown_grace_seconds: 30,
+            request_timeout_seconds: 300,
             shards: 4,
             queue_depth: issuer.queue_depth,
             pool_count_max: issuer.pool_count_max,
@@ -181,6 +185,12 @@ impl Config {
             0,
             3600,
         )?;
+        check_range(
+            "request_timeout_seconds",
+            self.request_timeout_seconds,
+            1,
+            3600,
+        )?;
         check_range("shards", self.shards, 1, 256)?;
         check_range("queue_depth", self.queue_depth, 1, 1_000_000)?;
         check_range("pool_count_max", self.pool_count_max, 1, 10_000_000)?;
@@ -271,6 +281,7 @@ impl Config {
             http_listen: self.http_listen,
             metrics_listen: self.metrics_listen,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
             issuer: issuer::IssuerConfig {
                 shards: usize::from(self.shards),
                 queue_depth: self.queue_depth,
@@ -309,6 +320,9 @@ pub struct Overrides {
     /// Seconds in-flight requests may run after SIGINT/SIGTERM, 0..=3600 [default: 30].
     #[arg(long, env = "SERIALSVC_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
+    /// Seconds a gRPC handler may take to answer before CANCELLED, 1..=3600 [default: 300].
+    #[arg(long, env = "SERIALSVC_REQUEST_TIMEOUT_SECONDS")]
+    pub request_timeout_seconds: Option<u64>,
     /// Shard writers, 1..=256; a GTIN always belongs to the same shard [default: 4].
     #[arg(long, env = "SERIALSVC_SHARDS")]
     pub shards: Option<u16>,
@@ -372,6 +386,10 @@ impl Overrides {
         set(
             &mut config.shutdown_grace_seconds,
             &self.shutdown_grace_seconds,
+        );
+        set(
+            &mut config.request_timeout_seconds,
+            &self.request_timeout_seconds,
         );
         set(&mut config.shards, &self.shards);
         set(&mut config.queue_depth, &self.queue_depth);

@@ -75,6 +75,7 @@ pub(crate) fn router(
         impl tonic_health::pb::health_server::Health,
     >,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    request_timeout: Duration,
 ) -> anyhow::Result<MeteredRouter> {
     let started_micros = crate::convert::now_micros();
     let api = Api {
@@ -94,6 +95,9 @@ pub(crate) fn router(
             .map_err(|e| anyhow::anyhow!("tls_cert, tls_key, tls_client_ca: {e}"))?;
     }
     Ok(builder
+        // A handler slower than this is answered CANCELLED; the work it
+        // handed to a writer goes on, so a retry with its request id answers.
+        .timeout(request_timeout)
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(crate::telemetry::layers::GrpcMetricsLayer::new())

@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub metrics_listen: SocketAddr,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a gRPC handler may take to answer (then CANCELLED).
+    pub request_timeout: Duration,
     /// Limits and shards of the write side.
     pub issuer: issuer::IssuerConfig,
     /// This responder's GLN, sent as `responderGLN` in VRS answers (13 digits
@@ -122,6 +124,7 @@ pub async fn run(
         config.responder_gln.clone(),
         health_service,
         tls.as_ref().map(|tls| tls.grpc.clone()),
+        config.request_timeout,
     )?
     .serve_with_incoming_shutdown(no_delay(grpc_listener), stopped(stop.clone()));
     let responder = crate::vrs::Responder {
