@@ -845,20 +845,21 @@ impl Aggregator {
         let mut new_packs: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut new_ssccs: Vec<(u64, SsccRecord)> = Vec::new();
         let mut added_packs = 0u64;
-        let refuse = |outcome| ChildResult {
+        // An outcome that names no current parent.
+        let plain = |outcome| ChildResult {
             outcome,
             current_parent: None,
         };
         for child in &request.children {
             let child = match child {
                 Err(_) => {
-                    results.push(refuse(ChildOutcome::Malformed));
+                    results.push(plain(ChildOutcome::Malformed));
                     continue;
                 }
                 Ok(child) => child,
             };
             if !seen.insert(child.clone()) {
-                results.push(refuse(ChildOutcome::Duplicate));
+                results.push(plain(ChildOutcome::Duplicate));
                 continue;
             }
             match child {
@@ -866,12 +867,12 @@ impl Aggregator {
                     let gtin = writer::gtin_value(gtin);
                     let serial = serial.as_str().as_bytes();
                     let Some(entry) = view.entry(gtin, serial) else {
-                        results.push(refuse(ChildOutcome::UnknownSerial));
+                        results.push(plain(ChildOutcome::UnknownSerial));
                         continue;
                     };
                     match self.pack_parent(gtin, serial)? {
                         Some(p) if p == parent => {
-                            results.push(refuse(ChildOutcome::Unchanged));
+                            results.push(plain(ChildOutcome::Unchanged));
                             continue;
                         }
                         Some(other) => {
@@ -884,30 +885,30 @@ impl Aggregator {
                         None => {}
                     }
                     if entry.state != verifier::PackState::Active {
-                        results.push(refuse(ChildOutcome::NotActive));
+                        results.push(plain(ChildOutcome::NotActive));
                         continue;
                     }
                     if parent_level + 1 > self.limits.depth_max {
-                        results.push(refuse(ChildOutcome::TooDeep));
+                        results.push(plain(ChildOutcome::TooDeep));
                         continue;
                     }
                     new_packs.push((gtin, serial.to_vec()));
                     added_packs += 1;
-                    results.push(refuse(ChildOutcome::Accepted));
+                    results.push(plain(ChildOutcome::Accepted));
                 }
                 Child::Sscc(sscc) => {
                     let value = sscc_value(sscc);
                     let Some(record) = self.record(value)? else {
-                        results.push(refuse(ChildOutcome::UnknownSscc));
+                        results.push(plain(ChildOutcome::UnknownSscc));
                         continue;
                     };
                     if value == parent || ancestors.contains(&value) {
-                        results.push(refuse(ChildOutcome::Cycle));
+                        results.push(plain(ChildOutcome::Cycle));
                         continue;
                     }
                     match record.parent {
                         Some(p) if p == parent => {
-                            results.push(refuse(ChildOutcome::Unchanged));
+                            results.push(plain(ChildOutcome::Unchanged));
                             continue;
                         }
                         Some(other) => {
@@ -921,12 +922,12 @@ impl Aggregator {
                     }
                     let height = self.height(value, self.limits.depth_max)?;
                     if parent_level + 1 + height > self.limits.depth_max {
-                        results.push(refuse(ChildOutcome::TooDeep));
+                        results.push(plain(ChildOutcome::TooDeep));
                         continue;
                     }
                     added_packs += record.packs;
                     new_ssccs.push((value, record));
-                    results.push(refuse(ChildOutcome::Accepted));
+                    results.push(plain(ChildOutcome::Accepted));
                 }
             }
         }

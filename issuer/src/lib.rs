@@ -224,20 +224,32 @@ impl Issuer {
     async fn call<T>(
         &self,
         gtin: &gs1::Gtin,
-        (kind, items): (telemetry::WriteKind, usize),
+        write: (telemetry::WriteKind, usize),
         make: impl FnOnce(writer::Reply<T>) -> Command,
+    ) -> Result<T, IssuerError> {
+        let shard = self.shard_of(gtin);
+        self.hand_off(&self.shards[shard], shard, write, make).await
+    }
+
+    /// Puts a command on a writer's bounded queue (`queue` names it in the
+    /// overload error) and waits for the answer, timing the whole hand-off.
+    async fn hand_off<C, T>(
+        &self,
+        sender: &SyncSender<C>,
+        queue: usize,
+        (kind, items): (telemetry::WriteKind, usize),
+        make: impl FnOnce(writer::Reply<T>) -> C,
     ) -> Result<T, IssuerError> {
         let started = std::time::Instant::now();
         if !self.shared.index.is_ready() {
             return Err(IssuerError::Starting);
         }
-        let shard = self.shard_of(gtin);
         let (reply, answer) = oneshot::channel();
-        match self.shards[shard].try_send(make(reply)) {
+        match sender.try_send(make(reply)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(IssuerError::Overloaded {
-                    shard,
+                    shard: queue,
                     depth: self.shared.config.queue_depth,
                 });
             }
@@ -656,27 +668,12 @@ impl Issuer {
     /// (like [`Issuer::call`]: the work does not depend on the caller staying).
     async fn aggregate<T>(
         &self,
-        (kind, items): (telemetry::WriteKind, usize),
+        write: (telemetry::WriteKind, usize),
         make: impl FnOnce(writer::Reply<T>) -> aggregation::AggregationCommand,
     ) -> Result<T, IssuerError> {
-        let started = std::time::Instant::now();
-        if !self.shared.index.is_ready() {
-            return Err(IssuerError::Starting);
-        }
-        let (reply, answer) = oneshot::channel();
-        match self.aggregation.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(IssuerError::Overloaded {
-                    shard: self.shards.len(),
-                    depth: self.shared.config.queue_depth,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
-        }
-        let answer = answer.await.map_err(|_| IssuerError::ShuttingDown)?;
-        telemetry::record_write(kind, started, items);
-        answer
+        // The aggregation writer's queue is numbered after the shards'.
+        self.hand_off(&self.aggregation, self.shards.len(), write, make)
+            .await
     }
 
     /// Allocates (or replays) a pool of SSCCs; answers once it is durable.
@@ -747,9 +744,10 @@ impl Issuer {
         &self,
         request: aggregation::CascadeRequest,
     ) -> Result<aggregation::CascadeAnswer, IssuerError> {
+        let reason = request.reason;
         let answer = self
             .aggregate((WriteKind::Status, 1), |reply| {
-                aggregation::AggregationCommand::Cascade(request.clone(), reply)
+                aggregation::AggregationCommand::Cascade(request, reply)
             })
             .await?;
         if !answer.replayed {
@@ -759,7 +757,7 @@ impl Issuer {
                 .iter()
                 .find(|(code, _)| *code == applied)
                 .map_or(0, |(_, n)| *n);
-            telemetry::record_status(StatusAction::Decommission(request.reason), changed);
+            telemetry::record_status(StatusAction::Decommission(reason), changed);
         }
         Ok(answer)
     }
