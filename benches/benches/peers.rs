@@ -69,7 +69,7 @@ use proto::serial::v1::status_service_client::StatusServiceClient;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use benches::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOT: &str = "LOT1";

@@ -26,7 +26,7 @@ const GROUP: usize = 10_000;
 
 /// Streams one pool to the end; returns (serials, elapsed, first serials kept for commissioning).
 async fn pool(
-    client: &mut PoolServiceClient<tonic::transport::Channel>,
+    client: &mut PoolServiceClient<benches::Channel>,
     id: &str,
     count: u64,
     keep: usize,
@@ -81,7 +81,7 @@ fn every_item_applied(
 }
 
 async fn commission(
-    client: &mut PoolServiceClient<tonic::transport::Channel>,
+    client: &mut PoolServiceClient<benches::Channel>,
     round: usize,
     serials: Vec<String>,
 ) -> Duration {
@@ -114,7 +114,7 @@ async fn commission(
 
 /// Decommissions `serials` (dispensed) through one Decommission stream.
 async fn decommission(
-    client: &mut StatusServiceClient<tonic::transport::Channel>,
+    client: &mut StatusServiceClient<benches::Channel>,
     round: usize,
     serials: &[String],
 ) -> Duration {
@@ -150,7 +150,7 @@ fn main() {
     let (mut pool_rates, mut commission_rates, mut decommission_rates) =
         (Vec::new(), Vec::new(), Vec::new());
     runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+        let channel = benches::verify::connect(&endpoint).await;
         register_product_and_lot(channel.clone(), GTIN, "LOT1", "301231").await;
         let mut status = StatusServiceClient::new(channel.clone())
             .max_decoding_message_size(8 << 20)

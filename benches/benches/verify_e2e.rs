@@ -56,7 +56,7 @@ use benches::{
     register_product_and_lot,
 };
 use proto::serial::v1 as pb;
-use tonic::transport::Channel;
+use benches::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOT: &str = "LOT1";

@@ -37,6 +37,33 @@ pub fn server_binary() -> PathBuf {
     binary
 }
 
+/// The bootstrap admin token of the server [`start`] started last: every
+/// channel made by [`verify::connect`] carries it.
+static ADMIN_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to serialsvc whose calls carry the admin token.
+pub type Channel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// `channel` with the admin token of the server started last.
+pub fn authenticated(channel: tonic::transport::Channel) -> Channel {
+    let token = ADMIN_TOKEN.lock().map(|t| t.clone()).unwrap_or(None);
+    let bearer = token.and_then(|t| format!("Bearer {t}").parse().ok());
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer(bearer))
+}
+
 /// Starts `serialsvc serve` on `dir` with every listener on a free loopback
 /// port, waits until it logs that it is serving (status index rebuilt) and
 /// returns the child and the gRPC endpoint (`http://127.0.0.1:PORT`). The
@@ -85,6 +112,11 @@ pub fn start(dir: &Path, log_env: &str) -> (Child, String) {
                     eprintln!("[serialsvc] {line}");
                 }
             });
+            let token = std::fs::read_to_string(dir.join("admin.token"))
+                .expect("the server's admin.token")
+                .trim()
+                .to_owned();
+            *ADMIN_TOKEN.lock().expect("token lock") = Some(token);
             return (child, format!("http://{address}"));
         }
     }
@@ -355,7 +387,7 @@ pub fn decommission_groups(
 /// Registers the benchmarked product `gtin` (company prefix of 7 digits,
 /// EU FMD) and its lot `lot` expiring `expiry` (YYMMDD).
 pub async fn register_product_and_lot(
-    channel: tonic::transport::Channel,
+    channel: Channel,
     gtin: &str,
     lot: &str,
     expiry: &str,

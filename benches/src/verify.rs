@@ -16,7 +16,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::Channel;
 use tonic::{Request, Status};
 
 use crate::{Process, cpu_ticks, machine_busy_ticks};
@@ -107,11 +109,13 @@ pub fn redis_key(gtin: &str, serial: &str) -> Vec<u8> {
 
 /// A channel to `endpoint`; panics when it cannot connect.
 pub async fn connect(endpoint: &str) -> Channel {
-    Endpoint::from_shared(endpoint.to_owned())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
+    crate::authenticated(
+        Endpoint::from_shared(endpoint.to_owned())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect"),
+    )
 }
 
 /// A pool client with room for large chunks and groups.

@@ -13,6 +13,7 @@
 //! crate and so has no fail points. Randomised tests print their seed; set
 //! `TEST_SEED=<n>` (or `CHAOS_SEED`) to replay one.
 
+pub mod auth;
 pub mod history;
 pub mod loopfs;
 pub mod ops;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proto::serial::v1 as pb;
 use proto::serial::v1::request_pool_response::Message;
-use tonic::transport::Channel;
+use crate::auth::Channel;
 use tonic::{Code, Status};
 
 /// The lot every commissioning uses, and its expiry (YYMMDD, years ahead).

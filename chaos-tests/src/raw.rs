@@ -5,7 +5,7 @@
 use bytes::{Buf, BufMut};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
+use crate::auth::Channel;
 
 /// Sends and receives message bodies as they are.
 #[derive(Debug, Clone, Copy, Default)]

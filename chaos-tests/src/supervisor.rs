@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use proto::serial::v1 as pb;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+use crate::auth::Channel;
 
 use crate::Schedule;
 use crate::history::{Counts, Entry, History, Outcome};
@@ -92,6 +94,8 @@ struct Shared {
     /// Clients with an unresolved indeterminate write.
     pending: AtomicUsize,
     endpoint: watch::Receiver<Option<String>>,
+    /// The server's data directory, where its admin token is.
+    data_dir: std::path::PathBuf,
     gtins: Vec<String>,
     deadline: Duration,
     big_pools: bool,
@@ -324,6 +328,7 @@ impl Supervisor {
             abort: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             endpoint: receiver,
+            data_dir: launch.data_dir.clone(),
             gtins: (0..settings.gtins as u32).map(ops::gtin).collect(),
             deadline: settings.deadline,
             big_pools: settings.big_pools,
@@ -470,9 +475,12 @@ impl Supervisor {
     pub fn channel(&self) -> Option<Channel> {
         let server = self.server.as_ref()?;
         let _guard = self.runtime.enter();
-        Endpoint::from_shared(server.endpoint())
-            .ok()
-            .map(|e| e.connect_timeout(Duration::from_secs(2)).connect_lazy())
+        Endpoint::from_shared(server.endpoint()).ok().map(|e| {
+            crate::auth::authenticated(
+                e.connect_timeout(Duration::from_secs(2)).connect_lazy(),
+                &self.launch.data_dir,
+            )
+        })
     }
 
     /// Runs a future on the clients' runtime.
@@ -814,10 +822,13 @@ async fn run_client(client: usize, seed: u64, shared: Arc<Shared>) -> Owned {
             };
             connection = Some((
                 address.clone(),
-                built
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    .connect_lazy(),
+                crate::auth::authenticated(
+                    built
+                        .connect_timeout(Duration::from_secs(1))
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                    &shared.data_dir,
+                ),
             ));
         }
         let channel = connection

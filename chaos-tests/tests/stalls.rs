@@ -187,12 +187,16 @@ fn a_request_outliving_the_server_timeout_is_cancelled_and_its_retry_answers() {
     let server = ServerProcess::start(&launch).expect("start");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let endpoint = server.endpoint();
+    let data_dir = dir.path().to_path_buf();
     runtime.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint)
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = chaos_tests::auth::authenticated(
+            tonic::transport::Endpoint::from_shared(endpoint)
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect"),
+            &data_dir,
+        );
         let mut client = MasterDataServiceClient::new(channel);
         let request = pb::AddProductRequest {
             request_id: "slow-product".into(),

@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::output::{self, escape_control, note};
-use crate::rpc::{self, AuthArgs};
+use crate::rpc;
 
 /// Most items per group when the server publishes no limit (0).
 const GROUP_SIZE_LIMIT_DEFAULT: u32 = 10_000;
@@ -124,8 +124,6 @@ impl BulkArgs {
 /// Arguments of `serialctl commission`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CommissionArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Lot the packs belong to (registered with `serialctl lot add`).
     #[arg(long)]
     lot: String,
@@ -137,10 +135,6 @@ pub(crate) struct CommissionArgs {
 }
 
 impl CommissionArgs {
-    pub(crate) fn auth(&self) -> &AuthArgs {
-        &self.auth
-    }
-
     pub(crate) fn common(&self) -> &BulkArgs {
         &self.common
     }

@@ -44,8 +44,9 @@ struct ExportArgs {
 
 /// Streams the export into `--out` and prints what it holds.
 pub(crate) async fn run(connection: Connection, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let auth = connection.auth.clone();
     let EventsCommand::Export(args) = args.command;
-    let mut client = EventServiceClient::new(connection.channel().await?);
+    let mut client = EventServiceClient::new(crate::rpc::connect(&connection, &auth).await?);
     let format = if args.format == "epcis" {
         pb::ExportFormat::EpcisJsonLd
     } else {

@@ -18,6 +18,7 @@ mod reconcile;
 mod rpc;
 mod sscc;
 mod status;
+mod token;
 mod verify;
 
 /// The exit status of a usage or connection error for the commands whose
@@ -67,6 +68,8 @@ struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    auth: rpc::AuthArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +106,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Cases and pallets: SSCC pools, pack, unpack, show the tree, decommission all below.
     Sscc(sscc::SsccArgs),
+    /// API tokens: create (for a line, a router, a returns desk), list, revoke.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         timeout: Duration::from_secs(cli.timeout_seconds),
         tls_ca: cli.tls_ca,
         tls_identity: cli.tls_cert.zip(cli.tls_key),
+        auth: cli.auth,
     };
     match cli.command {
         Command::Parse(args) => parse::run(&args),
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             run_async_or_exit(reconcile::run(connection, args), ExitCode::from(EXIT_ERROR))
         }
         Command::Sscc(args) => run_async(sscc::run(connection, args)),
+        Command::Token(args) => run_async(token::run(connection, args)),
         Command::Audit(args) => {
             run_async_or_exit(audit::run(connection, args), ExitCode::from(EXIT_ERROR))
         }
@@ -153,6 +160,8 @@ struct Connection {
     tls_ca: Option<std::path::PathBuf>,
     /// Client certificate and key (mutual TLS).
     tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The API token.
+    auth: rpc::AuthArgs,
 }
 
 impl Connection {

@@ -28,8 +28,6 @@ const PAGES_MAX: usize = 100_000;
 /// Arguments of `serialctl product`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProductArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     #[command(subcommand)]
     command: ProductCommand,
 }
@@ -138,8 +136,6 @@ lost answer, say) is answered with the stored result, changing nothing.";
 /// Arguments of `serialctl lot`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LotArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     #[command(subcommand)]
     command: LotCommand,
 }
@@ -206,8 +202,6 @@ struct LotRecallArgs {
 /// Arguments of `serialctl ratios`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RatiosArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Only these GTINs (repeatable); default: every product, all pages.
     #[arg(long)]
     gtin: Vec<String>,
@@ -230,11 +224,11 @@ pub(crate) async fn run_product(
     args: ProductArgs,
 ) -> anyhow::Result<ExitCode> {
     match args.command {
-        ProductCommand::Add(add) => product_add(&connection, &args.auth, add).await,
-        ProductCommand::List(list) => product_list(&connection, &args.auth, list).await,
-        ProductCommand::Show(show) => product_show(&connection, &args.auth, show).await,
+        ProductCommand::Add(add) => product_add(&connection, &connection.auth, add).await,
+        ProductCommand::List(list) => product_list(&connection, &connection.auth, list).await,
+        ProductCommand::Show(show) => product_show(&connection, &connection.auth, show).await,
         ProductCommand::Withdraw(withdraw) => {
-            product_withdraw(&connection, &args.auth, withdraw).await
+            product_withdraw(&connection, &connection.auth, withdraw).await
         }
     }
 }
@@ -242,9 +236,9 @@ pub(crate) async fn run_product(
 /// Runs `serialctl lot …`.
 pub(crate) async fn run_lot(connection: Connection, args: LotArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        LotCommand::Add(add) => lot_add(&connection, &args.auth, add).await,
-        LotCommand::List(list) => lot_list(&connection, &args.auth, list).await,
-        LotCommand::Recall(recall) => lot_recall(&connection, &args.auth, recall).await,
+        LotCommand::Add(add) => lot_add(&connection, &connection.auth, add).await,
+        LotCommand::List(list) => lot_list(&connection, &connection.auth, list).await,
+        LotCommand::Recall(recall) => lot_recall(&connection, &connection.auth, recall).await,
     }
 }
 
@@ -645,7 +639,7 @@ pub(crate) async fn run_ratios(
         .iter()
         .map(|text| rpc::parse_gtin("--gtin", text).map(|gtin| gtin.as_str().to_owned()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = client(&connection, &args.auth).await?;
+    let client = client(&connection, &connection.auth).await?;
     let mut ratios = Vec::new();
     let mut page_token = String::new();
     for _ in 0..PAGES_MAX {

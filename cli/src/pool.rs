@@ -31,8 +31,6 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Arguments of `serialctl pool`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PoolArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     #[command(subcommand)]
     command: PoolCommand,
 }
@@ -76,16 +74,16 @@ pub(crate) type CommissionArgs = bulk::CommissionArgs;
 /// Runs `serialctl pool …`.
 pub(crate) async fn run_pool(connection: Connection, args: PoolArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PoolCommand::Request(request) => run_request(&connection, &args.auth, request).await,
+        PoolCommand::Request(request) => run_request(&connection, &connection.auth, request).await,
         PoolCommand::Return(return_args) => {
             let job = return_args.common().job("return")?;
-            let client = PoolServiceClient::new(rpc::connect(&connection, &args.auth).await?);
+            let client = PoolServiceClient::new(rpc::connect(&connection, &connection.auth).await?);
             let limits = limits(&client).await?;
             let operation = ReturnOperation::new(client, &return_args)?;
             bulk::run(operation, job, limits.max_serials_returnable).await
         }
         PoolCommand::Limits => {
-            let client = PoolServiceClient::new(rpc::connect(&connection, &args.auth).await?);
+            let client = PoolServiceClient::new(rpc::connect(&connection, &connection.auth).await?);
             let limits = limits(&client).await?;
             println!(
                 "max serials requestable: {}",
@@ -105,7 +103,7 @@ pub(crate) async fn run_commission(
     args: CommissionArgs,
 ) -> anyhow::Result<ExitCode> {
     let job = args.common().job("commission")?;
-    let client = PoolServiceClient::new(rpc::connect(&connection, args.auth()).await?);
+    let client = PoolServiceClient::new(rpc::connect(&connection, &connection.auth).await?);
     let limits = limits(&client).await?;
     let operation = CommissionOperation::new(client, &args)?;
     bulk::run(operation, job, limits.max_items_per_group).await

@@ -42,7 +42,8 @@ fn at(seconds: Option<i64>) -> Option<prost_types::Timestamp> {
 
 /// Prints the report; exit status 0 with no anomaly, 1 with any.
 pub(crate) async fn run(connection: Connection, args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let mut client = ReconciliationServiceClient::new(connection.channel().await?);
+    let mut client =
+        ReconciliationServiceClient::new(crate::rpc::connect(&connection, &connection.auth).await?);
     let report = client
         .reconcile(pb::ReconcileRequest {
             gtin: args.gtin.clone().unwrap_or_default(),

@@ -28,10 +28,15 @@ pub(crate) const STREAM_ATTEMPTS_MAX: u32 = 8;
 /// Longest request id the API accepts (common.proto, Idempotency).
 pub(crate) const REQUEST_ID_LENGTH_MAX: usize = 64;
 
+/// Where `serialctl` looks for a token when neither `--token` nor
+/// `--token-file` is given: the bootstrap admin token of a server started
+/// from this directory with its default data directory (`scripts/serve`).
+pub(crate) const DEFAULT_TOKEN_FILE: &str = "data/admin.token";
+
 /// The API token, shared by every network subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AuthArgs {
-    /// API token (made by AccessService.CreateToken), sent as `authorization: Bearer <token>`.
+    /// API token (made by `serialctl token create`), sent as `authorization: Bearer <token>`.
     #[arg(
         long,
         global = true,
@@ -40,6 +45,44 @@ pub(crate) struct AuthArgs {
         value_name = "SECRET"
     )]
     token: Option<String>,
+    /// File holding the API token (first line) [default: data/admin.token,
+    /// the bootstrap admin token of a local server, when it exists].
+    #[arg(
+        long,
+        global = true,
+        env = "SERIALCTL_TOKEN_FILE",
+        value_name = "PATH",
+        conflicts_with = "token"
+    )]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    /// The token: `--token`, else `--token-file`, else [`DEFAULT_TOKEN_FILE`]
+    /// if it exists, else none.
+    fn secret(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        if let Some(token) = &self.token {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let (path, required) = match &self.token_file {
+            Some(path) => (path.clone(), true),
+            None => (std::path::PathBuf::from(DEFAULT_TOKEN_FILE), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let secret = text.lines().next().unwrap_or("").trim().to_owned();
+                if secret.is_empty() {
+                    anyhow::bail!("--token-file: {} holds no token", path.display());
+                }
+                Ok(Some(secret))
+            }
+            Err(error) if !required && error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => {
+                Err(error).with_context(|| format!("--token-file: cannot read {}", path.display()))
+            }
+        }
+    }
 }
 
 /// Adds the bearer token to every call.
@@ -62,7 +105,7 @@ pub(crate) type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
 /// Connects to the server; every call on the channel carries the token.
 pub(crate) async fn connect(connection: &Connection, auth: &AuthArgs) -> anyhow::Result<Channel> {
-    let bearer = match &auth.token {
+    let bearer = match auth.secret()? {
         Some(token) => Some(
             MetadataValue::try_from(format!("Bearer {token}"))
                 .map_err(|_| anyhow!("--token: must be printable ASCII"))?,

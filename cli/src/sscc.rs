@@ -14,13 +14,11 @@ use proto::serial::v1::aggregation_service_client::AggregationServiceClient;
 
 use crate::Connection;
 use crate::output::{code, words};
-use crate::rpc::{self, AuthArgs};
+use crate::rpc;
 use crate::status::Reason;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SsccArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     #[command(subcommand)]
     command: SsccCommand,
 }
@@ -166,7 +164,7 @@ fn parent(text: &str) -> anyhow::Result<String> {
 
 /// Runs `serialctl sscc …`.
 pub(crate) async fn run(connection: Connection, args: SsccArgs) -> anyhow::Result<ExitCode> {
-    let channel = rpc::connect(&connection, &args.auth).await?;
+    let channel = rpc::connect(&connection, &connection.auth).await?;
     let mut client = AggregationServiceClient::new(channel);
     match args.command {
         SsccCommand::Pool(pool) => run_pool(&mut client, pool).await,

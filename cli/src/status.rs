@@ -91,8 +91,6 @@ error, an unreadable INPUT, or when the server cannot be reached or fails \
 /// Arguments shared by `decommission` and `undo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct StatusArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Where the change is made: a GLN (13 digits) or a site code, 1-64 characters of GS1
     /// CSET 82. An undo must give the location of the decommission.
     #[arg(long, value_name = "LOC", env = "SERIALCTL_LOCATION")]
@@ -227,7 +225,7 @@ pub(crate) async fn run_decommission(
 ) -> anyhow::Result<ExitCode> {
     args.common.check()?;
     let job = args.common.job("decommission")?;
-    let channel = rpc::connect(&connection, &args.common.auth).await?;
+    let channel = rpc::connect(&connection, &connection.auth).await?;
     let limit = rpc::server_limits(channel.clone())
         .await?
         .max_items_per_group;
@@ -242,7 +240,7 @@ pub(crate) async fn run_decommission(
 pub(crate) async fn run_undo(connection: Connection, args: UndoArgs) -> anyhow::Result<ExitCode> {
     args.common.check()?;
     let job = args.common.job("undo")?;
-    let channel = rpc::connect(&connection, &args.common.auth).await?;
+    let channel = rpc::connect(&connection, &connection.auth).await?;
     let limit = rpc::server_limits(channel.clone())
         .await?
         .max_items_per_group;
@@ -502,8 +500,6 @@ pub(crate) fn check_text(flag: &str, value: &str, required: bool) -> anyhow::Res
 /// Arguments of `serialctl pack`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PackArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     #[command(subcommand)]
     command: PackCommand,
 }
@@ -563,7 +559,7 @@ where
 /// Runs `serialctl pack …`.
 pub(crate) async fn run_pack(connection: Connection, args: PackArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PackCommand::Flag(flag) => pack_flag(&connection, &args.auth, flag).await,
+        PackCommand::Flag(flag) => pack_flag(&connection, &connection.auth, flag).await,
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use crate::Connection;
 use crate::bulk::{self, Lines};
 use crate::output::{self, code, escape_control, note, words};
-use crate::rpc::{self, AuthArgs};
+use crate::rpc;
 
 /// Most items per batch, whatever larger limit the server publishes.
 const BATCH_ITEMS_MAX: u32 = 1024;
@@ -57,8 +57,6 @@ or fails (after retries).";
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXIT_HELP)]
 pub(crate) struct VerifyArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Scans to verify, each in any encoding `serialctl parse` accepts: an
     /// element string (real GS bytes, or <GS>, \x1d or {GS}), the bracketed
     /// form, a Digital Link URI (current or legacy) or an EPC URI. Lot and
@@ -117,7 +115,7 @@ struct Batch {
 /// not (or is malformed); errors are reported by the caller (status 2).
 pub(crate) async fn run(connection: Connection, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (source, progress) = open_source(&args)?;
-    let channel = rpc::connect(&connection, &args.auth).await?;
+    let channel = rpc::connect(&connection, &connection.auth).await?;
     let batch_size = batch_size(channel.clone()).await?;
     let client = VerificationServiceClient::new(channel);
     let bar = match progress {

@@ -189,8 +189,10 @@ pub struct AggregationRequest {
     pub children: Vec<Result<Child, String>>,
     /// Where.
     pub location: String,
-    /// Who.
+    /// Who: the API token's name.
     pub party: String,
+    /// Who at the location (operator or workstation id): events only.
+    pub actor: String,
     /// When, as the client reports it (µs since the epoch).
     pub event_time_micros: Option<u64>,
 }
@@ -219,8 +221,10 @@ pub struct CascadeRequest {
     pub sscc: gs1::Sscc,
     /// The reason for every pack.
     pub reason: verifier::DecommissionReason,
-    /// Who (compared by undo).
+    /// Who: the API token's name (compared by undo).
     pub party: String,
+    /// Who at the location (operator or workstation id): events only.
+    pub actor: String,
     /// Where (compared by undo).
     pub location: String,
     /// Free text for the events.
@@ -1075,6 +1079,7 @@ impl Aggregator {
             kind,
             request_id: request.request_id.clone(),
             principal: request.party.clone(),
+            actor: request.actor.clone(),
             location: request.location.clone(),
             event_time_micros: request.event_time_micros.unwrap_or(0),
             sscc: request.parent.as_str().to_owned(),
@@ -1482,6 +1487,7 @@ impl Aggregator {
             );
             part.record = false;
             part.sscc = request.sscc.as_str().to_owned();
+            part.actor.clone_from(&request.actor);
             let (reply_tx, reply_rx) = std::sync::mpsc::sync_channel(1);
             let (release_tx, release_rx) = std::sync::mpsc::sync_channel(1);
             if self.shards[shard]
@@ -1539,6 +1545,7 @@ impl Aggregator {
                 kind: events::kind::DECOMMISSIONED,
                 request_id: request.request_id.clone(),
                 principal: request.party.clone(),
+                actor: request.actor.clone(),
                 location: request.location.clone(),
                 event_time_micros: request.event_time_micros.unwrap_or(0),
                 reason: request.reason as u8,

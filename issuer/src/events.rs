@@ -5,17 +5,21 @@
 //! Layout (after the one-byte [`EVENT_BODY_VERSION`]): kind u8, GTIN u64,
 //! request id, principal, location, line id (texts), event time u64 (0 = the
 //! commit time), pool id u64, lot, expiry (texts), reason u8, reason text,
-//! count u64, flag action u8, SSCC (text), then the serials packed as a pool
-//! chunk (one-byte length, bytes). Bodies of the layout before the SSCC
-//! ([`EVENT_BODY_VERSION_1`]) are read with an empty SSCC; bodies written
-//! before that start with the kind (1–10) and are read with their kind and
-//! GTIN only.
+//! count u64, flag action u8, SSCC, actor, token id (texts), then the
+//! serials packed as a pool chunk (one-byte length, bytes). Bodies of the
+//! layout before the actor and token id ([`EVENT_BODY_VERSION_2`]) are read
+//! with the principal as the actor (it was the actor then) and no token id;
+//! bodies of the layout before the SSCC ([`EVENT_BODY_VERSION_1`]) also with
+//! an empty SSCC; bodies written before that start with the kind (1–10) and
+//! are read with their kind and GTIN only.
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::records::{decode_chunk, encode_chunk};
 
 /// First byte of a body in this layout (no legacy body starts with it).
-pub const EVENT_BODY_VERSION: u8 = 0xE2;
+pub const EVENT_BODY_VERSION: u8 = 0xE3;
+/// First byte of a body of the layout without the actor and token id.
+pub const EVENT_BODY_VERSION_2: u8 = 0xE2;
 /// First byte of a body of the layout without the SSCC.
 pub const EVENT_BODY_VERSION_1: u8 = 0xE1;
 
@@ -41,6 +45,10 @@ pub mod kind {
     pub const PRODUCT_WITHDRAWN: u8 = 9;
     /// A pack was flagged or unflagged.
     pub const PACK_FLAGGED: u8 = 10;
+    /// An API token was created (token id in the event).
+    pub const TOKEN_CREATED: u8 = 14;
+    /// An API token was revoked (token id in the event, reason as text).
+    pub const TOKEN_REVOKED: u8 = 15;
     /// An SSCC pool was allocated (count = its SSCCs).
     pub const SSCC_POOL_ALLOCATED: u8 = 11;
     /// Children were packed into the SSCC: packs of the GTIN, or (GTIN 0)
@@ -59,7 +67,7 @@ pub struct EventHeader {
     pub gtin: u64,
     /// The client's request id of the change.
     pub request_id: String,
-    /// Who made the change (the request's actor until authentication exists).
+    /// Who made the change: the name of the API token that asked for it.
     pub principal: String,
     /// Where (GLN or site code).
     pub location: String,
@@ -84,6 +92,10 @@ pub struct EventHeader {
     /// The SSCC (18 digits): the parent of a packing or unpacking, the root
     /// of a decommission that cascaded; empty when none.
     pub sscc: String,
+    /// Who at the location (operator or workstation id), as the client said.
+    pub actor: String,
+    /// The API token created or revoked (TOKEN_CREATED, TOKEN_REVOKED).
+    pub token_id: String,
 }
 
 /// Encodes an event body with its serials.
@@ -108,6 +120,8 @@ pub fn encode_body<'a>(
         .u64(header.count)
         .u8(header.flag_action)
         .text(&header.sscc)
+        .text(&header.actor)
+        .text(&header.token_id)
         .finish();
     body.extend_from_slice(&encode_chunk(serials));
     body
@@ -117,7 +131,7 @@ pub fn encode_body<'a>(
 pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeError> {
     let mut d = Decoder::new("event body", body);
     let first = d.u8()?;
-    if first != EVENT_BODY_VERSION && first != EVENT_BODY_VERSION_1 {
+    if ![EVENT_BODY_VERSION, EVENT_BODY_VERSION_2, EVENT_BODY_VERSION_1].contains(&first) {
         // A body of the first layout: kind, GTIN, then kind-specific bytes.
         if !(kind::PRODUCT_ADDED..=kind::PACK_FLAGGED).contains(&first) {
             return Err(d.error(format!("unknown event body version {first:#04x}")));
@@ -132,7 +146,7 @@ pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeErro
             Vec::new(),
         ));
     }
-    let header = EventHeader {
+    let mut header = EventHeader {
         kind: d.u8()?,
         gtin: d.u64()?,
         request_id: d.text()?,
@@ -147,12 +161,20 @@ pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeErro
         reason_text: d.text()?,
         count: d.u64()?,
         flag_action: d.u8()?,
-        sscc: if first == EVENT_BODY_VERSION {
-            d.text()?
-        } else {
+        sscc: if first == EVENT_BODY_VERSION_1 {
             String::new()
+        } else {
+            d.text()?
         },
+        actor: String::new(),
+        token_id: String::new(),
     };
+    if first == EVENT_BODY_VERSION {
+        header.actor = d.text()?;
+        header.token_id = d.text()?;
+    } else {
+        header.actor.clone_from(&header.principal);
+    }
     let serials = decode_chunk(crate::records::RECORD_VERSION, d.rest())?;
     Ok((header, serials))
 }
@@ -172,17 +194,26 @@ mod tests {
             ..EventHeader::default()
         };
         let body = encode_body(&header, [b"AB".as_slice()]);
-        let mut expected = vec![0xE2, 6, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'r'];
+        let mut expected = vec![0xE3, 6, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b'r'];
         expected.extend_from_slice(&[0; 6]); // principal, location, line
         expected.extend_from_slice(&[0; 16]); // event time, pool
         expected.extend_from_slice(&[0; 4]); // lot, expiry
         expected.extend_from_slice(&[1, 0, 0]); // reason, reason text
         expected.extend_from_slice(&[0; 9]); // count, flag action
         expected.extend_from_slice(&[0; 2]); // sscc
+        expected.extend_from_slice(&[0; 4]); // actor, token id
         expected.extend_from_slice(&[2, b'A', b'B']);
         assert_eq!(body, expected);
-        // The layout before the SSCC: the same without its two bytes.
-        let mut first = expected.clone();
+        // The layout before the actor and token id: without their four bytes.
+        let mut second = expected.clone();
+        second[0] = EVENT_BODY_VERSION_2;
+        second.drain(second.len() - 7..second.len() - 3);
+        assert_eq!(
+            decode_body(&second).unwrap(),
+            (header.clone(), vec!["AB".to_owned()])
+        );
+        // The layout before the SSCC: also without its two bytes.
+        let mut first = second.clone();
         first[0] = EVENT_BODY_VERSION_1;
         first.drain(first.len() - 5..first.len() - 3);
         assert_eq!(
@@ -198,14 +229,14 @@ mod tests {
     proptest! {
         #[test]
         fn bodies_round_trip(
-            kind in 1u8..=13, gtin in 0u64..100_000_000_000_000, request_id in "[ -~]{0,64}",
+            kind in 1u8..=15, gtin in 0u64..100_000_000_000_000, request_id in "[ -~]{0,64}",
             sscc in "[0-9]{0,18}",
-            principal in "[ -~]{0,20}", lot in "[!-~]{0,20}", event_time_micros: u64, count: u64,
+            principal in "[ -~]{0,20}", actor in "[ -~]{0,20}", token_id in "[!-~]{0,20}", lot in "[!-~]{0,20}", event_time_micros: u64, count: u64,
             serials in proptest::collection::vec("[!-~]{1,20}", 0..20),
         ) {
             let header = EventHeader {
                 kind, gtin, request_id, principal, lot, event_time_micros, count, sscc,
-                ..EventHeader::default()
+                actor, token_id, ..EventHeader::default()
             };
             let body = encode_body(&header, serials.iter().map(|s| s.as_bytes()));
             prop_assert_eq!(decode_body(&body).unwrap(), (header, serials));

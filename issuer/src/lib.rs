@@ -375,7 +375,7 @@ impl Issuer {
                 continue;
             }
             let size = items.len();
-            let part = writer::StatusPart::new(
+            let mut part = writer::StatusPart::new(
                 group.request_id.clone(),
                 group.action,
                 group.party.clone(),
@@ -384,6 +384,7 @@ impl Issuer {
                 group.event_time_micros,
                 items,
             );
+            part.actor.clone_from(&group.actor);
             let (reply, answer) = oneshot::channel();
             match self.shards[shard].try_send(Command::Status(part, reply)) {
                 Ok(()) => answers.push((answer, size)),
@@ -411,6 +412,7 @@ impl Issuer {
         gtin: gs1::Gtin,
         lot: gs1::Lot,
         reason: String,
+        principal: String,
     ) -> Result<(LotInfo, FlagChange), IssuerError> {
         let key = gtin.clone();
         self.call(&key, (WriteKind::Flags, 1), |reply| Command::RecallLot {
@@ -418,6 +420,7 @@ impl Issuer {
             gtin,
             lot,
             reason,
+            principal,
             reply,
         })
         .await
@@ -429,6 +432,7 @@ impl Issuer {
         request_id: String,
         gtin: gs1::Gtin,
         reason: String,
+        principal: String,
     ) -> Result<(Product, FlagChange), IssuerError> {
         let key = gtin.clone();
         self.call(&key, (WriteKind::Flags, 1), |reply| {
@@ -436,6 +440,7 @@ impl Issuer {
                 request_id,
                 gtin,
                 reason,
+                principal,
                 reply,
             }
         })
@@ -450,6 +455,7 @@ impl Issuer {
         serial: gs1::Serial,
         action: PackFlagAction,
         reason: String,
+        principal: String,
     ) -> Result<PackFlags, IssuerError> {
         let key = gtin.clone();
         self.call(&key, (WriteKind::Flags, 1), |reply| Command::FlagPack {
@@ -458,6 +464,7 @@ impl Issuer {
             serial,
             action,
             reason,
+            principal,
             reply,
         })
         .await

@@ -23,6 +23,8 @@ pub struct NewProduct {
     pub ndc: Option<String>,
     /// Override of the profile's guessing-rule default.
     pub guessing_rule_enforced: Option<bool>,
+    /// Who registers it (the API token's name), recorded in the event.
+    pub principal: String,
 }
 
 /// A registered product.
@@ -45,6 +47,8 @@ pub struct NewLot {
     pub lot: Lot,
     /// Expiry, fixed once registered.
     pub expiry: Expiry,
+    /// Who registers it (the API token's name), recorded in the event.
+    pub principal: String,
 }
 
 /// A registered lot.
@@ -85,6 +89,9 @@ pub struct PoolRequest {
     pub format_override: Option<(String, u32)>,
     /// Selection criteria, sorted by key.
     pub selection_criteria: Vec<(String, String)>,
+    /// Who asks (the API token's name), recorded in the events; not part
+    /// of the idempotency check.
+    pub principal: String,
 }
 
 /// What limited a partial pool.
@@ -182,6 +189,8 @@ pub struct EventContext {
     /// When it happened as the client reported it (µs since the epoch);
     /// `None` = the commit time.
     pub event_time_micros: Option<u64>,
+    /// Who asks (the API token's name).
+    pub principal: String,
 }
 
 /// A commissioning group: serials of one GTIN printed with one lot.
@@ -321,8 +330,10 @@ pub struct StatusGroup {
     pub request_id: String,
     /// The change.
     pub action: StatusAction,
-    /// Who (compared by undo).
+    /// Who: the API token's name (compared by undo).
     pub party: String,
+    /// Who at the location (operator or workstation id): audit trail only.
+    pub actor: String,
     /// Where (compared by undo).
     pub location: String,
     /// Free text recorded with the events.

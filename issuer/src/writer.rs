@@ -51,12 +51,14 @@ pub(crate) enum Command {
         gtin: gs1::Gtin,
         lot: gs1::Lot,
         reason: String,
+        principal: String,
         reply: Reply<(LotInfo, FlagChange)>,
     },
     WithdrawProduct {
         request_id: String,
         gtin: gs1::Gtin,
         reason: String,
+        principal: String,
         reply: Reply<(Product, FlagChange)>,
     },
     FlagPack {
@@ -65,6 +67,7 @@ pub(crate) enum Command {
         serial: gs1::Serial,
         action: PackFlagAction,
         reason: String,
+        principal: String,
         reply: Reply<PackFlags>,
     },
     /// The aggregation writer needs this shard's packs to stay as they are:
@@ -247,17 +250,20 @@ impl Writer {
                     gtin,
                     lot,
                     reason,
+                    principal,
                     reply,
                 } => {
-                    let _ = reply.send(self.recall_lot(&request_id, &gtin, &lot, &reason));
+                    let _ = reply.send(self.recall_lot(&request_id, &gtin, &lot, &reason, &principal));
                 }
                 Command::WithdrawProduct {
                     request_id,
                     gtin,
                     reason,
+                    principal,
                     reply,
                 } => {
-                    let _ = reply.send(self.withdraw_product(&request_id, &gtin, &reason));
+                    let _ =
+                        reply.send(self.withdraw_product(&request_id, &gtin, &reason, &principal));
                 }
                 Command::FlagPack {
                     request_id,
@@ -265,10 +271,17 @@ impl Writer {
                     serial,
                     action,
                     reason,
+                    principal,
                     reply,
                 } => {
-                    let _ =
-                        reply.send(self.flag_pack(&request_id, &gtin, &serial, action, &reason));
+                    let _ = reply.send(self.flag_pack(
+                        &request_id,
+                        &gtin,
+                        &serial,
+                        action,
+                        &reason,
+                        &principal,
+                    ));
                 }
                 Command::Hold(hold) => {
                     if hold.held.send(()).is_ok() {
@@ -369,6 +382,7 @@ impl Writer {
             &EventHeader {
                 kind: events::kind::PRODUCT_ADDED,
                 gtin,
+                principal: request.principal.clone(),
                 ..EventHeader::default()
             },
             [],
@@ -443,6 +457,7 @@ impl Writer {
                 gtin,
                 lot: request.lot.as_str().to_owned(),
                 expiry: request.expiry.to_string(),
+                principal: request.principal.clone(),
                 ..EventHeader::default()
             },
             [],
@@ -766,7 +781,13 @@ impl Writer {
         while next < serials.len() {
             let end = serials.len().min(next + segment);
             let batch: Vec<&[u8]> = (next..end).map(|i| serials.get(i)).collect();
-            match self.commit_segment(pool_id, &mut pool, &batch, request_record.take()) {
+            match self.commit_segment(
+                pool_id,
+                &mut pool,
+                &batch,
+                request_record.take(),
+                &request.principal,
+            ) {
                 Ok(()) => {
                     next = end;
                     progress.send_modify(|p| {
@@ -851,6 +872,7 @@ impl Writer {
         pool: &mut PoolRecord,
         serials: &[&[u8]],
         request_record: Option<(Vec<u8>, RequestRecord)>,
+        principal: &str,
     ) -> Result<(), IssuerError> {
         let gtin = pool.gtin;
         let now = now_micros();
@@ -909,6 +931,7 @@ impl Writer {
                 request_id: pool.request_id.clone(),
                 location: pool.location.clone(),
                 line_id: pool.line_id.clone(),
+                principal: principal.to_owned(),
                 pool_id,
                 count: serials.len() as u64,
                 ..EventHeader::default()
@@ -1257,6 +1280,7 @@ impl Writer {
                 gtin,
                 request_id: request_id.to_owned(),
                 location: context.location.clone(),
+                principal: context.principal.clone(),
                 line_id: context.line_id.clone(),
                 event_time_micros: context.event_time_micros.unwrap_or(0),
                 pool_id: pool_filter.unwrap_or(0),

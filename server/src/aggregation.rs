@@ -3,6 +3,7 @@
 //! pack below an SSCC. The aggregation writer (`issuer::aggregation`) does
 //! the work; this module converts and validates.
 
+use crate::access::{Principal, principal};
 use issuer::aggregation::{
     AggregationAnswer, AggregationRequest, CascadeRequest, Child, ChildOutcome, HierarchyNode,
     NodeId, SsccPool, SsccPoolRequest,
@@ -81,13 +82,18 @@ fn children(
 fn results(
     answer: &AggregationAnswer,
     violations: &[Option<pb::FieldViolation>],
+    denied: &[bool],
 ) -> Vec<pb::AggregationChildResult> {
     answer
         .results
         .iter()
         .enumerate()
         .map(|(i, result)| pb::AggregationChildResult {
-            outcome: result.outcome as i32,
+            outcome: if denied.get(i).copied().unwrap_or(false) {
+                pb::AggregationChildOutcome::PermissionDenied as i32
+            } else {
+                result.outcome as i32
+            },
             error: if result.outcome == ChildOutcome::Malformed {
                 violations.get(i).cloned().flatten()
             } else {
@@ -106,26 +112,58 @@ struct Fields<'a> {
     event_time: Option<&'a prost_types::Timestamp>,
 }
 
+/// A parsed Pack or Unpack: the request, and per child its violation and
+/// whether it is outside the caller's scope (sent as malformed, so nothing
+/// is applied, and answered PERMISSION_DENIED).
+type Parsed = (
+    AggregationRequest,
+    Vec<Option<pb::FieldViolation>>,
+    Vec<bool>,
+);
+
 fn aggregation_request(
+    caller: &Principal,
     fields: Fields<'_>,
     list: Vec<pb::AggregationChild>,
-) -> Result<(AggregationRequest, Vec<Option<pb::FieldViolation>>), Status> {
+) -> Result<Parsed, Status> {
     let request_id = convert::identifier("request_id", fields.request_id, true)?;
     let parent = sscc("parent_sscc", fields.parent)?;
+    caller.check_sscc("parent_sscc", parent.as_str())?;
     let location = convert::identifier("location", fields.location, true)?;
+    caller.check_location("location", &location)?;
     let actor = convert::identifier("actor", fields.actor, false)?;
     let event_time_micros = convert::event_time("event_time", fields.event_time)?;
-    let (children, violations) = children(list);
+    let (mut children, mut violations) = children(list);
+    let mut denied = vec![false; children.len()];
+    for (index, child) in children.iter_mut().enumerate() {
+        let outside = match child {
+            Ok(Child::Pack { gtin, .. }) => !caller.scope.covers_gtin(gtin.as_str()),
+            Ok(Child::Sscc(sscc)) => !caller.scope.covers_sscc(sscc.as_str()),
+            Err(_) => false,
+        };
+        if outside {
+            let field = format!("children[{index}]");
+            violations[index] = Some(convert::violation(
+                &field,
+                pb::ValidationRule::Unspecified,
+                format!("outside the scope of token {:?}", caller.name),
+            ));
+            *child = Err(format!("{field}: outside the token's scope"));
+            denied[index] = true;
+        }
+    }
     Ok((
         AggregationRequest {
             request_id,
             parent,
             children,
             location,
-            party: actor,
+            party: caller.name.clone(),
+            actor,
             event_time_micros,
         },
         violations,
+        denied,
     ))
 }
 
@@ -251,6 +289,7 @@ impl AggregationService for Api {
         &self,
         request: Request<pb::RequestSsccPoolRequest>,
     ) -> Result<Response<ResponseStream<pb::RequestSsccPoolResponse>>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let offset = page_offset(&request.page_token)?;
         let extension_digit = u8::try_from(request.extension_digit)
@@ -269,8 +308,10 @@ impl AggregationService for Api {
             count: request.count,
             line_id: convert::identifier("line_id", &request.line_id, true)?,
             location: convert::identifier("location", &request.location, false)?,
-            party: String::new(),
+            party: caller.name.clone(),
         };
+        caller.check_company_prefix("company_prefix", &pool_request.company_prefix)?;
+        caller.check_location("location", &pool_request.location)?;
         let pool = self
             .issuer
             .request_sscc_pool(pool_request)
@@ -296,8 +337,10 @@ impl AggregationService for Api {
         &self,
         request: Request<pb::PackRequest>,
     ) -> Result<Response<pb::PackResponse>, Status> {
+        let caller = principal(&request)?;
         let message = request.into_inner();
-        let (request, violations) = aggregation_request(
+        let (request, violations, denied) = aggregation_request(
+            &caller,
             Fields {
                 request_id: &message.request_id,
                 parent: &message.parent_sscc,
@@ -312,7 +355,7 @@ impl AggregationService for Api {
         Ok(Response::new(pb::PackResponse {
             parent_sscc: parent,
             applied: answer.applied,
-            results: results(&answer, &violations),
+            results: results(&answer, &violations, &denied),
             child_count: answer.child_count,
         }))
     }
@@ -321,8 +364,10 @@ impl AggregationService for Api {
         &self,
         request: Request<pb::UnpackRequest>,
     ) -> Result<Response<pb::UnpackResponse>, Status> {
+        let caller = principal(&request)?;
         let message = request.into_inner();
-        let (request, violations) = aggregation_request(
+        let (request, violations, denied) = aggregation_request(
+            &caller,
             Fields {
                 request_id: &message.request_id,
                 parent: &message.parent_sscc,
@@ -337,7 +382,7 @@ impl AggregationService for Api {
         Ok(Response::new(pb::UnpackResponse {
             parent_sscc: parent,
             applied: answer.applied,
-            results: results(&answer, &violations),
+            results: results(&answer, &violations, &denied),
             unpacked_count: answer.unpacked,
             child_count: answer.child_count,
         }))
@@ -347,8 +392,10 @@ impl AggregationService for Api {
         &self,
         request: Request<pb::GetHierarchyRequest>,
     ) -> Result<Response<pb::GetHierarchyResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let root = sscc("sscc", &request.sscc)?;
+        caller.check_sscc("sscc", root.as_str())?;
         let hierarchy = self
             .issuer
             .hierarchy(root, request.max_depth, request.max_nodes as usize)
@@ -366,6 +413,15 @@ impl AggregationService for Api {
         &self,
         request: Request<pb::DecommissionHierarchyRequest>,
     ) -> Result<Response<pb::DecommissionHierarchyResponse>, Status> {
+        let caller = principal(&request)?;
+        if !caller.scope.gtins.is_empty() || !caller.scope.company_prefixes.is_empty() {
+            // The packs below an SSCC may be of any GTIN: only a token that
+            // covers every product may decommission them all at once.
+            return Err(Status::permission_denied(format!(
+                "DecommissionHierarchy needs a token without GTIN or company prefix scope; token {:?} has one (decommission the packs with Decommission instead)",
+                caller.name
+            )));
+        }
         let request = request.into_inner();
         let reason = crate::status::reason("reason", request.reason, true)?
             .ok_or_else(|| invalid("reason", "required"))?;
@@ -373,11 +429,13 @@ impl AggregationService for Api {
             request_id: convert::identifier("request_id", &request.request_id, true)?,
             sscc: sscc("sscc", &request.sscc)?,
             reason,
-            party: convert::identifier("actor", &request.actor, false)?,
+            party: caller.name.clone(),
+            actor: convert::identifier("actor", &request.actor, false)?,
             location: convert::identifier("location", &request.location, true)?,
             note: crate::status::text("note", &request.note, false)?,
             event_time_micros: convert::event_time("event_time", request.event_time.as_ref())?,
         };
+        caller.check_location("location", &cascade.location)?;
         let answer = self
             .issuer
             .decommission_hierarchy(cascade)

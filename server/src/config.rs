@@ -71,6 +71,20 @@ pub struct Config {
     /// Allow listening on a non-loopback address without TLS (logged as a
     /// warning); refused otherwise.
     pub insecure: bool,
+    /// Packs one principal (token) may verify per second, gRPC and HTTP
+    /// together (0 = no limit; 0..=100,000,000); bursts up to one second's worth.
+    pub verify_rate_per_principal: u32,
+    /// Window (seconds, 1..=86,400) over which each principal's share of
+    /// unknown-serial lookups is measured.
+    pub enumeration_window_seconds: u64,
+    /// Lookups a principal makes in a window before its share is judged (1..=1,000,000,000).
+    pub enumeration_min_lookups: u64,
+    /// Share of unknown serials (percent, 1..=100) that counts as enumeration:
+    /// a metric, a warning and, if configured, a block.
+    pub enumeration_unknown_percent: u8,
+    /// Seconds a principal caught enumerating is refused verification
+    /// (0 = only reported; 0..=86,400).
+    pub enumeration_block_seconds: u64,
 }
 
 impl Default for Config {
@@ -94,6 +108,11 @@ impl Default for Config {
             tls_key: PathBuf::new(),
             tls_client_ca: PathBuf::new(),
             insecure: false,
+            verify_rate_per_principal: 0,
+            enumeration_window_seconds: 60,
+            enumeration_min_lookups: 1000,
+            enumeration_unknown_percent: 50,
+            enumeration_block_seconds: 0,
         }
     }
 }
@@ -201,6 +220,36 @@ impl Config {
             100_000,
         )?;
         check_range("return_group_max", self.return_group_max, 1, 100_000)?;
+        check_range(
+            "verify_rate_per_principal",
+            self.verify_rate_per_principal,
+            0,
+            100_000_000,
+        )?;
+        check_range(
+            "enumeration_window_seconds",
+            self.enumeration_window_seconds,
+            1,
+            86_400,
+        )?;
+        check_range(
+            "enumeration_min_lookups",
+            self.enumeration_min_lookups,
+            1,
+            1_000_000_000,
+        )?;
+        check_range(
+            "enumeration_unknown_percent",
+            self.enumeration_unknown_percent,
+            1,
+            100,
+        )?;
+        check_range(
+            "enumeration_block_seconds",
+            self.enumeration_block_seconds,
+            0,
+            86_400,
+        )?;
         let listeners = [
             ("grpc_listen", self.grpc_listen),
             ("http_listen", self.http_listen),
@@ -293,6 +342,13 @@ impl Config {
             responder_gln: self.responder_gln.clone(),
             tls: self.tls_files(),
             insecure: self.insecure,
+            verify_limits: crate::VerifyLimits {
+                rate_per_second: self.verify_rate_per_principal,
+                window: Duration::from_secs(self.enumeration_window_seconds),
+                min_lookups: self.enumeration_min_lookups,
+                unknown_percent: self.enumeration_unknown_percent,
+                block: Duration::from_secs(self.enumeration_block_seconds),
+            },
         }
     }
 }
@@ -357,6 +413,21 @@ pub struct Overrides {
     /// Allow plain text on a non-loopback address (logged as a warning).
     #[arg(long, env = "SERIALSVC_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// Packs one token may verify per second, 0 = no limit, 0..=100000000 [default: 0].
+    #[arg(long, env = "SERIALSVC_VERIFY_RATE_PER_PRINCIPAL")]
+    pub verify_rate_per_principal: Option<u32>,
+    /// Window of the unknown-serial share per token, seconds, 1..=86400 [default: 60].
+    #[arg(long, env = "SERIALSVC_ENUMERATION_WINDOW_SECONDS")]
+    pub enumeration_window_seconds: Option<u64>,
+    /// Lookups in a window before a token's unknown share is judged, 1..=1000000000 [default: 1000].
+    #[arg(long, env = "SERIALSVC_ENUMERATION_MIN_LOOKUPS")]
+    pub enumeration_min_lookups: Option<u64>,
+    /// Unknown-serial share (percent) that counts as enumeration, 1..=100 [default: 50].
+    #[arg(long, env = "SERIALSVC_ENUMERATION_UNKNOWN_PERCENT")]
+    pub enumeration_unknown_percent: Option<u8>,
+    /// Seconds a token caught enumerating is refused verification, 0 = only reported, 0..=86400 [default: 0].
+    #[arg(long, env = "SERIALSVC_ENUMERATION_BLOCK_SECONDS")]
+    pub enumeration_block_seconds: Option<u64>,
 }
 
 impl Overrides {
@@ -402,6 +473,26 @@ impl Overrides {
         set(&mut config.tls_key, &self.tls_key);
         set(&mut config.tls_client_ca, &self.tls_client_ca);
         set(&mut config.insecure, &self.insecure);
+        set(
+            &mut config.verify_rate_per_principal,
+            &self.verify_rate_per_principal,
+        );
+        set(
+            &mut config.enumeration_window_seconds,
+            &self.enumeration_window_seconds,
+        );
+        set(
+            &mut config.enumeration_min_lookups,
+            &self.enumeration_min_lookups,
+        );
+        set(
+            &mut config.enumeration_unknown_percent,
+            &self.enumeration_unknown_percent,
+        );
+        set(
+            &mut config.enumeration_block_seconds,
+            &self.enumeration_block_seconds,
+        );
         config
     }
 }

@@ -333,6 +333,7 @@ pub(crate) fn jsonl_event(event: &pb::Event) -> Value {
     text("actor", &event.actor);
     text("lineId", &event.line_id);
     text("sscc", &event.sscc);
+    text("tokenId", &event.token_id);
     out.insert("sequence".into(), json!(event.sequence.to_string()));
     for (name, time) in [("time", &event.time), ("eventTime", &event.event_time)] {
         if let Some(time) = time {

@@ -115,7 +115,7 @@ pub(crate) fn event_message(event: &EventRecord) -> Result<pb::Event, Status> {
         sequence: event.sequence,
         time: Some(time),
         event_time: Some(event_time),
-        principal: header.principal.clone(),
+        principal: header.principal,
         kind: i32::from(header.kind),
         gtin: if header.gtin == 0 {
             String::new()
@@ -132,7 +132,8 @@ pub(crate) fn event_message(event: &EventRecord) -> Result<pb::Event, Status> {
         children,
         request_id: header.request_id,
         location: header.location,
-        actor: header.principal,
+        actor: header.actor,
+        token_id: header.token_id,
         line_id: header.line_id,
         count: header.count,
         flag_action: i32::from(header.flag_action),

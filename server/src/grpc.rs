@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::serial::v1::{
-    access_service_server::{AccessService, AccessServiceServer},
+    access_service_server::AccessServiceServer,
     aggregation_service_server::AggregationServiceServer,
     event_service_server::EventServiceServer,
     master_data_service_server::MasterDataServiceServer,
@@ -50,8 +50,9 @@ pub(crate) struct Api {
     pub(crate) started_micros: u64,
     /// This responder's GLN (VRS responderGLN); empty when not configured.
     pub(crate) responder_gln: String,
+    /// Tokens, scopes and the per-principal verification limits.
+    pub(crate) access: Arc<crate::access::AccessControl>,
 }
-impl AccessService for Api {}
 
 macro_rules! limited {
     ($server:ident, $api:expr) => {
@@ -61,15 +62,21 @@ macro_rules! limited {
     };
 }
 
-/// The gRPC router type: every service behind the request-metrics layer.
-pub(crate) type MeteredRouter =
-    Router<tower_layer::Stack<crate::telemetry::layers::GrpcMetricsLayer, tower_layer::Identity>>;
+/// The gRPC router type: every service behind the request-metrics layer
+/// (outermost) and the authentication layer.
+pub(crate) type MeteredRouter = Router<
+    tower_layer::Stack<
+        crate::access::AuthLayer,
+        tower_layer::Stack<crate::telemetry::layers::GrpcMetricsLayer, tower_layer::Identity>,
+    >,
+>;
 
 /// Builds the gRPC router with every service, health and reflection, each
 /// call counted and timed by method and status code.
 pub(crate) fn router(
     issuer: Arc<issuer::Issuer>,
     store: Arc<Store>,
+    access: Arc<crate::access::AccessControl>,
     responder_gln: String,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
@@ -83,6 +90,7 @@ pub(crate) fn router(
         store,
         started_micros,
         responder_gln,
+        access: Arc::clone(&access),
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -101,6 +109,8 @@ pub(crate) fn router(
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(crate::telemetry::layers::GrpcMetricsLayer::new())
+        // Inside the metrics layer, so refused calls are counted by code.
+        .layer(crate::access::AuthLayer::new(access))
         .add_service(health)
         .add_service(reflection)
         .add_service(limited!(MasterDataServiceServer, api))

@@ -7,6 +7,7 @@
 //! Every RPC of the `serial.v1` contract is registered; those whose issue has
 //! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
 
+mod access;
 mod aggregation;
 pub mod config;
 mod convert;
@@ -26,6 +27,7 @@ mod tls;
 mod verification;
 mod vrs;
 
+pub use access::{ADMIN_TOKEN_FILE, VerifyLimits};
 pub use issuer::IssuerConfig;
 pub use serve::{BoundAddresses, ServeConfig, run};
 pub use tls::TlsFiles;

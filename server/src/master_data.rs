@@ -4,6 +4,7 @@ use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_server::MasterDataService;
 use tonic::{Request, Response, Status};
 
+use crate::access::principal;
 use crate::convert::{self, invalid, status};
 use crate::grpc::Api;
 
@@ -106,9 +107,11 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::AddProductRequest>,
     ) -> Result<Response<pb::AddProductResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let name = convert::name("name", &request.name)?;
         let company_prefix_length = u8::try_from(request.company_prefix_length)
             .ok()
@@ -137,6 +140,7 @@ impl MasterDataService for Api {
             custom_format: request.custom_format.map(|f| (f.alphabet, f.length)),
             ndc,
             guessing_rule_enforced: request.guessing_rule_enforced,
+            principal: caller.name.clone(),
         };
         let product = self.issuer.add_product(product).await.map_err(status)?;
         Ok(Response::new(pb::AddProductResponse {
@@ -148,7 +152,9 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
+        let caller = principal(&request)?;
         let gtin = convert::gtin("gtin", &request.into_inner().gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let product = self.registered_product(gtin).await?;
         Ok(Response::new(pb::GetProductResponse {
             product: Some(product_message(&product)),
@@ -159,6 +165,7 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let after = optional_gtin("page_token", &request.page_token)?;
         let limit = page_size(request.page_size);
@@ -179,7 +186,8 @@ impl MasterDataService for Api {
                     || message.market_profile == request.market_profile;
                 let prefix_ok = request.company_prefix.is_empty()
                     || message.company_prefix == request.company_prefix;
-                if profile_ok && prefix_ok && products.len() < limit {
+                let scope_ok = caller.scope.covers_gtin(&message.gtin);
+                if profile_ok && prefix_ok && scope_ok && products.len() < limit {
                     products.push(message);
                 }
             }
@@ -201,12 +209,16 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::AddLotRequest>,
     ) -> Result<Response<pb::AddLotResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         convert::identifier("request_id", &request.request_id, true)?;
+        let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let lot = issuer::NewLot {
-            gtin: convert::gtin("gtin", &request.gtin)?,
+            gtin,
             lot: convert::lot("lot", &request.lot)?,
             expiry: convert::expiry("expiry", &request.expiry)?,
+            principal: caller.name.clone(),
         };
         let lot = self.issuer.add_lot(lot).await.map_err(status)?;
         Ok(Response::new(pb::AddLotResponse {
@@ -218,8 +230,12 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::ListLotsRequest>,
     ) -> Result<Response<pb::ListLotsResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let gtin = optional_gtin("gtin", &request.gtin)?;
+        if let Some(gtin) = &gtin {
+            caller.check_gtin("gtin", gtin.as_str())?;
+        }
         let after = match request.page_token.split_once('/') {
             None if request.page_token.is_empty() => None,
             Some((g, lot)) => Some((convert::gtin("page_token", g)?, lot.to_owned())),
@@ -236,6 +252,7 @@ impl MasterDataService for Api {
             .iter()
             .map(lot_message)
             .filter(|l| wanted == 0 || l.status == wanted)
+            .filter(|l| caller.scope.covers_gtin(&l.gtin))
             .collect();
         Ok(Response::new(pb::ListLotsResponse {
             lots,
@@ -247,6 +264,7 @@ impl MasterDataService for Api {
         &self,
         request: Request<pb::GetGuessingRatiosRequest>,
     ) -> Result<Response<pb::GetGuessingRatiosResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         if !request.gtins.is_empty() {
             if request.gtins.len() > PAGE_SIZE_MAX {
@@ -257,7 +275,9 @@ impl MasterDataService for Api {
             }
             let mut ratios = Vec::new();
             for (index, text) in request.gtins.iter().enumerate() {
-                let gtin = convert::gtin(&format!("gtins[{index}]"), text)?;
+                let field = format!("gtins[{index}]");
+                let gtin = convert::gtin(&field, text)?;
+                caller.check_gtin(&field, gtin.as_str())?;
                 let product = self.registered_product(gtin).await?;
                 ratios.push(ratio_message(&self.issuer.figures(&product)));
             }
@@ -275,6 +295,7 @@ impl MasterDataService for Api {
         };
         let ratios = products
             .iter()
+            .filter(|p| caller.scope.covers_gtin(p.gtin.as_str()))
             .map(|p| ratio_message(&self.issuer.figures(p)))
             .collect();
         Ok(Response::new(pb::GetGuessingRatiosResponse {

@@ -1,6 +1,7 @@
 //! `serial.v1.PoolService`: pool requests streamed in chunks, commissioning
 //! and returns of unused serials as bidirectional group streams.
 
+use crate::access::{Principal, principal};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -35,7 +36,10 @@ fn page_offset(token: &str) -> Result<u64, Status> {
         .ok_or_else(|| invalid("page_token", "not a token from a RequestPool stream"))
 }
 
-fn pool_request(request: pb::RequestPoolRequest) -> Result<(issuer::PoolRequest, u64), Status> {
+fn pool_request(
+    request: pb::RequestPoolRequest,
+    caller: &Principal,
+) -> Result<(issuer::PoolRequest, u64), Status> {
     let offset = page_offset(&request.page_token)?;
     let format_override = request.format_override.map(|f| (f.alphabet, f.length));
     let pool = issuer::PoolRequest {
@@ -47,7 +51,10 @@ fn pool_request(request: pb::RequestPoolRequest) -> Result<(issuer::PoolRequest,
         profile_override: request.market_profile_override,
         format_override,
         selection_criteria: convert::selection_criteria(&request.selection_criteria)?,
+        principal: caller.name.clone(),
     };
+    caller.check_gtin("gtin", pool.gtin.as_str())?;
+    caller.check_location("location", &pool.location)?;
     Ok((pool, offset))
 }
 
@@ -370,6 +377,7 @@ fn per_item<R>(
 
 async fn commission_group(
     issuer: &Issuer,
+    caller: &Principal,
     request: pb::CommissionRequest,
 ) -> pb::CommissionResponse {
     let request_id = request.request_id.clone();
@@ -378,6 +386,7 @@ async fn commission_group(
     let result = async {
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let lot = convert::lot("lot", &request.lot)?;
         let expiry = match request.expiry.as_deref() {
             None | Some("") => None,
@@ -388,7 +397,9 @@ async fn commission_group(
             line_id: convert::identifier("line_id", &request.line_id, false)?,
             location: convert::identifier("location", &request.location, false)?,
             event_time_micros: convert::event_time("event_time", request.event_time.as_ref())?,
+            principal: caller.name.clone(),
         };
+        caller.check_location("location", &context.location)?;
         let items = group_items(&gtin, Some(&lot), &request.serials, &request.items)?;
         let group = issuer::CommissionGroup {
             request_id: request.request_id.clone(),
@@ -424,6 +435,7 @@ async fn commission_group(
 
 async fn return_group(
     issuer: &Issuer,
+    caller: &Principal,
     request: pb::ReturnSerialsRequest,
 ) -> pb::ReturnSerialsResponse {
     let request_id = request.request_id.clone();
@@ -432,12 +444,15 @@ async fn return_group(
     let result = async {
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let pool_id = optional_pool_id(request.pool_id.as_deref())?;
         let context = issuer::EventContext {
             line_id: convert::identifier("line_id", &request.line_id, false)?,
             location: convert::identifier("location", &request.location, false)?,
             event_time_micros: None,
+            principal: caller.name.clone(),
         };
+        caller.check_location("location", &context.location)?;
         let items = group_items(&gtin, None, &request.serials, &request.items)?;
         let group = issuer::ReturnGroup {
             request_id: request.request_id.clone(),
@@ -521,7 +536,8 @@ impl PoolService for Api {
         &self,
         request: Request<pb::RequestPoolRequest>,
     ) -> Result<Response<ResponseStream<pb::RequestPoolResponse>>, Status> {
-        let (pool, offset) = pool_request(request.into_inner())?;
+        let caller = principal(&request)?;
+        let (pool, offset) = pool_request(request.into_inner(), &caller)?;
         let ticket = self.issuer.request_pool(pool).await.map_err(status)?;
         crate::telemetry::handles().pool_answered(ticket.pool.limit, ticket.pool.record.granted);
         if offset > ticket.pool.record.granted {
@@ -549,6 +565,7 @@ impl PoolService for Api {
         &self,
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::GetPoolResponse>, Status> {
+        let caller = principal(&request)?;
         let pool_id = convert::pool_id("pool_id", &request.into_inner().pool_id)?;
         let record = self
             .issuer
@@ -557,6 +574,7 @@ impl PoolService for Api {
             .map_err(status)?
             .ok_or_else(|| Status::not_found(format!("pool {pool_id} does not exist")))?;
         let gtin = format!("{:014}", record.gtin);
+        caller.check_gtin("pool_id", &gtin)?;
         let format = issuer::format::Format::from_stored(&record.format).ok();
         let status = if record.granted == record.requested {
             pb::PoolStatus::Ok
@@ -589,10 +607,14 @@ impl PoolService for Api {
         &self,
         request: Request<Streaming<pb::CommissionRequest>>,
     ) -> Result<Response<ResponseStream<pb::CommissionResponse>>, Status> {
+        let caller = principal(&request)?;
         let stream = serve_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            |issuer, group| async move { commission_group(&issuer, group).await },
+            move |issuer, group| {
+                let caller = Arc::clone(&caller);
+                async move { commission_group(&issuer, &caller, group).await }
+            },
         );
         Ok(Response::new(stream))
     }
@@ -601,10 +623,14 @@ impl PoolService for Api {
         &self,
         request: Request<Streaming<pb::ReturnSerialsRequest>>,
     ) -> Result<Response<ResponseStream<pb::ReturnSerialsResponse>>, Status> {
+        let caller = principal(&request)?;
         let stream = serve_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            |issuer, group| async move { return_group(&issuer, group).await },
+            move |issuer, group| {
+                let caller = Arc::clone(&caller);
+                async move { return_group(&issuer, &caller, group).await }
+            },
         );
         Ok(Response::new(stream))
     }

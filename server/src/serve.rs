@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub tls: Option<crate::TlsFiles>,
     /// Plain text on a non-loopback address was allowed explicitly.
     pub insecure: bool,
+    /// Per-principal verification limits.
+    pub verify_limits: crate::VerifyLimits,
 }
 
 /// The addresses actually bound (useful when a port of 0 was asked for).
@@ -90,6 +92,19 @@ pub async fn run(
         .context("join the storage opener")?
         .with_context(|| format!("open storage in {}", config.data_dir.display()))?;
     let store = Arc::new(store);
+    let access = {
+        let store = Arc::clone(&store);
+        let data_dir = config.data_dir.clone();
+        let limits = config.verify_limits;
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                crate::access::AccessControl::open(store, &data_dir, limits)
+            })
+            .await
+            .context("join the token loader")?
+            .context("load the API tokens")?,
+        )
+    };
     let index = Arc::new(
         verifier::StatusIndex::new(config.issuer.shards.max(1))
             .context("create the status index")?,
@@ -121,6 +136,7 @@ pub async fn run(
     let grpc_server = grpc::router(
         Arc::clone(&issuer),
         Arc::clone(&store),
+        Arc::clone(&access),
         config.responder_gln.clone(),
         health_service,
         tls.as_ref().map(|tls| tls.grpc.clone()),
@@ -130,6 +146,7 @@ pub async fn run(
     let responder = crate::vrs::Responder {
         index: Arc::clone(&index),
         responder_gln: config.responder_gln.clone(),
+        access: Arc::clone(&access),
     };
     let http_router = http::router(readiness.clone())
         .merge(crate::vrs::router(responder))

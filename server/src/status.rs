@@ -11,6 +11,7 @@ use proto::serial::v1::status_service_server::StatusService;
 use tonic::{Request, Response, Status, Streaming};
 use verifier::DecommissionReason;
 
+use crate::access::{Principal, principal};
 use crate::convert::{self, invalid, status};
 use crate::grpc::Api;
 use crate::pools::{ResponseStream, group_status, state_code};
@@ -30,14 +31,15 @@ type Answer<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 /// answer), and answers them in order; at most [`GROUPS_IN_FLIGHT`] wait at
 /// a time, after which the stream is not read (HTTP/2 flow control holds the
 /// client).
-fn pipeline_groups<In, Out>(
+fn pipeline_groups<In, Out, F>(
     issuer: Arc<Issuer>,
     mut inbound: Streaming<In>,
-    start: fn(&Issuer, In) -> Answer<Out>,
+    start: F,
 ) -> ResponseStream<Out>
 where
     In: Send + 'static,
     Out: Send + 'static,
+    F: Fn(&Issuer, In) -> Answer<Out> + Send + 'static,
 {
     let (waiting, mut ready) = tokio::sync::mpsc::channel::<Answer<Out>>(GROUPS_IN_FLIGHT);
     let (sender, receiver) = tokio::sync::mpsc::channel(GROUPS_IN_FLIGHT);
@@ -203,35 +205,57 @@ struct GroupFields<'a> {
     items: &'a [pb::PackIdentifier],
 }
 
-/// Validates a group and submits it: the pending answer and, per item, the
-/// violation of a malformed one.
+/// A submitted group: the pending answer and, per item, the violation of a
+/// malformed one and whether it was outside the caller's scope (so not
+/// submitted, answered PERMISSION_DENIED).
+type Submitted = (
+    issuer::PendingStatus,
+    Vec<Option<pb::FieldViolation>>,
+    Vec<bool>,
+);
+
+/// Validates a group and submits it (see [`Submitted`]).
 fn submit(
     issuer: &Issuer,
+    caller: &Principal,
     action: StatusAction,
     group: GroupFields<'_>,
-) -> Result<(issuer::PendingStatus, Vec<Option<pb::FieldViolation>>), Status> {
+) -> Result<Submitted, Status> {
     convert::identifier("request_id", group.request_id, true)?;
     let location = convert::identifier("location", group.location, true)?;
+    caller.check_location("location", &location)?;
     let actor = convert::identifier("actor", group.actor, false)?;
     let note = text("note", group.note, false)?;
     let event_time_micros = convert::event_time("event_time", group.event_time)?;
-    let (parsed, violations) = items(group.items);
+    let (mut parsed, mut violations) = items(group.items);
+    let mut denied = vec![false; parsed.len()];
+    for (index, item) in parsed.iter_mut().enumerate() {
+        let outside = matches!(item, Ok(item) if !caller.scope.covers_gtin(item.gtin.as_str()));
+        if outside && let Ok(inside) = item {
+            let gtin = inside.gtin.as_str().to_owned();
+            violations[index] = Some(caller.item_violation(&format!("items[{index}].gtin"), &gtin));
+            *item = Err(format!("items[{index}].gtin: outside the token's scope"));
+            denied[index] = true;
+        }
+    }
     let pending = issuer
         .submit_status(StatusGroup {
             request_id: group.request_id.to_owned(),
             action,
-            party: actor,
+            party: caller.name.clone(),
+            actor,
             location,
             note,
             event_time_micros,
             items: parsed,
         })
         .map_err(status)?;
-    Ok((pending, violations))
+    Ok((pending, violations, denied))
 }
 
 fn start_decommission(
     issuer: &Issuer,
+    caller: &Principal,
     request: pb::DecommissionRequest,
 ) -> Answer<pb::DecommissionResponse> {
     let request_id = request.request_id.clone();
@@ -248,6 +272,7 @@ fn start_decommission(
         .and_then(|reason| {
             submit(
                 issuer,
+                caller,
                 StatusAction::Decommission(reason),
                 GroupFields {
                     request_id: &request.request_id,
@@ -259,7 +284,7 @@ fn start_decommission(
                 },
             )
         });
-    let (pending, violations) = match submitted {
+    let (pending, violations, denied) = match submitted {
         Ok(submitted) => submitted,
         Err(error) => return refuse(request_id, error),
     };
@@ -283,8 +308,13 @@ fn start_decommission(
                     .items
                     .iter()
                     .zip(violations)
-                    .map(|(item, error)| pb::DecommissionResult {
-                        outcome: i32::from(item.outcome),
+                    .zip(denied)
+                    .map(|((item, error), denied)| pb::DecommissionResult {
+                        outcome: if denied {
+                            pb::DecommissionOutcome::PermissionDenied as i32
+                        } else {
+                            i32::from(item.outcome)
+                        },
                         state: state_code(item.state),
                         current_reason: i32::from(item.reason),
                         alert: decommission_alert(item.outcome) as i32,
@@ -296,12 +326,17 @@ fn start_decommission(
     })
 }
 
-fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoResponse> {
+fn start_undo(
+    issuer: &Issuer,
+    caller: &Principal,
+    request: pb::UndoRequest,
+) -> Answer<pb::UndoResponse> {
     let request_id = request.request_id.clone();
     let submitted =
         reason("expected_reason", request.expected_reason, false).and_then(|expected| {
             submit(
                 issuer,
+                caller,
                 StatusAction::Undo(expected),
                 GroupFields {
                     request_id: &request.request_id,
@@ -319,7 +354,7 @@ fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoRespo
         results: Vec::new(),
         counts: None,
     };
-    let (pending, violations) = match submitted {
+    let (pending, violations, denied) = match submitted {
         Ok(submitted) => submitted,
         Err(error) => return Box::pin(std::future::ready(refused(request_id, error))),
     };
@@ -338,8 +373,13 @@ fn start_undo(issuer: &Issuer, request: pb::UndoRequest) -> Answer<pb::UndoRespo
                     .items
                     .iter()
                     .zip(violations)
-                    .map(|(item, error)| pb::UndoResult {
-                        outcome: i32::from(item.outcome),
+                    .zip(denied)
+                    .map(|((item, error), denied)| pb::UndoResult {
+                        outcome: if denied {
+                            pb::UndoOutcome::PermissionDenied as i32
+                        } else {
+                            i32::from(item.outcome)
+                        },
                         state: state_code(item.state),
                         current_reason: i32::from(item.reason),
                         alert: undo_alert(item.outcome) as i32,
@@ -359,10 +399,11 @@ impl StatusService for Api {
         &self,
         request: Request<Streaming<pb::DecommissionRequest>>,
     ) -> Result<Response<ResponseStream<pb::DecommissionResponse>>, Status> {
+        let caller = principal(&request)?;
         Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            start_decommission,
+            move |issuer, group| start_decommission(issuer, &caller, group),
         )))
     }
 
@@ -370,10 +411,11 @@ impl StatusService for Api {
         &self,
         request: Request<Streaming<pb::UndoRequest>>,
     ) -> Result<Response<ResponseStream<pb::UndoResponse>>, Status> {
+        let caller = principal(&request)?;
         Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            start_undo,
+            move |issuer, group| start_undo(issuer, &caller, group),
         )))
     }
 
@@ -381,14 +423,16 @@ impl StatusService for Api {
         &self,
         request: Request<pb::RecallLotRequest>,
     ) -> Result<Response<pb::RecallLotResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let request_id = convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let lot = convert::lot("lot", &request.lot)?;
         let reason = text("reason", &request.reason, true)?;
         let (lot, change) = self
             .issuer
-            .recall_lot(request_id, gtin, lot, reason)
+            .recall_lot(request_id, gtin, lot, reason, caller.name.clone())
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RecallLotResponse {
@@ -402,13 +446,15 @@ impl StatusService for Api {
         &self,
         request: Request<pb::WithdrawProductRequest>,
     ) -> Result<Response<pb::WithdrawProductResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let request_id = convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
+        caller.check_gtin("gtin", gtin.as_str())?;
         let reason = text("reason", &request.reason, true)?;
         let (product, change) = self
             .issuer
-            .withdraw_product(request_id, gtin, reason)
+            .withdraw_product(request_id, gtin, reason, caller.name.clone())
             .await
             .map_err(status)?;
         Ok(Response::new(pb::WithdrawProductResponse {
@@ -422,9 +468,11 @@ impl StatusService for Api {
         &self,
         request: Request<pb::FlagPackRequest>,
     ) -> Result<Response<pb::FlagPackResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let request_id = convert::identifier("request_id", &request.request_id, true)?;
         let item = parse_required_item(request.item)?;
+        caller.check_gtin("item.gtin", item.gtin.as_str())?;
         let action = match pb::PackFlagAction::try_from(request.action) {
             Ok(pb::PackFlagAction::SetSuspect) => issuer::PackFlagAction::SetSuspect,
             Ok(pb::PackFlagAction::SetIllegitimate) => issuer::PackFlagAction::SetIllegitimate,
@@ -434,7 +482,14 @@ impl StatusService for Api {
         let reason = text("reason", &request.reason, true)?;
         let flags = self
             .issuer
-            .flag_pack(request_id, item.gtin, item.serial, action, reason)
+            .flag_pack(
+                request_id,
+                item.gtin,
+                item.serial,
+                action,
+                reason,
+                caller.name.clone(),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::FlagPackResponse {

@@ -318,6 +318,19 @@ pub(crate) const CATALOGUE: &[(&str, Kind, Unit, &str)] = &[
         Unit::Seconds,
         "Time the current (or last) index rebuild has taken",
     ),
+    // Access.
+    (
+        "serialsvc_verifications_refused_total",
+        Kind::Counter,
+        Unit::Count,
+        "Verification calls refused by a per-principal limit, by principal (token name) and reason (rate, blocked)",
+    ),
+    (
+        "serialsvc_enumeration_suspected_total",
+        Kind::Counter,
+        Unit::Count,
+        "Times a principal's share of unknown-serial lookups reached enumeration_unknown_percent within a window, by principal",
+    ),
     // The process.
     (
         "serialsvc_ready",
@@ -443,6 +456,25 @@ impl Handles {
         };
         self.pool_requests[slot].increment(1);
         self.pool_size.record(granted as f64);
+    }
+
+    /// Counts a verification call refused by a per-principal limit.
+    pub(crate) fn verify_refused(&self, principal: &str, reason: &'static str) {
+        metrics::counter!(
+            "serialsvc_verifications_refused_total",
+            "principal" => principal.to_owned(),
+            "reason" => reason
+        )
+        .increment(1);
+    }
+
+    /// Counts a principal caught with a high share of unknown-serial lookups.
+    pub(crate) fn enumeration_suspected(&self, principal: &str) {
+        metrics::counter!(
+            "serialsvc_enumeration_suspected_total",
+            "principal" => principal.to_owned()
+        )
+        .increment(1);
     }
 
     /// Publishes whether the service is SERVING.

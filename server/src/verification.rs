@@ -4,6 +4,7 @@
 //! comes from `verifier::View::verify_many`, which never waits behind a
 //! writer.
 
+use crate::access::{AccessControl, Principal, principal};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -171,14 +172,31 @@ pub(crate) fn verify_parsed(
     verdicts
 }
 
-/// Parses and verifies a batch; malformed items are answered individually.
+/// Parses and verifies a batch; malformed items and items outside the
+/// caller's scope are answered individually. Counts the lookups and unknown
+/// serials against the caller's enumeration window.
 pub(crate) fn verify_identifiers(
     index: &StatusIndex,
     identifiers: Vec<pb::PackIdentifier>,
     purpose: Purpose,
+    caller: &Principal,
+    access: &AccessControl,
 ) -> Vec<pb::VerificationResult> {
-    let parsed: Vec<Result<Item, pb::FieldViolation>> =
-        identifiers.into_iter().map(parse_item).collect();
+    let scoped = !caller.scope.is_unrestricted();
+    let parsed: Vec<Result<Item, pb::FieldViolation>> = identifiers
+        .into_iter()
+        .enumerate()
+        .map(|(position, identifier)| {
+            let item = parse_item(identifier)?;
+            if scoped && !caller.scope.covers_gtin(item.gtin.as_str()) {
+                return Err(caller.item_violation(
+                    &format!("items[{position}].gtin"),
+                    item.gtin.as_str(),
+                ));
+            }
+            Ok(item)
+        })
+        .collect();
     let good: Vec<&Item> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
     let verdicts = verify_parsed(index, &good, purpose, convert::today());
     let mut verdicts = verdicts.into_iter();
@@ -196,11 +214,19 @@ pub(crate) fn verify_identifiers(
             Err(violation) => malformed(violation),
         })
         .collect();
-    count(&results);
+    observe(access, caller, &count(&results));
     results
 }
 
-fn count(results: &[pb::VerificationResult]) {
+/// Counts answered lookups and unknown serials against the caller's window.
+fn observe(access: &AccessControl, caller: &Principal, counts: &[u64; 4]) {
+    use crate::telemetry::VerificationResult as R;
+    let lookups = counts[R::Verified as usize] + counts[R::NotVerified as usize] + counts[R::Unknown as usize];
+    access.observe_verifications(caller, lookups, counts[R::Unknown as usize]);
+}
+
+/// Counts results by label in the metrics; answers the counts.
+fn count(results: &[pb::VerificationResult]) -> [u64; 4] {
     use crate::telemetry::VerificationResult as R;
     let mut counts = [0u64; 4];
     for result in results {
@@ -226,6 +252,7 @@ fn count(results: &[pb::VerificationResult]) {
     {
         handles.verified(label, count);
     }
+    counts
 }
 
 fn malformed(violation: pb::FieldViolation) -> pb::VerificationResult {
@@ -383,15 +410,18 @@ impl VerificationService for Api {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let caller = principal(&request)?;
         let index = self.issuer.index();
         ready(index)?;
         let parsed = parse_required_item(request.into_inner().item)?;
+        caller.check_gtin("item.gtin", parsed.gtin.as_str())?;
+        self.access.admit_verifications(&caller, 1)?;
         let verdicts = verify_parsed(index, &[&parsed], Purpose::Verify, convert::today());
         let result = verdicts
             .first()
             .map(|verdict| result_message(&parsed, verdict))
             .ok_or_else(|| Status::internal("no verdict"))?;
-        count(std::slice::from_ref(&result));
+        observe(&self.access, &caller, &count(std::slice::from_ref(&result)));
         Ok(Response::new(pb::VerifyResponse {
             result: Some(result),
         }))
@@ -401,12 +431,20 @@ impl VerificationService for Api {
         &self,
         request: Request<pb::VerifyBatchRequest>,
     ) -> Result<Response<pb::VerifyBatchResponse>, Status> {
+        let caller = principal(&request)?;
         let index = self.issuer.index();
         ready(index)?;
         let request = request.into_inner();
         check_batch_size(request.items.len())?;
+        self.access.admit_verifications(&caller, request.items.len())?;
         Ok(Response::new(pb::VerifyBatchResponse {
-            results: verify_identifiers(index, request.items, Purpose::Verify),
+            results: verify_identifiers(
+                index,
+                request.items,
+                Purpose::Verify,
+                &caller,
+                &self.access,
+            ),
         }))
     }
 
@@ -414,6 +452,8 @@ impl VerificationService for Api {
         &self,
         request: Request<Streaming<pb::VerifyStreamRequest>>,
     ) -> Result<Response<ResponseStream<pb::VerifyStreamResponse>>, Status> {
+        let caller = principal(&request)?;
+        let access = Arc::clone(&self.access);
         let mut incoming = request.into_inner();
         let index = Arc::clone(self.issuer.index());
         let (sender, receiver) = mpsc::channel(VERIFY_STREAM_IN_FLIGHT);
@@ -426,11 +466,19 @@ impl VerificationService for Api {
                         return;
                     }
                 };
-                let answer = match ready(&index).and_then(|()| check_batch_size(batch.items.len()))
+                let answer = match ready(&index)
+                    .and_then(|()| check_batch_size(batch.items.len()))
+                    .and_then(|()| access.admit_verifications(&caller, batch.items.len()))
                 {
                     Ok(()) => pb::VerifyStreamResponse {
                         batch_id: batch.batch_id,
-                        results: verify_identifiers(&index, batch.items, Purpose::Verify),
+                        results: verify_identifiers(
+                            &index,
+                            batch.items,
+                            Purpose::Verify,
+                            &caller,
+                            &access,
+                        ),
                         status: Some(pb::GroupStatus::default()),
                     },
                     Err(status) => pb::VerifyStreamResponse {
@@ -453,10 +501,12 @@ impl VerificationService for Api {
         &self,
         request: Request<pb::CheckSaleableReturnRequest>,
     ) -> Result<Response<pb::CheckSaleableReturnResponse>, Status> {
+        let caller = principal(&request)?;
         let index = self.issuer.index();
         ready(index)?;
         let mut request = request.into_inner();
         let parsed = parse_required_item(request.item.take())?;
+        caller.check_gtin("item.gtin", parsed.gtin.as_str())?;
         if parsed.lot.is_none() {
             return Err(invalid("item.lot", "required for a saleable-return check"));
         }
@@ -468,10 +518,15 @@ impl VerificationService for Api {
         }
         gln("requester_gln", &request.requester_gln).map_err(Status::invalid_argument)?;
         corr_uuid("corr_uuid", &request.corr_uuid).map_err(Status::invalid_argument)?;
+        caller.check_location("requester_gln", &request.requester_gln)?;
+        self.access.admit_verifications(&caller, 1)?;
         let verdicts = verify_parsed(index, &[&parsed], Purpose::SaleableReturn, convert::today());
         let verdict = verdicts
             .first()
             .ok_or_else(|| Status::internal("no verdict"))?;
+        let unknown = !verdict.product_known || verdict.state == verifier::PackState::Unknown;
+        self.access
+            .observe_verifications(&caller, 1, u64::from(unknown));
         if !verdict.product_known {
             return Err(Status::not_found(format!(
                 "GTIN {} is not served here",

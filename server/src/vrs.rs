@@ -4,16 +4,23 @@
 //! (`/gtin/{gtin}/lot/{lot}/ser/{serial}?exp=YYMMDD`), with `linkType`,
 //! `context`, `reqGLN` and `corrUUID` in the query; JSON answer.
 //!
-//! Status codes: 200 with the JSON body; 400 malformed request; 404 GTIN not
-//! served here; 503 while the index is rebuilt. Only 200 carries a body (as
-//! the standard has it); every other answer says why in the
+//! Status codes: 200 with the JSON body; 400 malformed request; 401 no valid
+//! token (`Authorization: Bearer <token>`); 403 the token may not verify, or
+//! `reqGLN` is not one of its locations, or the GTIN is outside its scope;
+//! 404 GTIN not served here; 429 the token's verification rate limit or an
+//! enumeration block; 503 while the index is rebuilt. Only 200 carries a body
+//! (as the standard has it); every other answer says why in the
 //! `X-Verification-Error` header.
+//!
+//! The requester is the token's principal: `reqGLN` must be one of the
+//! token's locations when its scope names any, so a router's token maps the
+//! GLNs it may ask for.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use percent_encoding::percent_decode_str;
@@ -33,6 +40,45 @@ const URI_LENGTH_MAX: usize = 2048;
 pub(crate) struct Responder {
     pub(crate) index: Arc<StatusIndex>,
     pub(crate) responder_gln: String,
+    pub(crate) access: Arc<crate::access::AccessControl>,
+}
+
+/// The principal of the request's token, allowed to verify for `requester`,
+/// or the 401/403 answer.
+fn requester(
+    responder: &Responder,
+    headers: &HeaderMap,
+    requester: &str,
+) -> Result<Arc<crate::access::Principal>, Response> {
+    use crate::access::Refusal;
+    match responder.access.admit(
+        "/serial.v1.VerificationService/Verify",
+        headers.get(axum::http::header::AUTHORIZATION),
+    ) {
+        Ok(Some(principal)) => {
+            if principal.scope.covers_location(requester) {
+                Ok(principal)
+            } else {
+                Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "reqGLN: {requester} is not a location of token {:?}",
+                        principal.name
+                    ),
+                ))
+            }
+        }
+        Ok(None) => Err(refuse(StatusCode::UNAUTHORIZED, "no token")),
+        Err(Refusal::Unauthenticated(why)) => {
+            let mut response = refuse(StatusCode::UNAUTHORIZED, why);
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"serialsvc\""),
+            );
+            Err(response)
+        }
+        Err(Refusal::Denied(why)) => Err(refuse(StatusCode::FORBIDDEN, why)),
+    }
 }
 
 /// `/01/…` and `/gtin/…` on the HTTP listener.
@@ -131,7 +177,7 @@ fn refuse(status: StatusCode, why: impl Into<String>) -> Response {
     response
 }
 
-async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
+async fn respond(State(responder): State<Responder>, headers: HeaderMap, uri: Uri) -> Response {
     let Some(path_and_query) = uri.path_and_query() else {
         return refuse(StatusCode::BAD_REQUEST, "no path");
     };
@@ -165,14 +211,18 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
             Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
         },
     };
-    match parameters.requester_gln.as_deref() {
+    let principal = match parameters.requester_gln.as_deref() {
         None => return refuse(StatusCode::BAD_REQUEST, "reqGLN: required"),
         Some(text) => {
             if let Err(why) = verification::gln("reqGLN", text) {
                 return refuse(StatusCode::BAD_REQUEST, why);
             }
+            match requester(&responder, &headers, text) {
+                Ok(principal) => principal,
+                Err(response) => return response,
+            }
         }
-    }
+    };
     if connectivity {
         // The connectivity check: the responder answers, no pack is looked up.
         return answer(&responder, corr_uuid, None);
@@ -203,6 +253,18 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
             "a dscsaSaleableReturn request needs the lot (10) and the expiry (17 or exp)",
         );
     }
+    if !principal.scope.covers_gtin(gtin.as_str()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "GTIN {gtin} is outside the scope of token {:?}",
+                principal.name
+            ),
+        );
+    }
+    if let Err(status) = responder.access.admit_verifications(&principal, 1) {
+        return refuse(StatusCode::TOO_MANY_REQUESTS, status.message());
+    }
     let item = Item {
         gtin_value: verification::gtin_value(&gtin),
         gtin,
@@ -216,7 +278,13 @@ async fn respond(State(responder): State<Responder>, uri: Uri) -> Response {
     let Some(verdict) = verdicts.first() else {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, "no verdict");
     };
-    crate::telemetry::handles().verified(verdict_result(verdict), 1);
+    let result = verdict_result(verdict);
+    crate::telemetry::handles().verified(result, 1);
+    responder.access.observe_verifications(
+        &principal,
+        1,
+        u64::from(result == crate::telemetry::VerificationResult::Unknown),
+    );
     if !verdict.product_known {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -307,13 +375,19 @@ mod tests {
         ) {
             let index = Arc::new(StatusIndex::new(1).unwrap());
             index.set_ready();
-            let responder = Responder { index, responder_gln: String::new() };
+            let (access, secret) = crate::access::tests::shared();
+            let responder = Responder { index, responder_gln: String::new(), access };
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {secret}")).unwrap(),
+            );
             let text = format!("{}?{}", path.replace(' ', "%20"), query.replace(' ', "+").replace('#', "%23"));
             let Ok(uri) = text.parse::<Uri>() else {
                 return Ok(()); // not a URI at all: the HTTP layer refuses it first
             };
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let response = runtime.block_on(respond(State(responder), uri));
+            let response = runtime.block_on(respond(State(responder), headers, uri));
             let status = response.status();
             proptest::prop_assert!(
                 [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND].contains(&status),

@@ -179,11 +179,12 @@ async fn exercise(server: &Server, round: u32) {
     assert_eq!(http_get(server.http, "/healthz").0, 200);
     assert_eq!(http_get(server.http, "/readyz").0, 200);
     let serial = &to_commission[0];
-    let (status, headers, body) = common::http_get_full(
+    let (status, headers, body) = common::http_get_with(
         server.http,
         &format!(
             "/01/{GTIN}/10/L1/21/{serial}?17=301231&linkType=verificationService&reqGLN={LOCATION}&corrUUID=ops-{round}"
         ),
+        Some(&server.admin_token()),
     );
     assert_eq!(status, 200, "{headers}\n{body}");
 }

@@ -15,7 +15,7 @@ use proto::serial::v1::reconciliation_service_client::ReconciliationServiceClien
 const GTIN: &str = "09520123456788";
 
 async fn decommission(
-    channel: &tonic::transport::Channel,
+    channel: &common::api::Channel,
     id: &str,
     reason: pb::DecommissionReason,
     serials: &[String],

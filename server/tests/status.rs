@@ -13,7 +13,7 @@ use common::api::*;
 use proto::serial::v1 as pb;
 use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
-use tonic::transport::Channel;
+use common::api::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOCATION: &str = "0614141000012";

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::api::*;
-use common::{Server, http_get_full};
+use common::Server;
 use proto::serial::v1 as pb;
 use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
-use tonic::transport::Channel;
+use common::api::Channel;
 
 const GTIN: &str = "09520123456788";
 const UNKNOWN_GTIN: &str = "04012345000009";
@@ -601,7 +601,8 @@ async fn saleable_returns_through_grpc() {
 
 /// The VRS JSON answer of an HTTP GET, or the status and error header.
 fn vrs_get(server: &Server, path: &str) -> (u16, serde_json::Value, String) {
-    let (status, headers, body) = http_get_full(server.http, path);
+    let (status, headers, body) =
+        common::http_get_with(server.http, path, Some(&server.admin_token()));
     let json = if status == 200 {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: bad JSON {body:?}: {e}"))
     } else {

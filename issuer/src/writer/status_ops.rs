@@ -40,6 +40,9 @@ pub(crate) struct StatusPart {
     pub(crate) record: bool,
     /// The SSCC a cascade started from (recorded in the events); empty when none.
     pub(crate) sscc: String,
+    /// Who at the location, for the events only (not compared, not in the
+    /// idempotency check).
+    pub(crate) actor: String,
 }
 
 /// Index entries to apply after a commit: per GTIN, (serial, entry).
@@ -108,6 +111,7 @@ impl StatusPart {
             items,
             event_time_micros,
             parameters: hasher.finish(),
+            actor: String::new(),
             record: true,
             sscc: String::new(),
         }
@@ -397,6 +401,7 @@ impl Writer {
             kind: event_kind,
             request_id: part.request_id.clone(),
             principal: part.party.clone(),
+            actor: part.actor.clone(),
             location: part.location.clone(),
             event_time_micros: part.event_time_micros.unwrap_or(0),
             reason: action_code,
@@ -466,6 +471,7 @@ impl Writer {
         gtin: &gs1::Gtin,
         lot: &gs1::Lot,
         reason: &str,
+        principal: &str,
     ) -> Result<(LotInfo, FlagChange), IssuerError> {
         let value = gtin_value(gtin);
         let key = keys::lot(value, lot.as_str().as_bytes());
@@ -505,6 +511,7 @@ impl Writer {
             &EventHeader {
                 kind: events::kind::LOT_RECALLED,
                 gtin: value,
+                principal: principal.to_owned(),
                 request_id: request_id.to_owned(),
                 lot: lot.as_str().to_owned(),
                 expiry: record.expiry.clone(),
@@ -525,6 +532,7 @@ impl Writer {
         request_id: &str,
         gtin: &gs1::Gtin,
         reason: &str,
+        principal: &str,
     ) -> Result<(Product, FlagChange), IssuerError> {
         let value = gtin_value(gtin);
         let parameters = super::params_hash(&[gtin.as_str().as_bytes(), reason.as_bytes()]);
@@ -567,6 +575,7 @@ impl Writer {
             &EventHeader {
                 kind: events::kind::PRODUCT_WITHDRAWN,
                 gtin: value,
+                principal: principal.to_owned(),
                 request_id: request_id.to_owned(),
                 reason_text: reason.to_owned(),
                 ..EventHeader::default()
@@ -597,6 +606,7 @@ impl Writer {
         serial: &gs1::Serial,
         action: PackFlagAction,
         reason: &str,
+        principal: &str,
     ) -> Result<PackFlags, IssuerError> {
         let value = gtin_value(gtin);
         let key = keys::serial(value, serial.as_str().as_bytes());
@@ -631,6 +641,7 @@ impl Writer {
                 &EventHeader {
                     kind: events::kind::PACK_FLAGGED,
                     gtin: value,
+                    principal: principal.to_owned(),
                     request_id: request_id.to_owned(),
                     flag_action: action_code,
                     reason_text: reason.to_owned(),

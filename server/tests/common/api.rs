@@ -8,16 +8,42 @@ use proto::serial::v1 as pb;
 use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 use proto::serial::v1::pool_service_client::PoolServiceClient;
 use proto::serial::v1::request_pool_response::Message;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 
 use super::Server;
 
+/// Adds `authorization: Bearer <secret>` to every call.
+#[derive(Clone, Debug)]
+pub struct Bearer(pub Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connected channel whose calls carry a token.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A channel authenticated with the server's bootstrap admin token.
 pub async fn channel(server: &Server) -> Channel {
-    tonic::transport::Endpoint::from_shared(server.endpoint())
+    channel_with_token(server, Some(&server.admin_token())).await
+}
+
+/// A channel whose calls carry `token` (none: no authorization metadata).
+pub async fn channel_with_token(server: &Server, token: Option<&str>) -> Channel {
+    let channel = tonic::transport::Endpoint::from_shared(server.endpoint())
         .expect("valid endpoint")
         .connect()
         .await
-        .expect("connect to the server")
+        .expect("connect to the server");
+    let bearer = token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ASCII token"));
+    InterceptedService::new(channel, Bearer(bearer))
 }
 
 pub async fn add_product(

@@ -16,7 +16,9 @@ pub const PRODUCT_NAME: &str = "Example 10 mg tablets";
 /// Runs serialctl against the server.
 pub fn run(server: &Server, args: &[&str]) -> Output {
     let endpoint = server.endpoint();
-    let mut all = vec!["--endpoint", endpoint.as_str()];
+    let token_file = server.data_dir.join("admin.token");
+    let token_file = token_file.to_str().unwrap();
+    let mut all = vec!["--endpoint", endpoint.as_str(), "--token-file", token_file];
     all.extend_from_slice(args);
     serialctl(&all)
 }
@@ -60,6 +62,8 @@ pub fn run_stdin(
         .envs(env.iter().copied())
         .arg("--endpoint")
         .arg(server.endpoint())
+        .arg("--token-file")
+        .arg(server.data_dir.join("admin.token"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -93,6 +93,15 @@ impl Server {
         }
     }
 
+    /// The bootstrap admin token the server wrote to its data directory.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir.join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)
     }
@@ -199,11 +208,17 @@ pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
 
 /// A minimal HTTP/1.0 GET: returns (status code, header block, body).
 pub fn http_get_full(address: SocketAddr, path: &str) -> (u16, String, String) {
+    http_get_with(address, path, None)
+}
+
+/// As [`http_get_full`], with `Authorization: Bearer <token>` when given.
+pub fn http_get_with(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("send");
+    let authorization = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n{authorization}\r\n").expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
