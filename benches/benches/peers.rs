@@ -52,6 +52,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::Channel;
 use benches::peers::{
     POSTGRES_SETTINGS, Postgres, REDIS_SETTINGS, Redis, postgres_bin_dir, redis_server,
 };
@@ -69,7 +70,6 @@ use proto::serial::v1::status_service_client::StatusServiceClient;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use benches::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOT: &str = "LOT1";

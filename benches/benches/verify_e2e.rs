@@ -46,6 +46,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
     Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, measured,
@@ -56,7 +57,6 @@ use benches::{
     register_product_and_lot,
 };
 use proto::serial::v1 as pb;
-use benches::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOT: &str = "LOT1";

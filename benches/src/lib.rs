@@ -46,16 +46,22 @@ static ADMIN_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(Non
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
 }
 
 /// A channel to serialsvc whose calls carry the admin token.
-pub type Channel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+pub type Channel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
 
 /// `channel` with the admin token of the server started last.
 pub fn authenticated(channel: tonic::transport::Channel) -> Channel {
@@ -386,12 +392,7 @@ pub fn decommission_groups(
 
 /// Registers the benchmarked product `gtin` (company prefix of 7 digits,
 /// EU FMD) and its lot `lot` expiring `expiry` (YYMMDD).
-pub async fn register_product_and_lot(
-    channel: Channel,
-    gtin: &str,
-    lot: &str,
-    expiry: &str,
-) {
+pub async fn register_product_and_lot(channel: Channel, gtin: &str, lot: &str, expiry: &str) {
     use proto::serial::v1 as pb;
     use proto::serial::v1::master_data_service_client::MasterDataServiceClient;
 

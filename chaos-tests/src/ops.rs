@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::auth::Channel;
 use proto::serial::v1 as pb;
 use proto::serial::v1::request_pool_response::Message;
-use crate::auth::Channel;
 use tonic::{Code, Status};
 
 /// The lot every commissioning uses, and its expiry (YYMMDD, years ahead).

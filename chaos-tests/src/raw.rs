@@ -2,10 +2,10 @@
 //! test can send what no well-behaved client would (garbage, truncated or
 //! oversized protobuf, invalid UTF-8).
 
+use crate::auth::Channel;
 use bytes::{Buf, BufMut};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use crate::auth::Channel;
 
 /// Sends and receives message bodies as they are.
 #[derive(Debug, Clone, Copy, Default)]

@@ -24,7 +24,8 @@ enum AuditCommand {
 /// it is broken (errors reaching the server exit 2).
 pub(crate) async fn run(connection: Connection, args: AuditArgs) -> anyhow::Result<ExitCode> {
     let AuditCommand::Verify = args.command;
-    let mut client = EventServiceClient::new(crate::rpc::connect(&connection, &connection.auth).await?);
+    let mut client =
+        EventServiceClient::new(crate::rpc::connect(&connection, &connection.auth).await?);
     let report = client
         .verify_audit_trail(pb::VerifyAuditTrailRequest {})
         .await

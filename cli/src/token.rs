@@ -55,7 +55,11 @@ struct CreateArgs {
     #[arg(long)]
     name: String,
     /// Only these GS1 company prefixes (repeat or separate with commas).
-    #[arg(long = "scope-company-prefix", value_name = "DIGITS", value_delimiter = ',')]
+    #[arg(
+        long = "scope-company-prefix",
+        value_name = "DIGITS",
+        value_delimiter = ','
+    )]
     company_prefixes: Vec<String>,
     /// Only these GTINs (repeat or separate with commas).
     #[arg(long = "scope-gtin", value_name = "GTIN", value_delimiter = ',')]
@@ -200,7 +204,9 @@ pub(crate) async fn run(connection: Connection, args: TokenArgs) -> anyhow::Resu
         TokenCommand::Revoke(revoke) => {
             let request_id = match revoke.request_id.as_deref() {
                 Some(given) => rpc::request_id_or_fresh(Some(given))?,
-                None => rpc::derived_request_id("token-revoke", &[&revoke.token_id, &revoke.reason]),
+                None => {
+                    rpc::derived_request_id("token-revoke", &[&revoke.token_id, &revoke.reason])
+                }
             };
             let answer = client
                 .revoke_token(pb::RevokeTokenRequest {
@@ -213,7 +219,10 @@ pub(crate) async fn run(connection: Connection, args: TokenArgs) -> anyhow::Resu
                 .into_inner();
             let info = answer.token_info.unwrap_or_default();
             if answer.already_revoked {
-                println!("token {} ({}) was already revoked", info.token_id, info.name);
+                println!(
+                    "token {} ({}) was already revoked",
+                    info.token_id, info.name
+                );
             } else {
                 println!("revoked token {} ({})", info.token_id, info.name);
             }

@@ -131,7 +131,13 @@ pub fn encode_body<'a>(
 pub fn decode_body(body: &[u8]) -> Result<(EventHeader, Vec<String>), DecodeError> {
     let mut d = Decoder::new("event body", body);
     let first = d.u8()?;
-    if ![EVENT_BODY_VERSION, EVENT_BODY_VERSION_2, EVENT_BODY_VERSION_1].contains(&first) {
+    if ![
+        EVENT_BODY_VERSION,
+        EVENT_BODY_VERSION_2,
+        EVENT_BODY_VERSION_1,
+    ]
+    .contains(&first)
+    {
         // A body of the first layout: kind, GTIN, then kind-specific bytes.
         if !(kind::PRODUCT_ADDED..=kind::PACK_FLAGGED).contains(&first) {
             return Err(d.error(format!("unknown event body version {first:#04x}")));

@@ -253,7 +253,8 @@ impl Writer {
                     principal,
                     reply,
                 } => {
-                    let _ = reply.send(self.recall_lot(&request_id, &gtin, &lot, &reason, &principal));
+                    let _ =
+                        reply.send(self.recall_lot(&request_id, &gtin, &lot, &reason, &principal));
                 }
                 Command::WithdrawProduct {
                     request_id,

@@ -125,10 +125,9 @@ pub(crate) fn rule(path: &str) -> Rule {
     }
     match (service.strip_prefix("serial.v1.").unwrap_or(""), method) {
         ("ServerInfoService", _) => Rule::Roles(ALL),
-        (
-            "MasterDataService",
-            "GetProduct" | "ListProducts" | "ListLots" | "GetGuessingRatios",
-        ) => Rule::Roles(ALL),
+        ("MasterDataService", "GetProduct" | "ListProducts" | "ListLots" | "GetGuessingRatios") => {
+            Rule::Roles(ALL)
+        }
         ("MasterDataService", _) => Rule::Roles(ADMIN),
         ("PoolService", _) => Rule::Roles(LINE),
         ("VerificationService", _) => Rule::Roles(VERIFY),
@@ -210,26 +209,30 @@ impl Scope {
     pub(crate) fn covers_gtin(&self, gtin14: &str) -> bool {
         (self.gtins.is_empty() || self.gtins.iter().any(|g| g == gtin14))
             && (self.company_prefixes.is_empty()
-                || self
-                    .company_prefixes
-                    .iter()
-                    .any(|p| gtin14.get(1..).is_some_and(|rest| rest.starts_with(p.as_str()))))
+                || self.company_prefixes.iter().any(|p| {
+                    gtin14
+                        .get(1..)
+                        .is_some_and(|rest| rest.starts_with(p.as_str()))
+                }))
     }
 
     /// Whether the scope covers this SSCC (18 digits): by company prefix
     /// only, since a GTIN says nothing about the SSCCs of its company.
     pub(crate) fn covers_sscc(&self, sscc: &str) -> bool {
         self.company_prefixes.is_empty()
-            || self
-                .company_prefixes
-                .iter()
-                .any(|p| sscc.get(1..).is_some_and(|rest| rest.starts_with(p.as_str())))
+            || self.company_prefixes.iter().any(|p| {
+                sscc.get(1..)
+                    .is_some_and(|rest| rest.starts_with(p.as_str()))
+            })
     }
 
     /// Whether the scope covers a company prefix asked for (SSCC pools).
     pub(crate) fn covers_company_prefix(&self, prefix: &str) -> bool {
         self.company_prefixes.is_empty()
-            || self.company_prefixes.iter().any(|p| prefix.starts_with(p.as_str()))
+            || self
+                .company_prefixes
+                .iter()
+                .any(|p| prefix.starts_with(p.as_str()))
     }
 
     /// Whether the scope covers this location; an empty location is covered
@@ -309,7 +312,10 @@ impl Principal {
         convert::violation(
             field,
             pb::ValidationRule::Unspecified,
-            &format!("GTIN {gtin14} is outside the scope of token {:?}", self.name),
+            format!(
+                "GTIN {gtin14} is outside the scope of token {:?}",
+                self.name
+            ),
         )
     }
 }
@@ -475,7 +481,9 @@ impl Table {
                 name: info.name.clone(),
                 role: Role::from_code(info.role).unwrap_or(Role::Verifier),
                 scope: Scope {
-                    company_prefixes: scope.map(|s| s.company_prefixes.clone()).unwrap_or_default(),
+                    company_prefixes: scope
+                        .map(|s| s.company_prefixes.clone())
+                        .unwrap_or_default(),
                     gtins: scope.map(|s| s.gtins.clone()).unwrap_or_default(),
                     locations: scope.map(|s| s.locations.clone()).unwrap_or_default(),
                 },
@@ -872,10 +880,7 @@ impl AccessControl {
                     "{TOKENS_MAX} tokens exist; no more can be made"
                 )));
             }
-            let taken = table
-                .principals
-                .values()
-                .any(|p| p.name == request.name);
+            let taken = table.principals.values().any(|p| p.name == request.name);
             (table.tokens.keys().next_back().map_or(1, |n| n + 1), taken)
         };
         if taken {
@@ -919,7 +924,11 @@ impl AccessControl {
     }
 
     fn stored_request(&self, key: &[u8]) -> Result<Option<RequestRecord>, Status> {
-        match self.store.get(Family::Access, key).map_err(storage_status)? {
+        match self
+            .store
+            .get(Family::Access, key)
+            .map_err(storage_status)?
+        {
             None => Ok(None),
             Some((_, payload)) => RequestRecord::decode(payload.as_slice())
                 .map(Some)
@@ -957,9 +966,9 @@ impl AccessControl {
                 already_revoked: answer.already_revoked,
             });
         }
-        let mut record = self.snapshot(number).ok_or_else(|| {
-            Status::not_found(format!("token_id: no token {}", request.token_id))
-        })?;
+        let mut record = self
+            .snapshot(number)
+            .ok_or_else(|| Status::not_found(format!("token_id: no token {}", request.token_id)))?;
         let mut info = record.info.clone().unwrap_or_default();
         let already_revoked = info.revoked;
         let now = convert::now_micros();
@@ -976,8 +985,16 @@ impl AccessControl {
                 )));
             }
         }
+        if already_revoked {
+            // Nothing changes and nothing is stored: a retry finds it
+            // revoked again (revocation is for good), the same answer.
+            return Ok(pb::RevokeTokenResponse {
+                token_info: Some(info),
+                already_revoked,
+            });
+        }
         let mut change = ChangeSet::new();
-        if !already_revoked {
+        {
             info.revoked = true;
             info.revoked_at = Some(convert::timestamp(now));
             record.info = Some(info.clone());
@@ -1013,10 +1030,8 @@ impl AccessControl {
             ),
         );
         self.store.commit(change).map_err(storage_status)?;
-        if !already_revoked {
-            self.table.write().insert(number, record);
-            tracing::info!(token_id = %info.token_id, name = %info.name, by = %caller.name, "token revoked");
-        }
+        self.table.write().insert(number, record);
+        tracing::info!(token_id = %info.token_id, name = %info.name, by = %caller.name, "token revoked");
         Ok(pb::RevokeTokenResponse {
             token_info: Some(info),
             already_revoked,
@@ -1065,14 +1080,16 @@ fn storage_status(error: storage::StorageError) -> Status {
 /// The secret of an `authorization: Bearer <secret>` header.
 fn bearer(header: Option<&http::HeaderValue>) -> Result<&str, Refusal> {
     let header = header.ok_or_else(|| {
-        Refusal::Unauthenticated("no token: send the metadata `authorization: Bearer <token>`".to_owned())
+        Refusal::Unauthenticated(
+            "no token: send the metadata `authorization: Bearer <token>`".to_owned(),
+        )
     })?;
     let text = header
         .to_str()
         .map_err(|_| Refusal::Unauthenticated("authorization: not printable ASCII".to_owned()))?;
-    let (scheme, secret) = text
-        .split_once(' ')
-        .ok_or_else(|| Refusal::Unauthenticated("authorization: expected `Bearer <token>`".to_owned()))?;
+    let (scheme, secret) = text.split_once(' ').ok_or_else(|| {
+        Refusal::Unauthenticated("authorization: expected `Bearer <token>`".to_owned())
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || secret.trim().is_empty() {
         return Err(Refusal::Unauthenticated(
             "authorization: expected `Bearer <token>`".to_owned(),
@@ -1264,7 +1281,10 @@ pub(crate) mod tests {
     fn the_bootstrap_token_is_an_unscoped_admin_in_a_private_file() {
         let (access, secret) = shared();
         let principal = access.authenticate(&secret).unwrap();
-        assert_eq!((principal.role, principal.name.as_str()), (Role::Admin, BOOTSTRAP_NAME));
+        assert_eq!(
+            (principal.role, principal.name.as_str()),
+            (Role::Admin, BOOTSTRAP_NAME)
+        );
         assert!(principal.scope.is_unrestricted());
         assert!(access.authenticate("ssk_00").is_err());
         let mut wrong = secret.clone();
@@ -1280,16 +1300,38 @@ pub(crate) mod tests {
             rule("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Rule::Open
         );
-        assert_eq!(rule("/serial.v1.PoolService/RequestPool"), Rule::Roles(LINE));
-        assert_eq!(rule("/serial.v1.MasterDataService/AddLot"), Rule::Roles(ADMIN));
-        assert_eq!(rule("/serial.v1.MasterDataService/ListLots"), Rule::Roles(ALL));
-        assert_eq!(rule("/serial.v1.StatusService/Undo"), Rule::Roles(CHANGE_STATUS));
-        assert_eq!(rule("/serial.v1.StatusService/RecallLot"), Rule::Roles(ADMIN));
-        assert_eq!(rule("/serial.v1.AccessService/CreateToken"), Rule::GlobalAdmin);
-        assert_eq!(rule("/serial.v1.VerificationService/Verify"), Rule::Roles(VERIFY));
+        assert_eq!(
+            rule("/serial.v1.PoolService/RequestPool"),
+            Rule::Roles(LINE)
+        );
+        assert_eq!(
+            rule("/serial.v1.MasterDataService/AddLot"),
+            Rule::Roles(ADMIN)
+        );
+        assert_eq!(
+            rule("/serial.v1.MasterDataService/ListLots"),
+            Rule::Roles(ALL)
+        );
+        assert_eq!(
+            rule("/serial.v1.StatusService/Undo"),
+            Rule::Roles(CHANGE_STATUS)
+        );
+        assert_eq!(
+            rule("/serial.v1.StatusService/RecallLot"),
+            Rule::Roles(ADMIN)
+        );
+        assert_eq!(
+            rule("/serial.v1.AccessService/CreateToken"),
+            Rule::GlobalAdmin
+        );
+        assert_eq!(
+            rule("/serial.v1.VerificationService/Verify"),
+            Rule::Roles(VERIFY)
+        );
         // Every method of the contract has an entry that is not the fallback.
-        let set = <prost_types::FileDescriptorSet as prost::Message>::decode(proto::FILE_DESCRIPTOR_SET)
-            .unwrap();
+        let set =
+            <prost_types::FileDescriptorSet as prost::Message>::decode(proto::FILE_DESCRIPTOR_SET)
+                .unwrap();
         for file in set.file {
             for service in file.service {
                 for method in service.method {
@@ -1341,7 +1383,14 @@ pub(crate) mod tests {
     #[test]
     fn token_ids_round_trip() {
         assert_eq!(token_number("token_id", &token_id(42)).unwrap(), 42);
-        for bad in ["", "tok-", "tok-01", "tok-x", "42", "tok-99999999999999999999"] {
+        for bad in [
+            "",
+            "tok-",
+            "tok-01",
+            "tok-x",
+            "42",
+            "tok-99999999999999999999",
+        ] {
             assert!(token_number("token_id", bad).is_err(), "{bad}");
         }
     }

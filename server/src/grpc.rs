@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use proto::serial::v1::{
     access_service_server::AccessServiceServer,
-    aggregation_service_server::AggregationServiceServer,
-    event_service_server::EventServiceServer,
-    master_data_service_server::MasterDataServiceServer,
-    pool_service_server::PoolServiceServer,
+    aggregation_service_server::AggregationServiceServer, event_service_server::EventServiceServer,
+    master_data_service_server::MasterDataServiceServer, pool_service_server::PoolServiceServer,
     reconciliation_service_server::ReconciliationServiceServer,
     server_info_service_server::ServerInfoServiceServer,
     status_service_server::StatusServiceServer,
@@ -40,8 +38,7 @@ const SERVICE_NAMES: [&str; 9] = [
     ServerInfoServiceServer::<Api>::NAME,
 ];
 
-/// The implementation behind every `serial.v1` service. Methods not written yet
-/// fall back to the generated default body, which answers `UNIMPLEMENTED`.
+/// The implementation behind every `serial.v1` service.
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
     pub(crate) issuer: Arc<issuer::Issuer>,

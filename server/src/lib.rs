@@ -4,8 +4,8 @@
 //! types here, in one place per message, where input validation happens. The
 //! `serialsvc` binary (src/main.rs) only resolves the [`config`] and calls [`run`].
 //!
-//! Every RPC of the `serial.v1` contract is registered; those whose issue has
-//! not landed yet answer `UNIMPLEMENTED` (the generated default bodies).
+//! Every RPC of the `serial.v1` contract is registered and implemented; every
+//! call but health checking and reflection needs an API token ([`access`]).
 
 mod access;
 mod aggregation;

@@ -245,6 +245,8 @@ pub async fn run(
     poller.abort();
     let _ = poller.await;
     drop(readiness);
+    // The token table holds the store too.
+    drop(access);
     stop_issuer(issuer).await;
     close_store(store).await
 }

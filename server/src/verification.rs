@@ -189,10 +189,9 @@ pub(crate) fn verify_identifiers(
         .map(|(position, identifier)| {
             let item = parse_item(identifier)?;
             if scoped && !caller.scope.covers_gtin(item.gtin.as_str()) {
-                return Err(caller.item_violation(
-                    &format!("items[{position}].gtin"),
-                    item.gtin.as_str(),
-                ));
+                return Err(
+                    caller.item_violation(&format!("items[{position}].gtin"), item.gtin.as_str())
+                );
             }
             Ok(item)
         })
@@ -221,7 +220,9 @@ pub(crate) fn verify_identifiers(
 /// Counts answered lookups and unknown serials against the caller's window.
 fn observe(access: &AccessControl, caller: &Principal, counts: &[u64; 4]) {
     use crate::telemetry::VerificationResult as R;
-    let lookups = counts[R::Verified as usize] + counts[R::NotVerified as usize] + counts[R::Unknown as usize];
+    let lookups = counts[R::Verified as usize]
+        + counts[R::NotVerified as usize]
+        + counts[R::Unknown as usize];
     access.observe_verifications(caller, lookups, counts[R::Unknown as usize]);
 }
 
@@ -436,7 +437,8 @@ impl VerificationService for Api {
         ready(index)?;
         let request = request.into_inner();
         check_batch_size(request.items.len())?;
-        self.access.admit_verifications(&caller, request.items.len())?;
+        self.access
+            .admit_verifications(&caller, request.items.len())?;
         Ok(Response::new(pb::VerifyBatchResponse {
             results: verify_identifiers(
                 index,

@@ -45,6 +45,7 @@ pub(crate) struct Responder {
 
 /// The principal of the request's token, allowed to verify for `requester`,
 /// or the 401/403 answer.
+#[allow(clippy::result_large_err)] // the refusal is answered at once, not passed along
 fn requester(
     responder: &Responder,
     headers: &HeaderMap,

@@ -11,12 +11,12 @@ mod common;
 use std::collections::HashSet;
 
 use common::Server;
+use common::api::Channel;
 use common::api::*;
 use common::cli::{run_code, stdout};
 use proto::serial::v1 as pb;
 use proto::serial::v1::aggregation_service_client::AggregationServiceClient;
 use proto::serial::v1::request_sscc_pool_response::Message;
-use common::api::Channel;
 
 const GTIN: &str = "09520123456788";
 const PREFIX: &str = "9520123";

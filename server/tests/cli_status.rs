@@ -357,11 +357,28 @@ fn undo_follows_the_eu_rules() {
         ],
     );
 
+    // The party Art. 13 compares is the token's principal: "bob" is another
+    // token; "alice" works with the admin token that decommissioned.
+    let bob = run_code(
+        &server,
+        0,
+        &["token", "create", "--role", "returns", "--name", "bob"],
+    );
+    let bob = stdout(&bob).trim().to_owned();
+    let endpoint = server.endpoint();
     let undo = |actor: &str, location: &str, extra: &[&str], path: &Path, code: i32| {
         let mut args = vec!["undo", "--location", location, "--actor", actor];
         args.extend_from_slice(extra);
         args.push(path.to_str().unwrap());
-        let output = run_code(&server, code, &args);
+        let output = if actor == "bob" {
+            let mut all = vec!["--endpoint", endpoint.as_str(), "--token", bob.as_str()];
+            all.extend_from_slice(&args);
+            let output = common::serialctl(&all);
+            assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+            output
+        } else {
+            run_code(&server, code, &args)
+        };
         let refused = refused_path(path);
         let refused = if refused.exists() {
             refused_lines(&refused).join("\n")
@@ -371,7 +388,7 @@ fn undo_follows_the_eu_rules() {
         (stdout(&output), refused)
     };
 
-    // Another actor at the same location: a different user, nothing changes.
+    // Another principal at the same location: a different user, nothing changes.
     let (summary, refused) = undo("bob", SITE, &[], &file, 1);
     assert_eq!(
         summary,

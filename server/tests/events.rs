@@ -58,8 +58,8 @@ async fn a_watcher_resuming_at_random_points_gets_every_event_once_in_order() {
     let mut seen: Vec<u64> = Vec::new();
     let mut lots_seen = 0;
     let mut reconnects = 0;
-    // Product (1) + lots.
-    let total = 1 + LOTS as u64;
+    // The bootstrap token (1), the product (1) and the lots.
+    let total = 2 + LOTS as u64;
     while seen.len() < total as usize {
         let from = seen.last().map_or(1, |last| last + 1);
         let mut stream = events
@@ -232,7 +232,8 @@ async fn audit_verify_finds_an_event_altered_offline() {
     add_lot(&channel, GTIN, "L2", "301231").await.unwrap();
     let intact = run_code(&server, 0, &["audit", "verify"]);
     let text = stdout(&intact);
-    assert!(text.contains("events: 5\n"), "{text}");
+    // The bootstrap token's event, then the five writes.
+    assert!(text.contains("events: 6\n"), "{text}");
     assert!(text.contains("chain intact"), "{text}");
     // Off the runtime's thread, so the client connections can answer the
     // server's GOAWAY while it shuts down.
@@ -382,10 +383,14 @@ async fn exports_are_valid_epcis_and_complete_json_lines() {
         .iter()
         .map(|l| l["sequence"].as_str().unwrap().to_owned())
         .collect();
-    let expected: Vec<String> = (1..=9).map(|n: u64| n.to_string()).collect();
+    let expected: Vec<String> = (1..=10).map(|n: u64| n.to_string()).collect();
     assert_eq!(sequences, expected);
-    assert_eq!(lines[0]["kind"], "EVENT_KIND_PRODUCT_ADDED");
-    assert_eq!(lines[5]["kind"], "EVENT_KIND_DECOMMISSIONED");
-    assert_eq!(lines[5]["reason"], "DECOMMISSION_REASON_DISPENSED");
-    assert_eq!(lines[5]["actor"], "wholesaler-1");
+    assert_eq!(lines[0]["kind"], "EVENT_KIND_TOKEN_CREATED");
+    assert_eq!(lines[0]["tokenId"], "tok-1");
+    assert_eq!(lines[1]["kind"], "EVENT_KIND_PRODUCT_ADDED");
+    assert_eq!(lines[1]["principal"], "admin");
+    assert_eq!(lines[6]["kind"], "EVENT_KIND_DECOMMISSIONED");
+    assert_eq!(lines[6]["reason"], "DECOMMISSION_REASON_DISPENSED");
+    assert_eq!(lines[6]["actor"], "wholesaler-1");
+    assert_eq!(lines[6]["principal"], "admin");
 }

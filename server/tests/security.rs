@@ -6,6 +6,8 @@
 //! responder, and checks each call is allowed or refused as the table in
 //! README.md ("Security") says.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::api::{self, Channel, channel, channel_with_token};
@@ -56,7 +58,10 @@ async fn create_token(
 ) -> Result<pb::CreateTokenResponse, tonic::Status> {
     AccessServiceClient::new(admin.clone())
         .create_token(pb::CreateTokenRequest {
-            request_id: format!("create-{name}"),
+            request_id: format!(
+                "create-{}",
+                name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            ),
             name: name.into(),
             role: role as i32,
             scope: Some(scope),
@@ -97,18 +102,21 @@ async fn calls_need_a_valid_token_and_the_bootstrap_token_is_private() {
             .get_server_info(request())
             .await
     };
-    let none = info(channel_with_token(&server, None).await).await.unwrap_err();
+    let none = info(channel_with_token(&server, None).await)
+        .await
+        .unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
     assert!(none.message().contains("authorization: Bearer"), "{none:?}");
     let wrong = info(channel_with_token(&server, Some("ssk_nope")).await)
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
-    info(channel(&server).await).await.expect("the admin token works");
+    info(channel(&server).await)
+        .await
+        .expect("the admin token works");
     // Health checking needs no token.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        channel_with_token(&server, None).await,
-    );
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel_with_token(&server, None).await);
     health
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
@@ -132,7 +140,10 @@ async fn tokens_are_created_listed_and_revoked_at_once() {
         .unwrap();
     assert!(first.secret.starts_with("ssk_") && !first.secret_withheld);
     let info = first.token_info.clone().unwrap();
-    assert_eq!((info.name.as_str(), info.created_by.as_str()), ("line-1", "admin"));
+    assert_eq!(
+        (info.name.as_str(), info.created_by.as_str()),
+        ("line-1", "admin")
+    );
     // A retry of the request id: same token, secret withheld.
     let retry = create_token(&admin, "line-1", pb::Role::Line, pb::TokenScope::default())
         .await
@@ -176,7 +187,10 @@ async fn tokens_are_created_listed_and_revoked_at_once() {
     )
     .await
     .unwrap_err();
-    assert!(bad_scope.message().starts_with("scope.gtins[0]"), "{bad_scope:?}");
+    assert!(
+        bad_scope.message().starts_with("scope.gtins[0]"),
+        "{bad_scope:?}"
+    );
 
     // The line token works, then is refused from the next call after revocation.
     let line = channel_with_token(&server, Some(&first.secret)).await;
@@ -299,7 +313,10 @@ async fn tokens_are_created_listed_and_revoked_at_once() {
     let text = collect_export(events).await;
     assert!(text.contains("\"EVENT_KIND_TOKEN_CREATED\""), "{text}");
     assert!(text.contains("\"EVENT_KIND_TOKEN_REVOKED\""), "{text}");
-    assert!(text.contains(&format!("\"tokenId\":\"{}\"", info.token_id)), "{text}");
+    assert!(
+        text.contains(&format!("\"tokenId\":\"{}\"", info.token_id)),
+        "{text}"
+    );
     // Revocation survives a restart.
     let (status, _) = server.terminate();
     assert!(status.success());
@@ -408,7 +425,8 @@ async fn fixture(dir: &std::path::Path) -> Fixture {
             .await
             .unwrap();
         let (active, allocated) = pool.serials.split_at(100);
-        let answer = api::commission(&admin, gtin, &format!("c-{gtin}"), "L1", active.to_vec()).await;
+        let answer =
+            api::commission(&admin, gtin, &format!("c-{gtin}"), "L1", active.to_vec()).await;
         assert_eq!(answer.counts.unwrap().applied, 100);
         stock.insert(
             gtin.to_owned(),
@@ -512,7 +530,6 @@ async fn call(
         Op::VerifyBatch => VerificationServiceClient::new(channel.clone())
             .verify_batch(pb::VerifyBatchRequest {
                 items: vec![api::item(gtin, &stock.active[0])],
-                ..Default::default()
             })
             .await
             .and_then(|answer| {
@@ -564,7 +581,11 @@ async fn call(
             .await
             .map(|_| ()),
         Op::SsccPool => {
-            let prefix = if gtin == GTIN_IN { PREFIX_IN } else { PREFIX_OUT };
+            let prefix = if gtin == GTIN_IN {
+                PREFIX_IN
+            } else {
+                PREFIX_OUT
+            };
             match AggregationServiceClient::new(channel.clone())
                 .request_sscc_pool(pb::RequestSsccPoolRequest {
                     request_id: format!("sscc-{case}"),
@@ -701,9 +722,15 @@ async fn every_role_and_operation_in_and_out_of_scope() {
     let path = |gln: &str| {
         format!("/01/{GTIN_IN}/21/{serial}?linkType=verificationService&reqGLN={gln}&corrUUID=h")
     };
-    let (status, headers, _) = common::http_get_with(fixture.server.http, &path(&location_in()), None);
+    let (status, headers, _) =
+        common::http_get_with(fixture.server.http, &path(&location_in()), None);
     assert_eq!(status, 401, "{headers}");
-    assert!(headers.to_ascii_lowercase().contains("www-authenticate: bearer"), "{headers}");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{headers}"
+    );
     let verifier = token(&admin, "router-1", pb::Role::Verifier, scoped()).await;
     let (status, headers, _) =
         common::http_get_with(fixture.server.http, &path(&location_out()), Some(&verifier));
@@ -722,12 +749,28 @@ async fn the_audit_trail_names_the_principal_and_undo_compares_it() {
     api::commission(&admin, GTIN_IN, "c", "L1", pool.serials.clone()).await;
     let one = channel_with_token(
         &server,
-        Some(&token(&admin, "pharmacy-1", pb::Role::Returns, pb::TokenScope::default()).await),
+        Some(
+            &token(
+                &admin,
+                "pharmacy-1",
+                pb::Role::Returns,
+                pb::TokenScope::default(),
+            )
+            .await,
+        ),
     )
     .await;
     let two = channel_with_token(
         &server,
-        Some(&token(&admin, "pharmacy-2", pb::Role::Returns, pb::TokenScope::default()).await),
+        Some(
+            &token(
+                &admin,
+                "pharmacy-2",
+                pb::Role::Returns,
+                pb::TokenScope::default(),
+            )
+            .await,
+        ),
     )
     .await;
     let location = location_in();
@@ -763,10 +806,7 @@ async fn the_audit_trail_names_the_principal_and_undo_compares_it() {
         }
     };
     // Another principal at the same location is another party.
-    assert_eq!(
-        undo(two, "u2").await,
-        pb::UndoOutcome::DifferentUser as i32
-    );
+    assert_eq!(undo(two, "u2").await, pb::UndoOutcome::DifferentUser as i32);
     assert_eq!(undo(one, "u1").await, pb::UndoOutcome::Reactivated as i32);
     let text = collect_export(
         EventServiceClient::new(admin)
@@ -784,8 +824,14 @@ async fn the_audit_trail_names_the_principal_and_undo_compares_it() {
         .lines()
         .find(|line| line.contains("EVENT_KIND_DECOMMISSIONED"))
         .expect("decommission event");
-    assert!(decommissioned.contains("\"principal\":\"pharmacy-1\""), "{decommissioned}");
-    assert!(decommissioned.contains("\"actor\":\"till-3\""), "{decommissioned}");
+    assert!(
+        decommissioned.contains("\"principal\":\"pharmacy-1\""),
+        "{decommissioned}"
+    );
+    assert!(
+        decommissioned.contains("\"actor\":\"till-3\""),
+        "{decommissioned}"
+    );
     let added = text
         .lines()
         .find(|line| line.contains("EVENT_KIND_PRODUCT_ADDED"))
@@ -818,22 +864,35 @@ async fn a_flood_of_unknown_serials_trips_the_metric_and_the_block() {
     );
     let admin = channel(&server).await;
     api::add_product(&admin, GTIN_IN, "eu-fmd", None, Some(false)).await;
-    let prober_secret = token(&admin, "prober", pb::Role::Verifier, pb::TokenScope::default()).await;
+    let prober_secret = token(
+        &admin,
+        "prober",
+        pb::Role::Verifier,
+        pb::TokenScope::default(),
+    )
+    .await;
     let prober = channel_with_token(&server, Some(&prober_secret)).await;
     let honest = channel_with_token(
         &server,
-        Some(&token(&admin, "honest", pb::Role::Verifier, pb::TokenScope::default()).await),
+        Some(
+            &token(
+                &admin,
+                "honest",
+                pb::Role::Verifier,
+                pb::TokenScope::default(),
+            )
+            .await,
+        ),
     )
     .await;
     let guesses = |n: usize, tag: &str| -> Vec<pb::PackIdentifier> {
-        (0..n).map(|i| api::item(GTIN_IN, &format!("GUESS{tag}{i}"))).collect()
+        (0..n)
+            .map(|i| api::item(GTIN_IN, &format!("GUESS{tag}{i}")))
+            .collect()
     };
     let batch = |channel: Channel, items: Vec<pb::PackIdentifier>| async move {
         VerificationServiceClient::new(channel)
-            .verify_batch(pb::VerifyBatchRequest {
-                items,
-                ..Default::default()
-            })
+            .verify_batch(pb::VerifyBatchRequest { items })
             .await
     };
     // 99 unknown lookups: below the judged minimum.
@@ -853,7 +912,9 @@ async fn a_flood_of_unknown_serials_trips_the_metric_and_the_block() {
     let (status, headers, _) = common::http_get_with(server.http, &path, Some(&prober_secret));
     assert_eq!(status, 429, "{headers}");
     // Another principal is not affected.
-    batch(honest, guesses(10, "d")).await.expect("another token still verifies");
+    batch(honest, guesses(10, "d"))
+        .await
+        .expect("another token still verifies");
     assert!(
         metric(
             &server,
@@ -868,33 +929,53 @@ async fn the_verification_rate_limit_is_per_principal() {
     let server = Server::start_with(dir.path(), &["--verify-rate-per-principal", "100"]);
     let admin = channel(&server).await;
     api::add_product(&admin, GTIN_IN, "eu-fmd", None, Some(false)).await;
-    let items: Vec<pb::PackIdentifier> = (0..100).map(|i| api::item(GTIN_IN, &format!("S{i}"))).collect();
+    let items: Vec<pb::PackIdentifier> = (0..100)
+        .map(|i| api::item(GTIN_IN, &format!("S{i}")))
+        .collect();
     let first = channel_with_token(
         &server,
-        Some(&token(&admin, "router-a", pb::Role::Verifier, pb::TokenScope::default()).await),
+        Some(
+            &token(
+                &admin,
+                "router-a",
+                pb::Role::Verifier,
+                pb::TokenScope::default(),
+            )
+            .await,
+        ),
     )
     .await;
     let second = channel_with_token(
         &server,
-        Some(&token(&admin, "router-b", pb::Role::Verifier, pb::TokenScope::default()).await),
+        Some(
+            &token(
+                &admin,
+                "router-b",
+                pb::Role::Verifier,
+                pb::TokenScope::default(),
+            )
+            .await,
+        ),
     )
     .await;
     let batch = |channel: Channel| {
         let items = items.clone();
         async move {
             VerificationServiceClient::new(channel)
-                .verify_batch(pb::VerifyBatchRequest {
-                    items,
-                    ..Default::default()
-                })
+                .verify_batch(pb::VerifyBatchRequest { items })
                 .await
         }
     };
     batch(first.clone()).await.expect("one second's worth");
     let limited = batch(first.clone()).await.unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
-    assert!(limited.message().contains("verify_rate_per_principal"), "{limited:?}");
-    batch(second).await.expect("another token has its own allowance");
+    assert!(
+        limited.message().contains("verify_rate_per_principal"),
+        "{limited:?}"
+    );
+    batch(second)
+        .await
+        .expect("another token has its own allowance");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     batch(first).await.expect("the allowance refills");
 }
@@ -936,8 +1017,14 @@ fn serialctl_manages_tokens_and_uses_the_local_admin_token() {
     assert!(cli::stderr(&created).contains("router-1"));
     let listed = local(&["token", "list"]);
     let text = cli::stdout(&listed);
-    assert!(text.contains("router-1") && text.contains("verifier"), "{text}");
-    assert!(text.contains(&format!("location={}", location_in())), "{text}");
+    assert!(
+        text.contains("router-1") && text.contains("verifier"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("location={}", location_in())),
+        "{text}"
+    );
     assert!(!text.contains(&secret), "a listing never shows secrets");
     // The verifier token may verify, not register products.
     let run_with = |token: &str, args: &[&str]| {
@@ -946,17 +1033,41 @@ fn serialctl_manages_tokens_and_uses_the_local_admin_token() {
         common::serialctl(&all)
     };
     let verified = run_with(&secret, &["verify", &format!("(01){GTIN_IN}(21)X")]);
-    assert_eq!(verified.status.code(), Some(1), "{}", cli::stderr(&verified));
+    assert_eq!(
+        verified.status.code(),
+        Some(1),
+        "{}",
+        cli::stderr(&verified)
+    );
     let denied = run_with(
         &secret,
-        &["product", "add", "--gtin", GTIN_IN, "--name", "N", "--company-prefix-length", "7", "--profile", "eu-fmd"],
+        &[
+            "product",
+            "add",
+            "--gtin",
+            GTIN_IN,
+            "--name",
+            "N",
+            "--company-prefix-length",
+            "7",
+            "--profile",
+            "eu-fmd",
+        ],
     );
     assert!(!denied.status.success());
-    assert!(cli::stderr(&denied).contains("PERMISSION_DENIED"), "{}", cli::stderr(&denied));
+    assert!(
+        cli::stderr(&denied).contains("PERMISSION_DENIED"),
+        "{}",
+        cli::stderr(&denied)
+    );
     let revoked = local(&["token", "revoke", "tok-2", "--reason", "router retired"]);
     assert!(revoked.status.success(), "{}", cli::stderr(&revoked));
     assert!(cli::stdout(&revoked).contains("revoked token tok-2"));
     let refused = run_with(&secret, &["verify", &format!("(01){GTIN_IN}(21)X")]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(cli::stderr(&refused).contains("UNAUTHENTICATED"), "{}", cli::stderr(&refused));
+    assert!(
+        cli::stderr(&refused).contains("UNAUTHENTICATED"),
+        "{}",
+        cli::stderr(&refused)
+    );
 }

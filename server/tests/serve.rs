@@ -26,12 +26,8 @@ const SERVICES: [&str; 9] = [
     "serial.v1.ServerInfoService",
 ];
 
-async fn channel(server: &Server) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(server.endpoint())
-        .expect("valid endpoint")
-        .connect()
-        .await
-        .expect("connect to the server")
+async fn channel(server: &Server) -> common::api::Channel {
+    common::api::channel(server).await
 }
 
 #[tokio::test]
@@ -148,19 +144,6 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
         stderr.contains("open storage in") && stderr.contains("LOCK"),
         "{stderr}"
     );
-}
-
-#[tokio::test]
-async fn rpcs_not_yet_implemented_answer_unimplemented() {
-    use proto::serial::v1::access_service_client::AccessServiceClient;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let mut access = AccessServiceClient::new(channel(&server).await);
-    let status = access
-        .list_tokens(proto::serial::v1::ListTokensRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 }
 
 #[tokio::test]

@@ -9,11 +9,11 @@
 mod common;
 
 use common::Server;
+use common::api::Channel;
 use common::api::*;
 use proto::serial::v1 as pb;
 use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
-use common::api::Channel;
 
 const GTIN: &str = "09520123456788";
 const LOCATION: &str = "0614141000012";
@@ -193,6 +193,9 @@ async fn undo_follows_the_party_and_location_rules() {
     let server = Server::start(dir.path());
     let channel = channel(&server).await;
     let s = setup(&channel, 10).await;
+    // The party Art. 13 compares is the token's principal.
+    let one = common::api::principal_channel(&server, "pharmacy-1", pb::Role::Returns).await;
+    let two = common::api::principal_channel(&server, "pharmacy-2", pb::Role::Returns).await;
     let groups = vec![
         decommission_request(
             "d-1",
@@ -213,19 +216,20 @@ async fn undo_follows_the_party_and_location_rules() {
             "pharmacy-1",
             vec![item(GTIN, &s[0])],
         ),
-        decommission_request(
-            "d-4",
-            pb::DecommissionReason::Dispensed,
-            "pharmacy-2",
-            vec![item(GTIN, &s[0]), item(GTIN, &s[9])],
-        ),
         // A group refused as a whole is answered in-band; the stream goes on.
         pb::DecommissionRequest {
             reason: 0,
             ..decommission_request("d-5", pb::DecommissionReason::Dispensed, "x", vec![])
         },
     ];
-    let answers = decommission_stream(&channel, groups).await;
+    let mut answers = decommission_stream(&one, groups).await;
+    let by_two = vec![decommission_request(
+        "d-4",
+        pb::DecommissionReason::Dispensed,
+        "till-2",
+        vec![item(GTIN, &s[0]), item(GTIN, &s[9])],
+    )];
+    answers.insert(3, decommission_stream(&two, by_two).await.remove(0));
     assert_eq!(answers[0].counts.unwrap().applied, 3);
     assert_eq!(
         answers[2].results[0].outcome(),
@@ -247,14 +251,7 @@ async fn undo_follows_the_party_and_location_rules() {
     assert_eq!(refused.code, tonic::Code::InvalidArgument as i32);
     assert!(refused.message.contains("reason"), "{refused:?}");
 
-    let other_user = undo(
-        &channel,
-        "u-1",
-        "pharmacy-2",
-        LOCATION,
-        vec![item(GTIN, &s[0])],
-    )
-    .await;
+    let other_user = undo(&two, "u-1", "pharmacy-2", LOCATION, vec![item(GTIN, &s[0])]).await;
     assert_eq!(
         other_user.results[0].outcome(),
         pb::UndoOutcome::DifferentUser
@@ -264,7 +261,7 @@ async fn undo_follows_the_party_and_location_rules() {
         pb::EuAlertCode::UndoByDifferentUser
     );
     let other_place = undo(
-        &channel,
+        &one,
         "u-2",
         "pharmacy-1",
         "0614141000029",
@@ -276,7 +273,7 @@ async fn undo_follows_the_party_and_location_rules() {
         pb::UndoOutcome::DifferentLocation
     );
     let undone = undo(
-        &channel,
+        &one,
         "u-3",
         "pharmacy-1",
         LOCATION,

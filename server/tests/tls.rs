@@ -94,11 +94,15 @@ async fn info(
         .connect()
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    ServerInfoServiceClient::new(channel)
-        .get_server_info(pb::GetServerInfoRequest {})
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|e| format!("call: {e:?}"))
+    let bearer = format!("Bearer {}", server.admin_token()).parse().unwrap();
+    ServerInfoServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        common::api::Bearer(Some(bearer)),
+    ))
+    .get_server_info(pb::GetServerInfoRequest {})
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|e| format!("call: {e:?}"))
 }
 
 /// GET over TLS with rustls: Ok(status line) or the handshake's error.

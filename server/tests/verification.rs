@@ -11,12 +11,12 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::api::*;
 use common::Server;
+use common::api::Channel;
+use common::api::*;
 use proto::serial::v1 as pb;
 use proto::serial::v1::status_service_client::StatusServiceClient;
 use proto::serial::v1::verification_service_client::VerificationServiceClient;
-use common::api::Channel;
 
 const GTIN: &str = "09520123456788";
 const UNKNOWN_GTIN: &str = "04012345000009";

@@ -19,9 +19,14 @@ use super::Server;
 pub struct Bearer(pub Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -42,7 +47,8 @@ pub async fn channel_with_token(server: &Server, token: Option<&str>) -> Channel
         .connect()
         .await
         .expect("connect to the server");
-    let bearer = token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ASCII token"));
+    let bearer =
+        token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).expect("ASCII token"));
     InterceptedService::new(channel, Bearer(bearer))
 }
 
@@ -245,4 +251,27 @@ pub async fn decommission_group(
             .unwrap()
             .into_inner();
     answers.message().await.unwrap().expect("one answer")
+}
+
+/// Creates an unscoped token named `name` with `role` (by the admin) and
+/// answers its secret.
+pub async fn create_token(server: &Server, name: &str, role: pb::Role) -> String {
+    proto::serial::v1::access_service_client::AccessServiceClient::new(channel(server).await)
+        .create_token(pb::CreateTokenRequest {
+            request_id: format!("token-{name}"),
+            name: name.into(),
+            role: role as i32,
+            scope: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create token {name}: {e}"))
+        .into_inner()
+        .secret
+}
+
+/// A channel authenticated as a new unscoped principal `name` with `role`.
+pub async fn principal_channel(server: &Server, name: &str, role: pb::Role) -> Channel {
+    let secret = create_token(server, name, role).await;
+    channel_with_token(server, Some(&secret)).await
 }

@@ -212,13 +212,22 @@ pub fn http_get_full(address: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 /// As [`http_get_full`], with `Authorization: Bearer <token>` when given.
-pub fn http_get_with(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
+pub fn http_get_with(
+    address: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let authorization = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n{authorization}\r\n").expect("send");
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\n{authorization}\r\n"
+    )
+    .expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
