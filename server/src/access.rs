@@ -243,7 +243,7 @@ impl Scope {
 }
 
 /// The caller of a request: its token, as the authentication layer found it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Principal {
     number: u64,
     /// Token id.
@@ -256,6 +256,8 @@ pub(crate) struct Principal {
     pub(crate) scope: Scope,
     /// Expiry, µs since the epoch (0 = never).
     expires_micros: u64,
+    /// Its verification counters (one lock per principal, none shared).
+    guard: Mutex<Guard>,
 }
 
 impl Principal {
@@ -458,6 +460,22 @@ struct Guard {
     blocked_until: Option<Instant>,
 }
 
+impl Guard {
+    fn new() -> Guard {
+        let now = Instant::now();
+        Guard {
+            // Clamped to one second's worth at the first refill.
+            allowance: f64::INFINITY,
+            refilled: now,
+            window_started: now,
+            lookups: 0,
+            unknown: 0,
+            reported: false,
+            blocked_until: None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Table {
     tokens: BTreeMap<u64, TokenRecord>,
@@ -488,6 +506,7 @@ impl Table {
                     locations: scope.map(|s| s.locations.clone()).unwrap_or_default(),
                 },
                 expires_micros: info.expires_at.as_ref().map_or(0, convert::micros_of),
+                guard: Mutex::new(Guard::new()),
             };
             self.principals.insert(number, Arc::new(principal));
             self.by_digest
@@ -504,7 +523,7 @@ impl Table {
     }
 }
 
-/// The token table, its writer and the verification guards.
+/// The token table, its writer and the verification limits.
 #[derive(Debug)]
 pub(crate) struct AccessControl {
     store: Arc<Store>,
@@ -512,7 +531,6 @@ pub(crate) struct AccessControl {
     /// The access family's single writer.
     writer: Mutex<()>,
     limits: VerifyLimits,
-    guards: Mutex<HashMap<u64, Guard>>,
 }
 
 /// Why a call was not let in.
@@ -548,7 +566,6 @@ impl AccessControl {
             table: RwLock::new(Table::default()),
             writer: Mutex::new(()),
             limits,
-            guards: Mutex::new(HashMap::new()),
         };
         let mut loaded = Vec::new();
         let mut failure = None;
@@ -730,16 +747,7 @@ impl AccessControl {
             return Ok(());
         }
         let now = Instant::now();
-        let mut guards = self.guards.lock();
-        let guard = guards.entry(principal.number).or_insert_with(|| Guard {
-            allowance: f64::from(limits.rate_per_second),
-            refilled: now,
-            window_started: now,
-            lookups: 0,
-            unknown: 0,
-            reported: false,
-            blocked_until: None,
-        });
+        let mut guard = principal.guard.lock();
         if let Some(until) = guard.blocked_until {
             if until > now {
                 crate::telemetry::handles().verify_refused(&principal.name, "blocked");
@@ -779,16 +787,7 @@ impl AccessControl {
         }
         let limits = self.limits;
         let now = Instant::now();
-        let mut guards = self.guards.lock();
-        let guard = guards.entry(principal.number).or_insert_with(|| Guard {
-            allowance: f64::from(limits.rate_per_second),
-            refilled: now,
-            window_started: now,
-            lookups: 0,
-            unknown: 0,
-            reported: false,
-            blocked_until: None,
-        });
+        let mut guard = principal.guard.lock();
         if now.duration_since(guard.window_started) >= limits.window {
             guard.window_started = now;
             guard.lookups = 0;
