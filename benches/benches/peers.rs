@@ -58,8 +58,8 @@ use benches::peers::{
 };
 use benches::verify::{
     Counts, GROUP, Latency, Run, batch_caller, commission, connect, identifier, join_all, measured,
-    micros, offset, one_stream, open_loop, pool_client, redis_caller, redis_get_call, redis_key,
-    request_pool, thousands, verify_call,
+    micros, offset, one_stream, open_loop, packed_identifiers, pool_client, redis_caller,
+    redis_get_call, redis_key, request_pool, thousands, verify_call,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -85,6 +85,8 @@ const SERIAL_LENGTH: usize = 12;
 
 const STREAM: &str = "serialsvc VerifyStream";
 const BATCH: &str = "serialsvc VerifyBatch";
+const STREAM_PACKED: &str = "serialsvc VerifyStream packed";
+const BATCH_PACKED: &str = "serialsvc VerifyBatch packed";
 const MGET: &str = "Redis MGET";
 const VERIFY_SINGLE: &str = "serialsvc Verify";
 const GET: &str = "Redis GET";
@@ -284,6 +286,9 @@ struct Workload {
     size: usize,
     stream: Arc<Vec<Arc<pb::VerifyStreamRequest>>>,
     batch: Arc<Vec<Arc<pb::VerifyBatchRequest>>>,
+    /// The same batches in the packed encoding.
+    stream_packed: Arc<Vec<Arc<pb::VerifyStreamRequest>>>,
+    batch_packed: Arc<Vec<Arc<pb::VerifyBatchRequest>>>,
     redis: Arc<Vec<redis::Cmd>>,
 }
 
@@ -312,6 +317,7 @@ impl Workload {
                         Arc::new(pb::VerifyStreamRequest {
                             batch_id: index as u64,
                             items: items(chunk),
+                            ..Default::default()
                         })
                     })
                     .collect(),
@@ -322,6 +328,31 @@ impl Workload {
                     .map(|chunk| {
                         Arc::new(pb::VerifyBatchRequest {
                             items: items(chunk),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
+            stream_packed: Arc::new(
+                batches
+                    .iter()
+                    .enumerate()
+                    .map(|(index, chunk)| {
+                        Arc::new(pb::VerifyStreamRequest {
+                            batch_id: index as u64,
+                            packed_items: packed_identifiers(GTIN, chunk, LOT, EXPIRY),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            ),
+            batch_packed: Arc::new(
+                batches
+                    .iter()
+                    .map(|chunk| {
+                        Arc::new(pb::VerifyBatchRequest {
+                            packed_items: packed_identifiers(GTIN, chunk, LOT, EXPIRY),
+                            ..Default::default()
                         })
                     })
                     .collect(),
@@ -409,7 +440,7 @@ impl Harness {
             .collect();
         // Warm-up, not recorded.
         for work in &workloads {
-            for system in [STREAM, BATCH, MGET] {
+            for system in [STREAM, BATCH, STREAM_PACKED, BATCH_PACKED, MGET] {
                 let _ = self
                     .verify_run(
                         system,
@@ -424,9 +455,9 @@ impl Harness {
         for round in 0..self.config.rounds {
             for work in &workloads {
                 let systems = if serialsvc_first(round) {
-                    [STREAM, BATCH, MGET]
+                    [STREAM, BATCH, STREAM_PACKED, BATCH_PACKED, MGET]
                 } else {
-                    [MGET, STREAM, BATCH]
+                    [MGET, STREAM_PACKED, BATCH_PACKED, STREAM, BATCH]
                 };
                 for system in systems {
                     if let Some(run) = self
@@ -458,11 +489,16 @@ impl Harness {
         let (level, window) = (channels.len(), self.config.window);
         let mut tasks = Vec::new();
         let server = match system {
-            STREAM => {
+            STREAM | STREAM_PACKED => {
+                let stream = if system == STREAM {
+                    &work.stream
+                } else {
+                    &work.stream_packed
+                };
                 for (index, channel) in channels.iter().enumerate() {
                     tasks.push(tokio::spawn(one_stream(
                         channel.clone(),
-                        Arc::clone(&work.stream),
+                        Arc::clone(stream),
                         offset(index, level, work.stream.len()),
                         window,
                         deadline,
@@ -470,12 +506,17 @@ impl Harness {
                 }
                 self.serialsvc()
             }
-            BATCH => {
+            BATCH | BATCH_PACKED => {
+                let batch = if system == BATCH {
+                    &work.batch
+                } else {
+                    &work.batch_packed
+                };
                 let callers = level * window;
                 for index in 0..callers {
                     tasks.push(tokio::spawn(batch_caller(
                         channels[index % level].clone(),
-                        Arc::clone(&work.batch),
+                        Arc::clone(batch),
                         offset(index, callers, work.batch.len()),
                         deadline,
                     )));
@@ -1209,13 +1250,18 @@ fn report(
         targets
             .push(json!({"target": name, "goal": goal, "measured": measured, "verdict": verdict}));
     };
-    let batch = round_ratio(records, "batch verification", "1024", STREAM, MGET);
+    let batch = round_ratio(records, "batch verification", "1024", STREAM_PACKED, MGET);
     target(
-        "batch verification / Redis MGET at 1,024 (VerifyStream)",
+        "batch verification / Redis MGET at 1,024 (VerifyStream, packed)",
         batch,
         "≥ 2×",
         batch.map(|r| r >= 2.0),
     );
+    if let Some(fields) = round_ratio(records, "batch verification", "1024", STREAM, MGET) {
+        println!(
+            "batch verification / Redis MGET at 1,024 (VerifyStream, field encoding): {fields:.2}"
+        );
+    }
     let pool = round_ratio(records, "pool issuance", "1000000", POOL, INSERT);
     target(
         "pool issuance / PostgreSQL at 1,000,000",
@@ -1334,6 +1380,8 @@ fn chart(report: &Value, path: &std::path::Path, quick: bool) -> Result<(), Stri
     // (system, colour, (batch size, median items/s) points)
     type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
     let series: Vec<Series> = [
+        (STREAM_PACKED, RGBColor(0, 158, 115)),
+        (BATCH_PACKED, RGBColor(240, 228, 66)),
         (STREAM, RGBColor(0, 114, 178)),
         (BATCH, RGBColor(86, 180, 233)),
         (MGET, RGBColor(213, 94, 0)),

@@ -134,6 +134,7 @@ impl Workload {
                         .iter()
                         .map(|s| identifier(GTIN, s, LOT, EXPIRY))
                         .collect(),
+                    ..Default::default()
                 })
             })
             .collect();
@@ -145,6 +146,7 @@ impl Workload {
                         .iter()
                         .map(|s| identifier(GTIN, s, LOT, EXPIRY))
                         .collect(),
+                    ..Default::default()
                 })
             })
             .collect();

@@ -264,6 +264,46 @@ pub fn all_verified(results: &[pb::VerificationResult], expected: usize) -> Resu
     }
 }
 
+/// The packed encoding (`packed_items`) of `serials` of one GTIN, lot and
+/// expiry.
+pub fn packed_identifiers(gtin: &str, serials: &[String], lot: &str, expiry: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(serials.len() * 40);
+    for serial in serials {
+        proto::packed::encode_item(&mut bytes, gtin, serial, Some(lot), Some(expiry));
+    }
+    bytes
+}
+
+/// Items in a packed batch.
+pub fn packed_count(bytes: &[u8]) -> usize {
+    proto::packed::decode_items(bytes, usize::MAX - 1).map_or(0, |items| items.len())
+}
+
+/// Checks one answered packed batch: `expected` results, each verified, no
+/// malformed item.
+pub fn packed_verified(
+    results: &[u8],
+    errors: &[pb::PackedItemError],
+    expected: usize,
+) -> Result<(), String> {
+    if let Some(error) = errors.first() {
+        return Err(format!("item refused: {error:?}"));
+    }
+    let Some(results) = proto::packed::decode_results(results) else {
+        return Err(format!("{} bytes of packed results", results.len()));
+    };
+    if results.len() != expected {
+        return Err(format!("{} results for {expected} items", results.len()));
+    }
+    match results
+        .iter()
+        .position(|r| !r.has(proto::packed::flag::VERIFIED))
+    {
+        None => Ok(()),
+        Some(index) => Err(format!("item {index} not verified: {:?}", results[index])),
+    }
+}
+
 /// Items answered correctly, and failures (wrong answers, refused batches,
 /// RPC errors), of one load run.
 #[derive(Debug, Default, Clone, Copy)]
@@ -430,11 +470,15 @@ pub async fn one_stream(
                     ))
                 } else if code != 0 {
                     Err(format!("batch refused: {:?}", answer.status))
+                } else if sent.packed_items.is_empty() {
+                    all_verified(&answer.results, sent.items.len()).map(|()| sent.items.len())
                 } else {
-                    all_verified(&answer.results, sent.items.len())
+                    let expected = packed_count(&sent.packed_items);
+                    packed_verified(&answer.packed_results, &answer.packed_errors, expected)
+                        .map(|()| expected)
                 };
                 match checked {
-                    Ok(()) => counts.items += answer.results.len() as u64,
+                    Ok(items) => counts.items += items as u64,
                     Err(error) => {
                         report_failure(&format!("VerifyStream: {error}"));
                         counts.failures += 1;
@@ -480,8 +524,14 @@ pub async fn batch_caller(
             )
             .await;
         match answer.map_err(|status| status.to_string()).and_then(|r| {
-            let results = r.into_inner().results;
-            all_verified(&results, sent.items.len()).map(|()| results.len())
+            let answer = r.into_inner();
+            if sent.packed_items.is_empty() {
+                all_verified(&answer.results, sent.items.len()).map(|()| sent.items.len())
+            } else {
+                let expected = packed_count(&sent.packed_items);
+                packed_verified(&answer.packed_results, &answer.packed_errors, expected)
+                    .map(|()| expected)
+            }
         }) {
             Ok(n) => counts.items += n as u64,
             Err(error) => {

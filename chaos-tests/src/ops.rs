@@ -195,6 +195,7 @@ async fn execute_inner(channel: &Channel, op: &Op, deadline: Duration) -> Result
                 .verify_batch(request(
                     pb::VerifyBatchRequest {
                         items: serials.iter().map(|s| item(gtin, s)).collect(),
+                        ..Default::default()
                     },
                     deadline,
                 ))

@@ -107,6 +107,7 @@ fn hostile_cases(gtin: &str) -> Vec<Case> {
             items: (0..items)
                 .map(|i| chaos_tests::ops::item(gtin, &format!("S{i}")))
                 .collect(),
+            ..Default::default()
         }
         .encode_to_vec()
     };

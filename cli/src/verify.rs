@@ -366,7 +366,10 @@ async fn verify_batch(
         return Ok(Vec::new());
     }
     let count = items.len();
-    let request = VerifyBatchRequest { items };
+    let request = VerifyBatchRequest {
+        items,
+        ..Default::default()
+    };
     let mut failures = 0;
     loop {
         let mut client = client.clone();

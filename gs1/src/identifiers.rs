@@ -49,6 +49,26 @@ impl Gtin {
         }
     }
 
+    /// Checks a GTIN-14 (exactly 14 digits, check digit included) without
+    /// building a `Gtin`, for bulk paths that only need its value. Error
+    /// positions are offsets into `digits`.
+    pub fn check_value(digits: &str) -> Result<u64, Gs1Error> {
+        let checked = if digits.len() == 14 {
+            Self::check(digits)
+        } else {
+            validate_digits(digits).and(Err(Gs1Error::at(
+                Rule::WrongLength {
+                    expected: "14 digits",
+                    found: digits.len(),
+                },
+                0,
+            )))
+        };
+        checked.map_err(|error| error.with_ai(Ai::Gtin))?;
+        // 14 checked digits always fit.
+        Ok(digits.parse().unwrap_or(0))
+    }
+
     fn check(digits: &str) -> Result<(), Gs1Error> {
         validate_digits(digits)?;
         if ![8, 12, 13, 14].contains(&digits.len()) {
@@ -208,6 +228,33 @@ mod tests {
             "",
             Err("AI (01) at position 0: wrong length: expected 8, 12, 13 or 14 digits, found 0"),
         );
+    }
+
+    #[test]
+    fn gtin_check_value_takes_exactly_14_digits() {
+        assert_eq!(Gtin::check_value("09520123456788"), Ok(9_520_123_456_788));
+        let error = |input: &str| Gtin::check_value(input).unwrap_err().to_string();
+        assert_eq!(
+            error("09520123456789"),
+            "AI (01) at position 13: bad check digit: expected 8, found 9"
+        );
+        assert_eq!(
+            error("6291041500213"),
+            "AI (01) at position 0: wrong length: expected 14 digits, found 13"
+        );
+        assert_eq!(
+            error("0952012345678X"),
+            "AI (01) at position 13: expected a digit, found 'X'"
+        );
+        for input in ["09520123456788", "96385074", "0952012345678X", ""] {
+            assert_eq!(
+                Gtin::check_value(input).ok(),
+                Gtin::new(input)
+                    .ok()
+                    .filter(|_| input.len() == 14)
+                    .map(|g| g.as_str().parse::<u64>().unwrap())
+            );
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use element_string::{GROUP_SEPARATOR, format_element_string, parse_element_s
 pub use epc::{fits_sgtin96, format_epc_uri, parse_epc_uri};
 pub use error::{Gs1Error, Rule};
 pub use identifiers::{CompanyPrefixLength, Gtin, Sscc, check_digit};
-pub use text::{Lot, Serial};
+pub use text::{Lot, Serial, text_from_bytes};
 
 /// The longest input any parser accepts, in bytes. A GS1 DataMatrix holds
 /// at most about 2,300 characters and a Digital Link grows by percent

@@ -18,6 +18,13 @@ pub struct Serial(String);
 pub struct Lot(String);
 
 impl Serial {
+    /// Checks 1–20 CSET 82 characters without building a `Serial`, for bulk
+    /// paths that only borrow the text. Error positions are offsets into
+    /// `text`.
+    pub fn check(text: &str) -> Result<(), Gs1Error> {
+        validate(Ai::Serial, text)
+    }
+
     /// Accepts 1–20 CSET 82 characters. Error positions are offsets into
     /// `text`.
     pub fn new(text: &str) -> Result<Self, Gs1Error> {
@@ -39,6 +46,13 @@ impl Serial {
 }
 
 impl Lot {
+    /// Checks 1–20 CSET 82 characters without building a `Lot`, for bulk
+    /// paths that only borrow the text. Error positions are offsets into
+    /// `text`.
+    pub fn check(text: &str) -> Result<(), Gs1Error> {
+        validate(Ai::Lot, text)
+    }
+
     /// Accepts 1–20 CSET 82 characters. Error positions are offsets into
     /// `text`.
     pub fn new(text: &str) -> Result<Self, Gs1Error> {
@@ -57,6 +71,13 @@ impl Lot {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The text of `bytes`, for fields read from a binary encoding: an error
+/// ([`crate::Rule::NotUtf8`]) at the first byte that is not UTF-8.
+pub fn text_from_bytes(bytes: &[u8]) -> Result<&str, Gs1Error> {
+    std::str::from_utf8(bytes)
+        .map_err(|error| Gs1Error::at(crate::Rule::NotUtf8, error.valid_up_to()))
 }
 
 string_newtype_traits!(Serial);

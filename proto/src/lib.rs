@@ -2,8 +2,10 @@
 //! prost/tonic code generated from it at build time by protox (no system
 //! `protoc` needed).
 //!
-//! Nothing else lives here: wire types are converted to domain types at the
-//! server's edge, in one place.
+//! Besides the generated code there is only [`packed`], the framing of the
+//! packed verification batches (the byte layout of two `bytes` fields),
+//! shared by the server and its clients. Wire types are converted to domain
+//! types at the server's edge, in one place.
 
 #![allow(
     missing_docs,
@@ -18,6 +20,9 @@ pub mod serial {
         tonic::include_proto!("serial.v1");
     }
 }
+
+#[warn(missing_docs, clippy::all)]
+pub mod packed;
 
 /// Encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("serial_v1_descriptor");

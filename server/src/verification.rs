@@ -21,6 +21,8 @@ use verifier::{
 use crate::convert::{self, invalid};
 use crate::grpc::Api;
 
+mod packed;
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Most items per VerifyBatch or VerifyStream batch (`max_verify_batch_items`).
@@ -213,8 +215,34 @@ pub(crate) fn verify_identifiers(
             Err(violation) => malformed(violation),
         })
         .collect();
-    observe(access, caller, &count(&results));
+    publish(access, caller, count(&results));
     results
+}
+
+/// The metric label of an answered lookup.
+fn label_of(verdict: &Verdict) -> crate::telemetry::VerificationResult {
+    use crate::telemetry::VerificationResult as R;
+    if verdict.verified {
+        R::Verified
+    } else if !verdict.product_known || verdict.state == PackState::Unknown {
+        R::Unknown
+    } else {
+        R::NotVerified
+    }
+}
+
+/// Counts results by label (indexed by `VerificationResult`) in the metrics
+/// and against the caller's enumeration window.
+fn publish(access: &AccessControl, caller: &Principal, counts: [u64; 4]) {
+    use crate::telemetry::VerificationResult as R;
+    let handles = crate::telemetry::handles();
+    for (label, count) in [R::Verified, R::NotVerified, R::Unknown, R::Malformed]
+        .into_iter()
+        .zip(counts)
+    {
+        handles.verified(label, count);
+    }
+    observe(access, caller, &counts);
 }
 
 /// Counts answered lookups and unknown serials against the caller's window.
@@ -226,7 +254,7 @@ fn observe(access: &AccessControl, caller: &Principal, counts: &[u64; 4]) {
     access.observe_verifications(caller, lookups, counts[R::Unknown as usize]);
 }
 
-/// Counts results by label in the metrics; answers the counts.
+/// Counts results by label; answers the counts.
 fn count(results: &[pb::VerificationResult]) -> [u64; 4] {
     use crate::telemetry::VerificationResult as R;
     let mut counts = [0u64; 4];
@@ -245,13 +273,6 @@ fn count(results: &[pb::VerificationResult]) -> [u64; 4] {
             (None, false) => R::NotVerified,
         };
         counts[label as usize] += 1;
-    }
-    let handles = crate::telemetry::handles();
-    for (label, count) in [R::Verified, R::NotVerified, R::Unknown, R::Malformed]
-        .into_iter()
-        .zip(counts)
-    {
-        handles.verified(label, count);
     }
     counts
 }
@@ -405,6 +426,45 @@ pub(crate) fn corr_uuid(field: &str, text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Answers one batch of a VerifyStream, in the encoding it came in; a batch
+/// refused as a whole gives its id and the status.
+fn stream_batch(
+    index: &StatusIndex,
+    batch: pb::VerifyStreamRequest,
+    caller: &Principal,
+    access: &AccessControl,
+) -> Result<pb::VerifyStreamResponse, (u64, Status)> {
+    let batch_id = batch.batch_id;
+    let refused = |status| (batch_id, status);
+    ready(index).map_err(refused)?;
+    packed::one_encoding(batch.items.len(), batch.packed_items.len()).map_err(refused)?;
+    if !batch.packed_items.is_empty() {
+        let items = packed::frame(&batch.packed_items).map_err(refused)?;
+        access
+            .admit_verifications(caller, items.len())
+            .map_err(refused)?;
+        let (packed_results, packed_errors) =
+            packed::answer(index, &items, Purpose::Verify, caller, access);
+        return Ok(pb::VerifyStreamResponse {
+            batch_id,
+            packed_results,
+            packed_errors,
+            status: Some(pb::GroupStatus::default()),
+            ..Default::default()
+        });
+    }
+    check_batch_size(batch.items.len()).map_err(refused)?;
+    access
+        .admit_verifications(caller, batch.items.len())
+        .map_err(refused)?;
+    Ok(pb::VerifyStreamResponse {
+        batch_id,
+        results: verify_identifiers(index, batch.items, Purpose::Verify, caller, access),
+        status: Some(pb::GroupStatus::default()),
+        ..Default::default()
+    })
+}
+
 #[tonic::async_trait]
 impl VerificationService for Api {
     async fn verify(
@@ -422,7 +482,7 @@ impl VerificationService for Api {
             .first()
             .map(|verdict| result_message(&parsed, verdict))
             .ok_or_else(|| Status::internal("no verdict"))?;
-        observe(&self.access, &caller, &count(std::slice::from_ref(&result)));
+        publish(&self.access, &caller, count(std::slice::from_ref(&result)));
         Ok(Response::new(pb::VerifyResponse {
             result: Some(result),
         }))
@@ -436,6 +496,18 @@ impl VerificationService for Api {
         let index = self.issuer.index();
         ready(index)?;
         let request = request.into_inner();
+        packed::one_encoding(request.items.len(), request.packed_items.len())?;
+        if !request.packed_items.is_empty() {
+            let items = packed::frame(&request.packed_items)?;
+            self.access.admit_verifications(&caller, items.len())?;
+            let (packed_results, packed_errors) =
+                packed::answer(index, &items, Purpose::Verify, &caller, &self.access);
+            return Ok(Response::new(pb::VerifyBatchResponse {
+                results: Vec::new(),
+                packed_results,
+                packed_errors,
+            }));
+        }
         check_batch_size(request.items.len())?;
         self.access
             .admit_verifications(&caller, request.items.len())?;
@@ -447,6 +519,7 @@ impl VerificationService for Api {
                 &caller,
                 &self.access,
             ),
+            ..Default::default()
         }))
     }
 
@@ -468,25 +541,12 @@ impl VerificationService for Api {
                         return;
                     }
                 };
-                let answer = match ready(&index)
-                    .and_then(|()| check_batch_size(batch.items.len()))
-                    .and_then(|()| access.admit_verifications(&caller, batch.items.len()))
-                {
-                    Ok(()) => pb::VerifyStreamResponse {
-                        batch_id: batch.batch_id,
-                        results: verify_identifiers(
-                            &index,
-                            batch.items,
-                            Purpose::Verify,
-                            &caller,
-                            &access,
-                        ),
-                        status: Some(pb::GroupStatus::default()),
-                    },
-                    Err(status) => pb::VerifyStreamResponse {
-                        batch_id: batch.batch_id,
-                        results: Vec::new(),
+                let answer = match stream_batch(&index, batch, &caller, &access) {
+                    Ok(answer) => answer,
+                    Err((batch_id, status)) => pb::VerifyStreamResponse {
+                        batch_id,
                         status: Some(group_status(&status)),
+                        ..Default::default()
                     },
                 };
                 if sender.send(Ok(answer)).await.is_err() {

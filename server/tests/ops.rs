@@ -141,7 +141,10 @@ async fn exercise(server: &Server, round: u32) {
         )),
     });
     let results = VerificationServiceClient::new(channel.clone())
-        .verify_batch(pb::VerifyBatchRequest { items })
+        .verify_batch(pb::VerifyBatchRequest {
+            items,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -151,6 +154,7 @@ async fn exercise(server: &Server, round: u32) {
     let refused = VerificationServiceClient::new(channel.clone())
         .verify_batch(pb::VerifyBatchRequest {
             items: vec![fields("A"); 4097],
+            ..Default::default()
         })
         .await
         .unwrap_err();

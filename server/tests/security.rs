@@ -530,6 +530,7 @@ async fn call(
         Op::VerifyBatch => VerificationServiceClient::new(channel.clone())
             .verify_batch(pb::VerifyBatchRequest {
                 items: vec![api::item(gtin, &stock.active[0])],
+                ..Default::default()
             })
             .await
             .and_then(|answer| {
@@ -892,7 +893,10 @@ async fn a_flood_of_unknown_serials_trips_the_metric_and_the_block() {
     };
     let batch = |channel: Channel, items: Vec<pb::PackIdentifier>| async move {
         VerificationServiceClient::new(channel)
-            .verify_batch(pb::VerifyBatchRequest { items })
+            .verify_batch(pb::VerifyBatchRequest {
+                items,
+                ..Default::default()
+            })
             .await
     };
     // 99 unknown lookups: below the judged minimum.
@@ -962,7 +966,10 @@ async fn the_verification_rate_limit_is_per_principal() {
         let items = items.clone();
         async move {
             VerificationServiceClient::new(channel)
-                .verify_batch(pb::VerifyBatchRequest { items })
+                .verify_batch(pb::VerifyBatchRequest {
+                    items,
+                    ..Default::default()
+                })
                 .await
         }
     };

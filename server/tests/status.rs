@@ -82,6 +82,7 @@ async fn states(channel: &Channel, serials: &[String]) -> Vec<pb::PackState> {
         let results = client
             .verify_batch(pb::VerifyBatchRequest {
                 items: chunk.iter().map(|s| item(GTIN, s)).collect(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -205,7 +205,10 @@ async fn verify_batch(
     items: Vec<pb::PackIdentifier>,
 ) -> Vec<pb::VerificationResult> {
     VerificationServiceClient::new(channel.clone())
-        .verify_batch(pb::VerifyBatchRequest { items })
+        .verify_batch(pb::VerifyBatchRequest {
+            items,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -476,14 +479,17 @@ async fn the_semantics_table_through_grpc() {
         pb::VerifyStreamRequest {
             batch_id: 7,
             items: rows.iter().map(|(_, i, _)| i.clone()).collect(),
+            ..Default::default()
         },
         pb::VerifyStreamRequest {
             batch_id: 8,
             items: vec![fields(GTIN, &packs.active, None, None); 5000],
+            ..Default::default()
         },
         pb::VerifyStreamRequest {
             batch_id: 9,
             items: vec![fields(GTIN, &packs.active, None, None)],
+            ..Default::default()
         },
     ];
     let mut answers = client
@@ -512,6 +518,7 @@ async fn the_semantics_table_through_grpc() {
     let too_many = VerificationServiceClient::new(channel.clone())
         .verify_batch(pb::VerifyBatchRequest {
             items: vec![fields(GTIN, "A", None, None); 4097],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -975,4 +982,353 @@ async fn readers_racing_writers_never_see_a_torn_or_stale_after_ack_state() {
         let rounds = reader.await.unwrap();
         assert!(rounds >= 1);
     }
+}
+
+/// The 8-byte packed record a field-encoded result corresponds to.
+fn packed_of(result: &pb::VerificationResult) -> proto::packed::PackedResult {
+    use proto::packed::flag;
+    let vrs = result.vrs.unwrap();
+    let mut flags = 0;
+    for (set, bit) in [
+        (result.product_known, flag::PRODUCT_KNOWN),
+        (result.expired, flag::EXPIRED),
+        (result.recalled, flag::RECALLED),
+        (result.withdrawn, flag::WITHDRAWN),
+        (result.suspect, flag::SUSPECT),
+        (result.illegitimate, flag::ILLEGITIMATE),
+        (vrs.verified, flag::VERIFIED),
+    ] {
+        if set {
+            flags |= bit;
+        }
+    }
+    let byte = |value: i32| u8::try_from(value).unwrap();
+    proto::packed::PackedResult {
+        state: byte(result.state),
+        decommission_reason: byte(result.decommission_reason),
+        lot_match: byte(result.lot_match),
+        expiry_match: byte(result.expiry_match),
+        flags,
+        failure_reason: byte(vrs.verification_failure_reason),
+        additional_info: byte(vrs.additional_info),
+        alert: byte(result.alert),
+    }
+}
+
+/// Appends a field-encoded item in the packed encoding.
+fn pack(out: &mut Vec<u8>, item: &pb::PackIdentifier) {
+    let Some(pb::pack_identifier::Identifier::Fields(f)) = &item.identifier else {
+        panic!("only field items pack");
+    };
+    proto::packed::encode_item(
+        out,
+        &f.gtin,
+        &f.serial,
+        f.lot.as_deref(),
+        f.expiry.as_deref(),
+    );
+}
+
+/// Appends an item with raw field bytes (to break rules the encoder checks).
+fn pack_raw(out: &mut Vec<u8>, gtin: &[u8], serial: &[u8], lot: &[u8], expiry: &[u8]) {
+    out.extend_from_slice(gtin);
+    out.push(u8::try_from(serial.len()).unwrap());
+    out.extend_from_slice(serial);
+    out.push(u8::try_from(lot.len()).unwrap());
+    out.extend_from_slice(lot);
+    out.extend_from_slice(expiry);
+}
+
+#[tokio::test]
+async fn the_packed_encoding_answers_as_the_field_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--responder-gln", RESPONDER_GLN]);
+    let channel = channel(&server).await;
+    let packs = setup(&channel).await;
+    let rows: Vec<_> = table(&packs)
+        .into_iter()
+        .filter(|(_, item, _)| {
+            matches!(
+                item.identifier,
+                Some(pb::pack_identifier::Identifier::Fields(_))
+            )
+        })
+        .collect();
+    assert!(rows.len() >= 15, "the table has {} field rows", rows.len());
+    let items: Vec<pb::PackIdentifier> = rows.iter().map(|(_, item, _)| item.clone()).collect();
+    let by_fields = verify_batch(&channel, items.clone()).await;
+
+    // Every row, with malformed items between them: each malformed item is
+    // answered on its own, naming the field and the rule.
+    let mut bytes = Vec::new();
+    let mut expected: Vec<Option<proto::packed::PackedResult>> = Vec::new();
+    // (gtin, serial, lot, expiry) as raw bytes, then the field and rule.
+    type Bad<'a> = (
+        &'a [u8],
+        &'a [u8],
+        &'a [u8],
+        &'a [u8],
+        &'a str,
+        pb::ValidationRule,
+    );
+    let malformed: Vec<Bad<'_>> = vec![
+        (
+            b"09520123456789",
+            b"A",
+            b"",
+            b"000000",
+            "gtin",
+            pb::ValidationRule::CheckDigit,
+        ),
+        (
+            b"0952012345678X",
+            b"A",
+            b"",
+            b"000000",
+            "gtin",
+            pb::ValidationRule::Charset,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"A#",
+            b"",
+            b"000000",
+            "serial",
+            pb::ValidationRule::Charset,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"",
+            b"",
+            b"000000",
+            "serial",
+            pb::ValidationRule::Required,
+        ),
+        (
+            GTIN.as_bytes(),
+            &[b'A'; 21],
+            b"",
+            b"000000",
+            "serial",
+            pb::ValidationRule::Length,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"A\xff",
+            b"",
+            b"000000",
+            "serial",
+            pb::ValidationRule::Charset,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"A",
+            &[b'L'; 21],
+            b"000000",
+            "lot",
+            pb::ValidationRule::Length,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"A",
+            b"",
+            b"301399",
+            "expiry",
+            pb::ValidationRule::Date,
+        ),
+        (
+            GTIN.as_bytes(),
+            b"A",
+            b"",
+            b"30123X",
+            "expiry",
+            pb::ValidationRule::Charset,
+        ),
+    ];
+    for (position, (item, result)) in items.iter().zip(&by_fields).enumerate() {
+        pack(&mut bytes, item);
+        expected.push(Some(packed_of(result)));
+        if let Some((gtin, serial, lot, expiry, _, _)) = malformed.get(position) {
+            pack_raw(&mut bytes, gtin, serial, lot, expiry);
+            expected.push(None);
+        }
+    }
+    let answer = VerificationServiceClient::new(channel.clone())
+        .verify_batch(pb::VerifyBatchRequest {
+            packed_items: bytes.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.results.is_empty());
+    let results = proto::packed::decode_results(&answer.packed_results).unwrap();
+    assert_eq!(results.len(), expected.len());
+    let mut errors = answer.packed_errors.iter();
+    let mut bad = malformed.iter();
+    for (position, (result, expect)) in results.iter().zip(&expected).enumerate() {
+        match expect {
+            Some(expect) => assert_eq!(result, expect, "item {position}"),
+            None => {
+                assert_eq!(*result, proto::packed::PackedResult::MALFORMED);
+                let error = errors.next().expect("an error per malformed item");
+                let (_, _, _, _, field, rule) = bad.next().unwrap();
+                let violation = error.violation.as_ref().unwrap();
+                assert_eq!(error.index as usize, position);
+                assert_eq!(
+                    (violation.field.as_str(), violation.rule()),
+                    (*field, *rule),
+                    "{violation:?}"
+                );
+            }
+        }
+    }
+    assert!(errors.next().is_none() && bad.next().is_none());
+    // The table's verdicts really differ: the comparison is not vacuous.
+    let verified = results
+        .iter()
+        .filter(|r| r.has(proto::packed::flag::VERIFIED))
+        .count();
+    assert!(
+        verified >= 3 && verified < rows.len(),
+        "{verified} verified"
+    );
+
+    let mut client = VerificationServiceClient::new(channel.clone());
+    // A batch that ends inside an item is refused naming where.
+    let cut = client
+        .verify_batch(pb::VerifyBatchRequest {
+            packed_items: bytes[..bytes.len() - 3].to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::InvalidArgument);
+    assert!(cut.message().starts_with("packed_items: "), "{cut:?}");
+    assert!(cut.message().contains("ends inside item"), "{cut:?}");
+    // Both encodings at once are refused.
+    let both = client
+        .verify_batch(pb::VerifyBatchRequest {
+            items: items[..1].to_vec(),
+            packed_items: bytes.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), tonic::Code::InvalidArgument);
+    assert!(both.message().contains("not both"), "{both:?}");
+    // At most max_verify_batch_items items.
+    let mut many = Vec::new();
+    for _ in 0..4097 {
+        pack(&mut many, &items[0]);
+    }
+    let too_many = client
+        .verify_batch(pb::VerifyBatchRequest {
+            packed_items: many.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+    assert!(too_many.message().contains("at most 4096"), "{too_many:?}");
+
+    // VerifyStream: packed and field batches on one stream, each answered in
+    // its own encoding; a truncated packed batch is refused in-band.
+    let batches = vec![
+        pb::VerifyStreamRequest {
+            batch_id: 1,
+            packed_items: bytes.clone(),
+            ..Default::default()
+        },
+        pb::VerifyStreamRequest {
+            batch_id: 2,
+            items: items.clone(),
+            ..Default::default()
+        },
+        pb::VerifyStreamRequest {
+            batch_id: 3,
+            packed_items: bytes[..10].to_vec(),
+            ..Default::default()
+        },
+        pb::VerifyStreamRequest {
+            batch_id: 4,
+            packed_items: many[..many.len() / 4097 * 4096].to_vec(),
+            ..Default::default()
+        },
+    ];
+    let mut answers = client
+        .verify_stream(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    assert_eq!(
+        (first.batch_id, first.status.as_ref().unwrap().code),
+        (1, 0)
+    );
+    assert_eq!(first.packed_results, answer.packed_results);
+    assert_eq!(first.packed_errors, answer.packed_errors);
+    let second = answers.message().await.unwrap().unwrap();
+    assert_eq!(second.batch_id, 2);
+    assert_eq!(second.results, by_fields);
+    assert!(second.packed_results.is_empty());
+    let third = answers.message().await.unwrap().unwrap();
+    assert_eq!(third.batch_id, 3);
+    assert_eq!(
+        third.status.as_ref().unwrap().code,
+        tonic::Code::InvalidArgument as i32
+    );
+    let fourth = answers.message().await.unwrap().unwrap();
+    assert_eq!(fourth.batch_id, 4);
+    let fourth = proto::packed::decode_results(&fourth.packed_results).unwrap();
+    assert_eq!(fourth.len(), 4096);
+    assert!(fourth.iter().all(|r| *r == expected[0].unwrap()));
+    assert!(answers.message().await.unwrap().is_none());
+
+    // A token scoped to another GTIN gets each item refused on its own.
+    let scoped = {
+        let secret =
+            proto::serial::v1::access_service_client::AccessServiceClient::new(channel.clone())
+                .create_token(pb::CreateTokenRequest {
+                    request_id: "token-scoped".into(),
+                    name: "scoped".into(),
+                    role: pb::Role::Verifier as i32,
+                    scope: Some(pb::TokenScope {
+                        gtins: vec![WITHDRAWN_GTIN.into()],
+                        ..Default::default()
+                    }),
+                    expires_at: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .secret;
+        channel_with_token(&server, Some(&secret)).await
+    };
+    let mut two = Vec::new();
+    pack(&mut two, &items[0]);
+    pack(
+        &mut two,
+        &fields(WITHDRAWN_GTIN, &packs.withdrawn, None, None),
+    );
+    let answer = VerificationServiceClient::new(scoped)
+        .verify_batch(pb::VerifyBatchRequest {
+            packed_items: two,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let results = proto::packed::decode_results(&answer.packed_results).unwrap();
+    assert_eq!(results[0], proto::packed::PackedResult::MALFORMED);
+    assert!(results[1].has(proto::packed::flag::PRODUCT_KNOWN));
+    assert_eq!(answer.packed_errors.len(), 1);
+    let violation = answer.packed_errors[0].violation.as_ref().unwrap();
+    assert_eq!(
+        (answer.packed_errors[0].index, violation.field.as_str()),
+        (0, "gtin")
+    );
+    assert!(
+        violation.description.contains("outside the scope"),
+        "{violation:?}"
+    );
 }
