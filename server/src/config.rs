@@ -85,6 +85,9 @@ pub struct Config {
     /// Seconds a principal caught enumerating is refused verification
     /// (0 = only reported; 0..=86,400).
     pub enumeration_block_seconds: u64,
+    /// Seconds without a commit after which the memtables are flushed to
+    /// table files, giving their memory back (0 = never; 0..=86,400).
+    pub idle_flush_seconds: u64,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             enumeration_min_lookups: 1000,
             enumeration_unknown_percent: 50,
             enumeration_block_seconds: 0,
+            idle_flush_seconds: 10,
         }
     }
 }
@@ -226,6 +230,7 @@ impl Config {
             0,
             100_000_000,
         )?;
+        check_range("idle_flush_seconds", self.idle_flush_seconds, 0, 86_400)?;
         check_range(
             "enumeration_window_seconds",
             self.enumeration_window_seconds,
@@ -331,6 +336,7 @@ impl Config {
             metrics_listen: self.metrics_listen,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            idle_flush: Duration::from_secs(self.idle_flush_seconds),
             issuer: issuer::IssuerConfig {
                 shards: usize::from(self.shards),
                 queue_depth: self.queue_depth,
@@ -428,6 +434,9 @@ pub struct Overrides {
     /// Seconds a token caught enumerating is refused verification, 0 = only reported, 0..=86400 [default: 0].
     #[arg(long, env = "SERIALSVC_ENUMERATION_BLOCK_SECONDS")]
     pub enumeration_block_seconds: Option<u64>,
+    /// Seconds without a commit before the memtables are flushed, 0 = never, 0..=86400 [default: 10].
+    #[arg(long, env = "SERIALSVC_IDLE_FLUSH_SECONDS")]
+    pub idle_flush_seconds: Option<u64>,
 }
 
 impl Overrides {
@@ -481,6 +490,7 @@ impl Overrides {
             &mut config.enumeration_window_seconds,
             &self.enumeration_window_seconds,
         );
+        set(&mut config.idle_flush_seconds, &self.idle_flush_seconds);
         set(
             &mut config.enumeration_min_lookups,
             &self.enumeration_min_lookups,

@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How long a gRPC handler may take to answer (then CANCELLED).
     pub request_timeout: Duration,
+    /// Quiet time after which the memtables are flushed (zero = never).
+    pub idle_flush: Duration,
     /// Limits and shards of the write side.
     pub issuer: issuer::IssuerConfig,
     /// This responder's GLN, sent as `responderGLN` in VRS answers (13 digits
@@ -51,6 +53,38 @@ pub struct BoundAddresses {
     pub http: SocketAddr,
     /// Metrics listener.
     pub metrics: SocketAddr,
+}
+
+/// Flushes the memtables once the store has been quiet for `idle` (checked
+/// every second), so an idle server holds no write buffers; never when
+/// `idle` is zero.
+async fn flush_when_idle(
+    store: Arc<Store>,
+    idle: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if idle.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let store = Arc::clone(&store);
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || store.flush_if_idle(idle)).await {
+            Ok(Ok(true)) => tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "idle: memtables flushed"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "idle flush failed"),
+            Err(error) => tracing::warn!(%error, "idle flush task failed"),
+        }
+    }
 }
 
 /// Opens storage, binds the listeners, serves until `shutdown` completes, lets
@@ -191,6 +225,11 @@ pub async fn run(
         Arc::clone(&issuer),
         stop.clone(),
     ));
+    let flusher = tokio::spawn(flush_when_idle(
+        Arc::clone(&store),
+        config.idle_flush,
+        stop.clone(),
+    ));
 
     let servers = async {
         tokio::try_join!(
@@ -244,6 +283,8 @@ pub async fn run(
     watcher.abort();
     poller.abort();
     let _ = poller.await;
+    flusher.abort();
+    let _ = flusher.await;
     drop(readiness);
     // The token table holds the store too.
     drop(access);

@@ -187,3 +187,60 @@ async fn server_info_publishes_limits_and_profiles() {
     );
     assert!((info.guessing_ratio_limit - 0.0001).abs() < 1e-12);
 }
+
+/// The `serialsvc_rocksdb_memtable_bytes` gauge as exposed.
+fn memtable_bytes(server: &Server) -> f64 {
+    let (status, body) = http_get(server.metrics, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix("serialsvc_rocksdb_memtable_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the memtable gauge")
+}
+
+#[tokio::test]
+async fn an_idle_server_flushes_its_memtables_and_keeps_every_serial() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    // The first flushes after 1 s without a commit; the second, the
+    // control, never does.
+    let idle = Server::start_with(dirs[0].path(), &["--idle-flush-seconds", "1"]);
+    let never = Server::start_with(dirs[1].path(), &["--idle-flush-seconds", "0"]);
+    let mut pools = Vec::new();
+    for server in [&idle, &never] {
+        let channel = channel(server).await;
+        common::api::add_product(&channel, "09520123456788", "eu-fmd", None, None).await;
+        let pool = common::api::request_pool(&channel, "idle-1", "09520123456788", 50_000)
+            .await
+            .unwrap();
+        pools.push((channel, pool));
+    }
+    let written = std::time::Instant::now();
+    // The poller publishes every 5 s.
+    let deadline = written + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let bytes = memtable_bytes(&idle);
+        seen.push(bytes);
+        if bytes < 1_048_576.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "memtables not flushed within 30 s: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // The control still holds the pool in its memtables after a poll.
+    let published = written + std::time::Duration::from_secs(6);
+    tokio::time::sleep(published.saturating_duration_since(std::time::Instant::now())).await;
+    let control = memtable_bytes(&never);
+    assert!(control > 1_048_576.0, "control memtables {control} bytes");
+    // Flushed data reads back: the same request id replays the same pool.
+    for (channel, pool) in &pools {
+        let replay = common::api::request_pool(channel, "idle-1", "09520123456788", 50_000)
+            .await
+            .unwrap();
+        assert_eq!(replay.serials.len(), 50_000);
+        assert_eq!(&replay.serials, &pool.serials);
+    }
+}

@@ -20,6 +20,7 @@ pub mod merge;
 pub mod options;
 pub mod stats;
 mod store;
+mod trim;
 pub mod value;
 
 pub use error::StorageError;

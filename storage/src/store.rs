@@ -1,6 +1,7 @@
 //! The store: opening with the format check, committing change sets, reading.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -171,6 +172,14 @@ pub struct Store {
     /// [`COMMIT_SECONDS`] and [`COMMIT_OPERATIONS`], created once.
     commit_seconds: metrics::Histogram,
     commit_operations: metrics::Histogram,
+    /// When the store was opened: the origin of `last_commit_micros`.
+    opened: std::time::Instant,
+    /// Microseconds from `opened` to the end of the last durable commit
+    /// (0: none yet), a monotonic clock.
+    last_commit_micros: AtomicU64,
+    /// `last_commit_micros` as it was when the memtables were last flushed
+    /// by [`Store::flush_if_idle`].
+    flushed_commit_micros: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -216,6 +225,9 @@ impl Store {
             fail_stop: Mutex::new(None),
             commit_seconds: metrics::histogram!(COMMIT_SECONDS),
             commit_operations: metrics::histogram!(COMMIT_OPERATIONS),
+            opened: std::time::Instant::now(),
+            last_commit_micros: AtomicU64::new(0),
+            flushed_commit_micros: AtomicU64::new(0),
         };
         store.check_format_version()?;
         let (last, hash) = store.last_event()?;
@@ -470,6 +482,8 @@ impl Store {
             next_sequence: sequence,
             hash,
         };
+        self.last_commit_micros
+            .store(self.monotonic_micros().max(1), Ordering::Release);
         Ok(CommitReceipt {
             first_sequence,
             last_sequence: sequence - 1,
@@ -599,6 +613,36 @@ impl Store {
         (&self.db, &self.options)
     }
 
+    fn monotonic_micros(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Flushes every memtable to table files when nothing was committed for
+    /// `idle` and the memtables hold commits not flushed yet, then gives the
+    /// freed memory back to the operating system; answers whether it
+    /// flushed. Durability does not depend on it (every commit is in the
+    /// synced WAL): a quiet store gives back its write buffers' memory and a
+    /// restart replays no WAL.
+    pub fn flush_if_idle(&self, idle: std::time::Duration) -> Result<bool, StorageError> {
+        let last = self.last_commit_micros.load(Ordering::Acquire);
+        if last == 0 || last == self.flushed_commit_micros.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let quiet = self.monotonic_micros().saturating_sub(last);
+        if u128::from(quiet) < idle.as_micros() {
+            return Ok(false);
+        }
+        let families: Vec<_> = Family::ALL.iter().map(|f| self.cf(*f)).collect();
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        // A commit during the flush leaves `last_commit_micros` newer, so the
+        // next call flushes again.
+        self.flushed_commit_micros.store(last, Ordering::Release);
+        // The memtables' arenas are freed now; give their pages back.
+        crate::trim::release_free_memory();
+        Ok(true)
+    }
+
     /// Flushes memtables so the next open replays no WAL, then closes.
     pub fn close(self) -> Result<(), StorageError> {
         let families: Vec<_> = Family::ALL.iter().map(|f| self.cf(*f)).collect();
@@ -681,6 +725,35 @@ mod tests {
                 (2, b"e2".to_vec()),
                 (3, b"e3".to_vec())
             ]
+        );
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn an_idle_store_flushes_its_memtables_once() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Nothing committed yet: nothing to flush.
+        assert!(!store.flush_if_idle(Duration::ZERO).unwrap());
+        store.commit(change(b"S1", b"e1")).unwrap();
+        let memtables = || crate::stats::figures(&store).unwrap().memtable_bytes;
+        let before = memtables();
+        // Not idle long enough.
+        assert!(!store.flush_if_idle(Duration::from_secs(3600)).unwrap());
+        assert!(store.flush_if_idle(Duration::ZERO).unwrap());
+        assert!(
+            memtables() < before,
+            "memtables {before} → {} bytes",
+            memtables()
+        );
+        // Flushed already: no second flush until the next commit.
+        assert!(!store.flush_if_idle(Duration::ZERO).unwrap());
+        store.commit(change(b"S2", b"e2")).unwrap();
+        assert!(store.flush_if_idle(Duration::ZERO).unwrap());
+        assert_eq!(
+            store.get(Family::Serials, b"S2").unwrap(),
+            Some((1, b"state".to_vec()))
         );
         store.close().unwrap();
     }
