@@ -16,9 +16,10 @@
 //! and its peer one after the other, the one going first alternating from
 //! round to round:
 //!
-//! 1. batch verification: `VerifyStream` and `VerifyBatch` against Redis
-//!    `MGET` on the same keys, batches of 1, 64 and 1,024 items, the same
-//!    connections and requests in flight;
+//! 1. batch verification: `VerifyStream` and `VerifyBatch`, in the field
+//!    and in the packed encoding, against Redis `MGET` on the same keys,
+//!    batches of 1, 64 and 1,024 items, the same connections and requests in
+//!    flight (the target is judged on `VerifyStream` packed);
 //! 2. single verifications, open loop at `PEERS_RATE` (10,000) per second:
 //!    latency of `Verify` against Redis `GET`;
 //! 3. pool issuance of 10,000 / 100,000 / 1,000,000 serials, durable,
@@ -31,7 +32,8 @@
 //! 5. concurrent issuance from 8 lines: 8 pool requests at once, on 8
 //!    connections, against 8 PostgreSQL connections issuing at once;
 //! 6. resident bytes per serial: serialsvc's resident memory over its empty
-//!    baseline against Redis `used_memory` for the same records.
+//!    baseline, just after loading and at rest (after its idle flush),
+//!    against Redis `used_memory` for the same records.
 //!
 //! Every scenario records items per second and items per CPU-second of the
 //! server under test (`/proc/PID/stat`; for PostgreSQL the postmaster and
@@ -46,6 +48,8 @@
 //! `PEERS_POOL_SIZES` (`10000,100000,1000000`), `PEERS_LINES` (8),
 //! `PEERS_LINE_SERIALS` (serials per line, 125,000), `PEERS_CONNECTIONS`
 //! (4), `PEERS_WINDOW` (8 in flight per connection), `PEERS_RATE` (10,000),
+//! `PEERS_REST_SECONDS` (20: the wait, after loading the verification set,
+//! for the server's idle flush before memory is measured at rest),
 //! `PEERS_OUT`, `PEERS_LOG` (the server's `RUST_LOG`).
 
 use std::path::PathBuf;
