@@ -43,9 +43,6 @@ pub fn db_options(cache: &Cache) -> Options {
     options.set_write_buffer_size(WRITE_BUFFER_BYTES);
     options.set_max_write_buffer_number(4);
     options.set_db_write_buffer_size(WRITE_BUFFERS_TOTAL_BYTES);
-    // A whole-key bloom filter in the memtable makes "is this serial new?" cheap.
-    options.set_memtable_whole_key_filtering(true);
-    options.set_memtable_prefix_bloom_ratio(0.05);
     options.set_max_background_jobs(2);
     options.set_bytes_per_sync(1 << 20);
     options.enable_statistics();

@@ -736,7 +736,12 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         // Nothing committed yet: nothing to flush.
         assert!(!store.flush_if_idle(Duration::ZERO).unwrap());
-        store.commit(change(b"S1", b"e1")).unwrap();
+        // Enough to outgrow a memtable's first arena block.
+        let mut big = change(b"S1", b"e1");
+        for i in 0..2_000u32 {
+            big.put(Family::Serials, i.to_be_bytes().to_vec(), vec![7; 200]);
+        }
+        store.commit(big).unwrap();
         let memtables = || crate::stats::figures(&store).unwrap().memtable_bytes;
         let before = memtables();
         // Not idle long enough.
