@@ -75,7 +75,8 @@ pub fn authenticated(channel: tonic::transport::Channel) -> Channel {
 /// returns the child and the gRPC endpoint (`http://127.0.0.1:PORT`). The
 /// server's log goes to this process's standard error, prefixed
 /// `[serialsvc]`; `log_env` names the variable that overrides its `RUST_LOG`
-/// (default: warnings, plus the serve lines, which `start` needs). The
+/// (default: warnings; the serve lines, which `start` needs, are always
+/// added). The
 /// caller kills and waits for the child at the end of the run.
 #[allow(clippy::zombie_processes)]
 pub fn start(dir: &Path, log_env: &str) -> (Child, String) {
@@ -93,7 +94,11 @@ pub fn start(dir: &Path, log_env: &str) -> (Child, String) {
         .arg(dir)
         .env(
             "RUST_LOG",
-            std::env::var(log_env).unwrap_or("warn,serialsvc::serve=info".into()),
+            // The serve lines are always kept: `start` reads the address from them.
+            match std::env::var(log_env) {
+                Ok(filter) => format!("{filter},serialsvc::serve=info"),
+                Err(_) => "warn,serialsvc::serve=info".into(),
+            },
         )
         .stderr(Stdio::piped())
         .spawn()
