@@ -274,9 +274,9 @@ pub fn packed_identifiers(gtin: &str, serials: &[String], lot: &str, expiry: &st
     bytes
 }
 
-/// Items in a packed batch.
+/// Items in a packed batch (framed without collecting them).
 pub fn packed_count(bytes: &[u8]) -> usize {
-    proto::packed::decode_items(bytes, usize::MAX - 1).map_or(0, |items| items.len())
+    proto::packed::items(bytes).count()
 }
 
 /// Checks one answered packed batch: `expected` results, each verified, no

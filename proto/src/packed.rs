@@ -15,18 +15,12 @@ pub const EXPIRY_BYTES: usize = 6;
 /// The expiry bytes that say "expiry not given".
 pub const NO_EXPIRY: &[u8; EXPIRY_BYTES] = b"000000";
 
-/// Longest serial or lot (characters of CSET 82, one byte each).
-pub const TEXT_MAX: usize = 20;
-
 /// Bytes of one packed result.
 pub const RESULT_BYTES: usize = 8;
 
 /// Fewest bytes an item takes: GTIN, serial length, one serial byte, lot
 /// length, expiry.
 pub const ITEM_BYTES_MIN: usize = GTIN_BYTES + 1 + 1 + 1 + EXPIRY_BYTES;
-
-/// Most bytes an item takes.
-pub const ITEM_BYTES_MAX: usize = GTIN_BYTES + 1 + TEXT_MAX + 1 + TEXT_MAX + EXPIRY_BYTES;
 
 /// One item as framed: the raw bytes of each field, not yet validated.
 /// A serial or lot length outside its rule is kept as sent, for the server
@@ -97,19 +91,52 @@ fn push_text(out: &mut Vec<u8>, text: &[u8]) {
 /// Cuts a batch into items, in order. Stops at `limit` items plus one, so a
 /// caller can tell "too many" without framing a huge batch.
 pub fn decode_items(bytes: &[u8], limit: usize) -> Result<Vec<PackedItem<'_>>, Truncated> {
-    let mut items = Vec::with_capacity((bytes.len() / 32).min(limit + 1));
-    let mut rest = bytes;
-    while !rest.is_empty() && items.len() <= limit {
-        let offset = bytes.len() - rest.len();
-        let truncated = Truncated {
-            offset,
-            items: items.len(),
-        };
-        let (item, tail) = decode_item(rest).ok_or(truncated)?;
-        items.push(item);
-        rest = tail;
+    let mut decoded = Vec::with_capacity((bytes.len() / ITEM_BYTES_MIN).min(limit + 1));
+    for item in items(bytes).take(limit.saturating_add(1)) {
+        decoded.push(item?);
     }
-    Ok(items)
+    Ok(decoded)
+}
+
+/// The items of a batch, one by one, without collecting them; after a
+/// [`Truncated`] it yields nothing more.
+pub fn items(bytes: &[u8]) -> Items<'_> {
+    Items {
+        bytes,
+        offset: 0,
+        count: 0,
+    }
+}
+
+/// The iterator of [`items`].
+#[derive(Debug, Clone)]
+pub struct Items<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    count: usize,
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = Result<PackedItem<'a>, Truncated>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.offset..).filter(|r| !r.is_empty())?;
+        match decode_item(rest) {
+            Some((item, tail)) => {
+                self.offset = self.bytes.len() - tail.len();
+                self.count += 1;
+                Some(Ok(item))
+            }
+            None => {
+                let truncated = Truncated {
+                    offset: self.offset,
+                    items: self.count,
+                };
+                self.offset = self.bytes.len();
+                Some(Err(truncated))
+            }
+        }
+    }
 }
 
 fn decode_item(bytes: &[u8]) -> Option<(PackedItem<'_>, &[u8])> {
@@ -384,6 +411,19 @@ mod tests {
                     prop_assert_eq!(covered, bytes.len());
                 }
                 Err(truncated) => prop_assert!(truncated.offset < bytes.len()),
+            }
+        }
+
+        /// The iterator yields what `decode_items` collects, then stops.
+        #[test]
+        fn the_iterator_agrees(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let iterated: Vec<_> = items(&bytes).collect();
+            match decode_items(&bytes, usize::MAX - 1) {
+                Ok(decoded) => prop_assert_eq!(iterated, decoded.into_iter().map(Ok).collect::<Vec<_>>()),
+                Err(truncated) => {
+                    prop_assert_eq!(iterated.last(), Some(&Err(truncated)));
+                    prop_assert_eq!(iterated.len(), truncated.items + 1);
+                }
             }
         }
 

@@ -439,12 +439,8 @@ fn stream_batch(
     ready(index).map_err(refused)?;
     packed::one_encoding(batch.items.len(), batch.packed_items.len()).map_err(refused)?;
     if !batch.packed_items.is_empty() {
-        let items = packed::frame(&batch.packed_items).map_err(refused)?;
-        access
-            .admit_verifications(caller, items.len())
-            .map_err(refused)?;
         let (packed_results, packed_errors) =
-            packed::answer(index, &items, Purpose::Verify, caller, access);
+            packed::verify(index, &batch.packed_items, caller, access).map_err(refused)?;
         return Ok(pb::VerifyStreamResponse {
             batch_id,
             packed_results,
@@ -498,10 +494,8 @@ impl VerificationService for Api {
         let request = request.into_inner();
         packed::one_encoding(request.items.len(), request.packed_items.len())?;
         if !request.packed_items.is_empty() {
-            let items = packed::frame(&request.packed_items)?;
-            self.access.admit_verifications(&caller, items.len())?;
             let (packed_results, packed_errors) =
-                packed::answer(index, &items, Purpose::Verify, &caller, &self.access);
+                packed::verify(index, &request.packed_items, &caller, &self.access)?;
             return Ok(Response::new(pb::VerifyBatchResponse {
                 results: Vec::new(),
                 packed_results,

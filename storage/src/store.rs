@@ -632,9 +632,7 @@ impl Store {
         if u128::from(quiet) < idle.as_micros() {
             return Ok(false);
         }
-        let families: Vec<_> = Family::ALL.iter().map(|f| self.cf(*f)).collect();
-        self.db
-            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        self.flush_all()?;
         // A commit during the flush leaves `last_commit_micros` newer, so the
         // next call flushes again.
         self.flushed_commit_micros.store(last, Ordering::Release);
@@ -643,11 +641,17 @@ impl Store {
         Ok(true)
     }
 
-    /// Flushes memtables so the next open replays no WAL, then closes.
-    pub fn close(self) -> Result<(), StorageError> {
+    /// Flushes the memtables of every family and waits for it.
+    fn flush_all(&self) -> Result<(), StorageError> {
         let families: Vec<_> = Family::ALL.iter().map(|f| self.cf(*f)).collect();
         self.db
             .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+
+    /// Flushes memtables so the next open replays no WAL, then closes.
+    pub fn close(self) -> Result<(), StorageError> {
+        self.flush_all()?;
         self.db.cancel_all_background_work(true);
         tracing::info!(path = %self.path.display(), "storage closed");
         Ok(())

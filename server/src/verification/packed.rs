@@ -16,13 +16,20 @@ use crate::convert::{self, invalid};
 /// the malformed items.
 pub(crate) type Answer = (Vec<u8>, Vec<pb::PackedItemError>);
 
-/// Frames a packed batch into items (fields not yet validated); refuses a
-/// batch that ends inside an item or holds too many items.
-pub(crate) fn frame(bytes: &[u8]) -> Result<Vec<PackedItem<'_>>, Status> {
+/// Answers a packed batch: frames it (refusing a batch that ends inside an
+/// item or holds too many items), admits its items against the caller's
+/// limits, then validates and verifies them.
+pub(crate) fn verify(
+    index: &StatusIndex,
+    bytes: &[u8],
+    caller: &Principal,
+    access: &AccessControl,
+) -> Result<Answer, Status> {
     let items = packed::decode_items(bytes, VERIFY_BATCH_ITEMS_MAX)
         .map_err(|truncated| invalid("packed_items", truncated))?;
     check_batch_size(items.len())?;
-    Ok(items)
+    access.admit_verifications(caller, items.len())?;
+    Ok(answer(index, &items, caller, access))
 }
 
 /// Refuses a request that gives both encodings.
@@ -129,63 +136,46 @@ pub(crate) fn result_of(verdict: &Verdict) -> PackedResult {
 
 /// Validates and verifies framed items against one view of the index;
 /// counts the answers in the metrics and the caller's enumeration window.
-pub(crate) fn answer(
+fn answer(
     index: &StatusIndex,
     items: &[PackedItem<'_>],
-    purpose: Purpose,
     caller: &Principal,
     access: &AccessControl,
 ) -> Answer {
     let mut last = None;
     let mut queries = Vec::with_capacity(items.len());
+    // The position of each query's item.
+    let mut positions = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    // Position of each query's item, when some items are malformed.
-    let mut positions = Vec::new();
     for (position, item) in items.iter().enumerate() {
         match query(item, &mut last, caller) {
             Ok(query) => {
-                if !errors.is_empty() {
-                    positions.push(position);
-                }
                 queries.push(query);
+                positions.push(position);
             }
-            Err(violation) => {
-                if errors.is_empty() {
-                    positions.extend(0..queries.len());
-                }
-                errors.push(pb::PackedItemError {
-                    index: u32::try_from(position).unwrap_or(u32::MAX),
-                    violation: Some(violation),
-                });
-            }
+            Err(violation) => errors.push(pb::PackedItemError {
+                index: u32::try_from(position).unwrap_or(u32::MAX),
+                violation: Some(violation),
+            }),
         }
     }
     let mut verdicts = Vec::with_capacity(queries.len());
     index
         .view()
-        .verify_many(&queries, convert::today(), purpose, &mut verdicts);
+        .verify_many(&queries, convert::today(), Purpose::Verify, &mut verdicts);
     let mut counts = [0u64; 4];
     counts[crate::telemetry::VerificationResult::Malformed as usize] = errors.len() as u64;
     let mut results = vec![0u8; items.len() * packed::RESULT_BYTES];
-    if errors.is_empty() {
-        for (record, verdict) in results
-            .chunks_exact_mut(packed::RESULT_BYTES)
-            .zip(&verdicts)
-        {
-            counts[super::label_of(verdict) as usize] += 1;
-            record.copy_from_slice(&result_of(verdict).to_bytes());
-        }
-    } else {
-        for error in &errors {
-            let at = error.index as usize * packed::RESULT_BYTES;
-            results[at..at + packed::RESULT_BYTES]
-                .copy_from_slice(&PackedResult::MALFORMED.to_bytes());
-        }
-        for (&position, verdict) in positions.iter().zip(&verdicts) {
-            counts[super::label_of(verdict) as usize] += 1;
-            let at = position * packed::RESULT_BYTES;
-            results[at..at + packed::RESULT_BYTES].copy_from_slice(&result_of(verdict).to_bytes());
-        }
+    let mut put = |position: usize, result: PackedResult| {
+        let at = position * packed::RESULT_BYTES;
+        results[at..at + packed::RESULT_BYTES].copy_from_slice(&result.to_bytes());
+    };
+    for error in &errors {
+        put(error.index as usize, PackedResult::MALFORMED);
+    }
+    for (&position, verdict) in positions.iter().zip(&verdicts) {
+        counts[super::label_of(verdict) as usize] += 1;
+        put(position, result_of(verdict));
     }
     super::publish(access, caller, counts);
     (results, errors)
