@@ -50,7 +50,8 @@ use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
     Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, measured,
-    micros, offset, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
+    micros, offset, on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands,
+    verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -224,7 +225,8 @@ async fn start_peer(connections: usize, keys: &[Vec<u8>]) -> Option<Peer> {
 }
 
 /// Single `Verify` calls at `rate` for `duration` on
-/// [`LATENCY_CONNECTIONS`] connections, open loop.
+/// [`LATENCY_CONNECTIONS`] connections, open loop, on a thread of the load's
+/// own (`on_own_thread`).
 async fn single_verify_latency(
     endpoint: &str,
     work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
@@ -233,15 +235,20 @@ async fn single_verify_latency(
     server_pid: u32,
     ticks: f64,
 ) -> Latency {
-    let mut clients = Vec::new();
-    for _ in 0..LATENCY_CONNECTIONS {
-        clients.push(tonic::client::Grpc::new(connect(endpoint).await));
-    }
-    open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
-        verify_call(
-            clients[index as usize % clients.len()].clone(),
-            Arc::clone(&work[index as usize % work.len()]),
-        )
+    let endpoint = endpoint.to_owned();
+    let work = Arc::clone(work);
+    on_own_thread(move || async move {
+        let mut clients = Vec::new();
+        for _ in 0..LATENCY_CONNECTIONS {
+            clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
+        }
+        open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
+            verify_call(
+                clients[index as usize % clients.len()].clone(),
+                Arc::clone(&work[index as usize % work.len()]),
+            )
+        })
+        .await
     })
     .await
 }

@@ -15,9 +15,16 @@ pub const SYNC_ACKNOWLEDGED_WRITES: bool = true;
 /// Bytes of the block cache shared by every column family.
 pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
-/// Bytes of one memtable: big enough that a 1,000,000-serial pool and its
-/// commissioning are read from memory rather than from fresh L0 files.
-pub const WRITE_BUFFER_BYTES: usize = 128 << 20;
+/// Bytes of one memtable. Small on purpose: every serial key written goes
+/// into a skip list whose search is a chain of cache misses, so its cost grows
+/// with the memtable's size. With 128 MiB (about 1.5 million entries)
+/// commissioning spent 2.7 µs per serial in the commit, with 8 MiB 0.8 µs
+/// (BENCHMARKS.md, issue 3); a full memtable is flushed by a background thread,
+/// and reads of recent keys then go to L0 files behind their bloom filters.
+pub const WRITE_BUFFER_BYTES: usize = 8 << 20;
+
+/// Memtables of one family that may wait for their flush before writes stall.
+pub const WRITE_BUFFERS_PER_FAMILY: i32 = 6;
 
 /// Cap on all memtables of all column families together.
 pub const WRITE_BUFFERS_TOTAL_BYTES: usize = 1 << 30;
@@ -41,7 +48,7 @@ pub fn db_options(cache: &Cache) -> Options {
     levels[1] = DBCompressionType::None;
     options.set_compression_per_level(&levels);
     options.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    options.set_max_write_buffer_number(4);
+    options.set_max_write_buffer_number(WRITE_BUFFERS_PER_FAMILY);
     options.set_db_write_buffer_size(WRITE_BUFFERS_TOTAL_BYTES);
     options.set_max_background_jobs(2);
     options.set_bytes_per_sync(1 << 20);
@@ -53,6 +60,31 @@ pub fn db_options(cache: &Cache) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     options.set_block_based_table_factory(&table);
     options
+}
+
+/// Bytes of the key prefix under which the memtable keeps an insertion hint
+/// in the serials family: the family tag and the GTIN ([`crate::keys::serial`]).
+pub const SERIAL_HINT_PREFIX_BYTES: usize = 9;
+
+/// `options` (from [`db_options`]) finished for `family`. The serials family
+/// gets a memtable insertion hint per GTIN: RocksDB remembers where the last
+/// key of each prefix went into the skip list and starts the next search
+/// there, walking up only as far as needed (O(log d) for a key d entries
+/// away, instead of O(log n) from the top). Pools, commissioning and
+/// decommissioning write their serial keys sorted, so consecutive keys are
+/// close. The option has no setter of its own in the Rust bindings; it is set
+/// through RocksDB's options string, which keeps everything else of `options`.
+pub fn finish_family_options(
+    options: Options,
+    family: crate::Family,
+) -> Result<Options, rocksdb::Error> {
+    if family != crate::Family::Serials {
+        return Ok(options);
+    }
+    let mut options = options;
+    options.get_options_from_string(format!(
+        "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.{SERIAL_HINT_PREFIX_BYTES}"
+    ))
 }
 
 /// Write options for every acknowledged write: synced WAL, WAL never disabled.
@@ -115,6 +147,31 @@ mod tests {
         ] {
             assert!(applied.contains(expected), "OPTIONS lacks {expected}");
         }
+        drop(store);
+    }
+
+    #[test]
+    fn the_serials_family_keeps_an_insertion_hint_per_gtin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let applied = applied_options(dir.path());
+        let expected = format!(
+            "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.{SERIAL_HINT_PREFIX_BYTES}"
+        );
+        let sections: Vec<&str> = applied.split("[CFOptions ").collect();
+        let serials = sections
+            .iter()
+            .find(|s| s.starts_with("\"serials\""))
+            .expect("a serials section");
+        assert!(serials.contains(&expected), "serials lacks {expected}");
+        let meta = sections
+            .iter()
+            .find(|s| s.starts_with("\"meta\""))
+            .expect("a meta section");
+        assert!(
+            !meta.contains(&expected),
+            "only the serials family has the hint"
+        );
         drop(store);
     }
 

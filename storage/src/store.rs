@@ -206,13 +206,15 @@ impl Store {
     ) -> Result<Self, StorageError> {
         let cache = rocksdb::Cache::new_lru_cache(options::BLOCK_CACHE_BYTES);
         let options = options::db_options(&cache);
-        let descriptors = Family::ALL.iter().map(|family| {
+        let mut descriptors = Vec::with_capacity(Family::ALL.len());
+        for family in Family::ALL {
             let mut options = options::db_options(&cache);
-            if let Some((_, operator)) = merge_operators.iter().find(|(f, _)| f == family) {
+            if let Some((_, operator)) = merge_operators.iter().find(|(f, _)| *f == family) {
                 operator.install(&mut options);
             }
-            ColumnFamilyDescriptor::new(family.name(), options)
-        });
+            let options = options::finish_family_options(options, family)?;
+            descriptors.push(ColumnFamilyDescriptor::new(family.name(), options));
+        }
         let db = DB::open_cf_descriptors(&options, path, descriptors)?;
         let mut store = Store {
             db,
