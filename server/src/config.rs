@@ -86,7 +86,8 @@ pub struct Config {
     /// (0 = only reported; 0..=86,400).
     pub enumeration_block_seconds: u64,
     /// Seconds without a commit after which the memtables are flushed to
-    /// table files, giving their memory back (0 = never; 0..=86,400).
+    /// table files and the block cache emptied, giving their memory back
+    /// (0 = never; 0..=86,400).
     pub idle_flush_seconds: u64,
 }
 

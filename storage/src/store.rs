@@ -177,6 +177,8 @@ pub struct Store {
     /// Microseconds from `opened` to the end of the last durable commit
     /// (0: none yet), a monotonic clock.
     last_commit_micros: AtomicU64,
+    /// The block cache shared by every family, emptied by the idle flush.
+    cache: Mutex<rocksdb::Cache>,
     /// `last_commit_micros` as it was when the memtables were last flushed
     /// by [`Store::flush_if_idle`].
     flushed_commit_micros: AtomicU64,
@@ -230,6 +232,7 @@ impl Store {
             opened: std::time::Instant::now(),
             last_commit_micros: AtomicU64::new(0),
             flushed_commit_micros: AtomicU64::new(0),
+            cache: Mutex::new(cache),
         };
         store.check_format_version()?;
         let (last, hash) = store.last_event()?;
@@ -620,9 +623,9 @@ impl Store {
     }
 
     /// Flushes every memtable to table files when nothing was committed for
-    /// `idle` and the memtables hold commits not flushed yet, then gives the
-    /// freed memory back to the operating system; answers whether it
-    /// flushed. Durability does not depend on it (every commit is in the
+    /// `idle` and the memtables hold commits not flushed yet, empties the
+    /// block cache, then gives the freed memory back to the operating
+    /// system; answers whether it flushed. Durability does not depend on it (every commit is in the
     /// synced WAL): a quiet store gives back its write buffers' memory and a
     /// restart replays no WAL.
     pub fn flush_if_idle(&self, idle: std::time::Duration) -> Result<bool, StorageError> {
@@ -638,7 +641,16 @@ impl Store {
         // A commit during the flush leaves `last_commit_micros` newer, so the
         // next call flushes again.
         self.flushed_commit_micros.store(last, Ordering::Release);
-        // The memtables' arenas are freed now; give their pages back.
+        // Empty the block cache too: the blocks in it were read by the write
+        // path (commissioning's pool checks, decommissioning), which has
+        // stopped; verification never reads RocksDB. Blocks in use stay.
+        {
+            let mut cache = self.cache.lock();
+            cache.set_capacity(0);
+            cache.set_capacity(options::BLOCK_CACHE_BYTES);
+        }
+        // The memtables' arenas and the cached blocks are freed now; give
+        // their pages back.
         crate::trim::release_free_memory();
         Ok(true)
     }
@@ -760,8 +772,20 @@ mod tests {
         );
         // Flushed already: no second flush until the next commit.
         assert!(!store.flush_if_idle(Duration::ZERO).unwrap());
+        // Reads from the table files fill the block cache …
+        for i in (0..2_000u32).step_by(7) {
+            let serials = store.cf(Family::Serials);
+            let read = store.db.get_pinned_cf(serials, i.to_be_bytes()).unwrap();
+            assert!(read.is_some(), "key {i} was committed");
+        }
+        let cached = store.cache.lock().get_usage();
+        assert!(cached > 64 << 10, "block cache holds {cached} bytes");
         store.commit(change(b"S2", b"e2")).unwrap();
         assert!(store.flush_if_idle(Duration::ZERO).unwrap());
+        // … and the idle flush empties it (index and filter blocks of open
+        // files may stay).
+        let after = store.cache.lock().get_usage();
+        assert!(after < cached / 4, "block cache {cached} → {after} bytes");
         assert_eq!(
             store.get(Family::Serials, b"S2").unwrap(),
             Some((1, b"state".to_vec()))
