@@ -15,16 +15,18 @@ pub const SYNC_ACKNOWLEDGED_WRITES: bool = true;
 /// Bytes of the block cache shared by every column family.
 pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 
-/// Bytes of one memtable: big enough that a 1,000,000-serial pool and its
-/// commissioning are read from memory rather than from fresh L0 files.
-/// Smaller memtables make each skip-list insert cheaper (8 MiB: commissioning
-/// about 1.5× faster) but left about 30 MiB more resident per million
-/// serials at rest after their flushes and compactions (BENCHMARKS.md,
-/// issue 3), which loses issue 9's memory target; not taken.
-pub const WRITE_BUFFER_BYTES: usize = 128 << 20;
+/// Bytes of one memtable. Small on purpose: every serial key written goes
+/// into a skip list whose search is a chain of cache misses, so its cost grows
+/// with the memtable. With 128 MiB (about 1.5 million entries) commissioning
+/// spent 2.7 µs per serial in its commit, with 8 MiB about 0.8 µs
+/// (BENCHMARKS.md, issue 3). A full memtable is flushed by a background
+/// thread; recent keys are then read from L0 files behind their bloom
+/// filters. Its arena blocks (1 MiB) are mapped on their own
+/// ([`crate::trim`]), so flushed memtables leave nothing resident.
+pub const WRITE_BUFFER_BYTES: usize = 8 << 20;
 
 /// Memtables of one family that may wait for their flush before writes stall.
-pub const WRITE_BUFFERS_PER_FAMILY: i32 = 4;
+pub const WRITE_BUFFERS_PER_FAMILY: i32 = 6;
 
 /// Cap on all memtables of all column families together.
 pub const WRITE_BUFFERS_TOTAL_BYTES: usize = 1 << 30;

@@ -206,6 +206,7 @@ impl Store {
         path: &Path,
         merge_operators: &[(Family, MergeOperator)],
     ) -> Result<Self, StorageError> {
+        crate::trim::fix_mmap_threshold();
         let cache = rocksdb::Cache::new_lru_cache(options::BLOCK_CACHE_BYTES);
         let options = options::db_options(&cache);
         let mut descriptors = Vec::with_capacity(Family::ALL.len());
