@@ -4,16 +4,50 @@
 //! reset by the client). So on SIGTERM the server first waits, up to the
 //! grace period, until every response stream it opened has ended, and only
 //! then stops the listeners.
+//!
+//! It also counts every call in flight (gRPC from request to trailers, HTTP
+//! from request to response), so that after the listeners stop the server
+//! can close once no call is left, instead of waiting on hyper to see every
+//! idle connection close: a connection that never sent a request can hold
+//! hyper's graceful shutdown open indefinitely (hyperium/hyper#4170).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::Stream;
 
 /// Response streams currently open.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls (gRPC or HTTP) currently being answered.
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// One call in flight, counted while it lives.
+#[derive(Debug)]
+pub(crate) struct Call(());
+
+impl Call {
+    pub(crate) fn begin() -> Self {
+        CALLS.fetch_add(1, Ordering::AcqRel);
+        Call(())
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        CALLS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// True when no call is being answered and no response stream is open.
+pub(crate) fn idle() -> bool {
+    CALLS.load(Ordering::Acquire) == 0 && OPEN.load(Ordering::Acquire) == 0
+}
 
 /// Set when shutdown begins: endless streams (Watch) end themselves.
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
@@ -67,5 +101,132 @@ pub(crate) async fn wait(limit: Duration) -> usize {
             return open;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A connection the server can cut: once `token` is cancelled every read and
+/// write fails (`ConnectionAborted`), so the task serving the connection ends
+/// and lets go of the services it holds. Used after the grace period, or once
+/// no call is left, for connections that would otherwise stay open.
+pub(crate) struct Cut<T> {
+    inner: T,
+    cut: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl<T> std::fmt::Debug for Cut<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cut")
+    }
+}
+
+impl<T> Cut<T> {
+    pub(crate) fn new(inner: T, token: &tokio_util::sync::CancellationToken) -> Self {
+        Cut {
+            inner,
+            cut: Box::pin(token.clone().cancelled_owned()),
+        }
+    }
+
+    /// Whether the connection has been cut; registers `cx` to be woken when it is.
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+        self.cut.as_mut().poll(cx).is_ready().then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the server is shutting down",
+            )
+        })
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(error) = this.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(error) = this.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(error) = this.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(error) = this.poll_cut(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for Cut<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// An axum listener whose connections are [`Cut`] when `token` is cancelled.
+pub(crate) struct CutListener<L> {
+    inner: L,
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl<L> CutListener<L> {
+    pub(crate) fn new(inner: L, token: &tokio_util::sync::CancellationToken) -> Self {
+        CutListener {
+            inner,
+            token: token.clone(),
+        }
+    }
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for CutListener<L> {
+    type Io = Cut<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, address) = self.inner.accept().await;
+        (Cut::new(io, &self.token), address)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }

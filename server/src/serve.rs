@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::drain::{Cut, CutListener};
+
 use crate::{grpc, http, telemetry};
 
 /// Everything `serialsvc serve` needs to start.
@@ -159,6 +161,9 @@ pub async fn run(
 
     // One shutdown signal fanned out to every listener.
     let (stop_sender, stop) = watch::channel(false);
+    // Cancelled once no call is left (or the grace period is over): every
+    // connection still open is then cut, so its task lets go of the services.
+    let cut = tokio_util::sync::CancellationToken::new();
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
@@ -176,7 +181,7 @@ pub async fn run(
         tls.as_ref().map(|tls| tls.grpc.clone()),
         config.request_timeout,
     )?
-    .serve_with_incoming_shutdown(no_delay(grpc_listener), stopped(stop.clone()));
+    .serve_with_incoming_shutdown(no_delay(grpc_listener, &cut), stopped(stop.clone()));
     let responder = crate::vrs::Responder {
         index: Arc::clone(&index),
         responder_gln: config.responder_gln.clone(),
@@ -190,12 +195,12 @@ pub async fn run(
     let (http_server, metrics_server): (Served, Served) = match &tls {
         None => (
             Box::pin(
-                axum::serve(http_listener, http_router)
+                axum::serve(CutListener::new(http_listener, &cut), http_router)
                     .with_graceful_shutdown(stopped(stop.clone()))
                     .into_future(),
             ),
             Box::pin(
-                axum::serve(metrics_listener, metrics_router)
+                axum::serve(CutListener::new(metrics_listener, &cut), metrics_router)
                     .with_graceful_shutdown(stopped(stop.clone()))
                     .into_future(),
             ),
@@ -203,7 +208,10 @@ pub async fn run(
         Some(tls) => (
             Box::pin(
                 axum::serve(
-                    crate::tls::TlsListener::new(http_listener, Arc::clone(&tls.http))?,
+                    CutListener::new(
+                        crate::tls::TlsListener::new(http_listener, Arc::clone(&tls.http))?,
+                        &cut,
+                    ),
                     http_router,
                 )
                 .with_graceful_shutdown(stopped(stop.clone()))
@@ -211,7 +219,10 @@ pub async fn run(
             ),
             Box::pin(
                 axum::serve(
-                    crate::tls::TlsListener::new(metrics_listener, Arc::clone(&tls.http))?,
+                    CutListener::new(
+                        crate::tls::TlsListener::new(metrics_listener, Arc::clone(&tls.http))?,
+                        &cut,
+                    ),
                     metrics_router,
                 )
                 .with_graceful_shutdown(stopped(stop.clone()))
@@ -231,14 +242,15 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let servers = async {
+    // Boxed, so that it can be dropped (closing every connection left) before
+    // the shard writers and storage are closed.
+    let mut servers = Box::pin(async {
         tokio::try_join!(
             async { grpc_server.await.context("gRPC server") },
             async { http_server.await.context("HTTP server") },
             async { metrics_server.await.context("metrics server") }
         )
-    };
-    tokio::pin!(servers);
+    });
     tokio::pin!(shutdown);
 
     // Rebuild the status index while the listeners answer NOT_SERVING.
@@ -270,16 +282,15 @@ pub async fn run(
             let open = crate::drain::wait(config.shutdown_grace).await;
             tracing::info!(open_streams = open, waited_ms = started.elapsed().as_millis() as u64, "response streams drained");
             let _ = stop_sender.send(true);
-            match tokio::time::timeout(config.shutdown_grace.saturating_sub(started.elapsed()), &mut servers).await {
-                Ok(result) => { result?; }
-                Err(_) => tracing::warn!("in-flight requests still running after the grace period; closing anyway"),
-            }
+            finish_calls(servers.as_mut(), started + config.shutdown_grace).await?;
         }
         () = std::future::ready(()), if rebuilt.is_none() => {
             tracing::info!("shutdown requested during the index rebuild");
         }
     }
     let _ = stop_sender.send(true);
+    cut.cancel();
+    drop(servers);
     watcher.abort();
     poller.abort();
     let _ = poller.await;
@@ -295,17 +306,19 @@ pub async fn run(
 /// Accepted gRPC connections with Nagle's algorithm off: with an incoming
 /// stream tonic does not set `TCP_NODELAY` itself, and small answers (one
 /// `Verify`) would otherwise wait for the peer's delayed ACK.
+/// Each is wrapped in a [`Cut`] so shutdown can close it.
 fn no_delay(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    cut: &tokio_util::sync::CancellationToken,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Cut<tokio::net::TcpStream>>> + use<> {
     use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted
-            && let Err(error) = stream.set_nodelay(true)
-        {
+    let cut = cut.clone();
+    TcpListenerStream::new(listener).map(move |accepted| {
+        let stream = accepted?;
+        if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "cannot set TCP_NODELAY on a gRPC connection");
         }
-        accepted
+        Ok(Cut::new(stream, &cut))
     })
 }
 
@@ -343,6 +356,41 @@ fn rebuild_index(
         }
     };
     issuer::rebuild_index(store, index, report)
+}
+
+/// After the listeners were told to stop: waits until the servers end by
+/// themselves, or no call has been in flight for [`SETTLE`], or `deadline`
+/// passes. Connections still open then are closed by dropping the servers;
+/// none of them has a call that was answered or could still be.
+async fn finish_calls(
+    mut servers: std::pin::Pin<&mut impl Future<Output = anyhow::Result<((), (), ())>>>,
+    deadline: std::time::Instant,
+) -> anyhow::Result<()> {
+    const SETTLE: Duration = Duration::from_millis(200);
+    const TICK: Duration = Duration::from_millis(20);
+    let mut idle_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            result = &mut servers => { result?; return Ok(()); }
+            () = tokio::time::sleep(TICK) => {}
+        }
+        let now = std::time::Instant::now();
+        if crate::drain::idle() {
+            let since = *idle_since.get_or_insert(now);
+            if now.duration_since(since) >= SETTLE {
+                tracing::info!("no call in flight; closing the connections left open");
+                return Ok(());
+            }
+        } else {
+            idle_since = None;
+        }
+        if now >= deadline {
+            tracing::warn!(
+                "in-flight requests still running after the grace period; closing anyway"
+            );
+            return Ok(());
+        }
+    }
 }
 
 /// Lets the shard writers finish what they queued, then stops them.

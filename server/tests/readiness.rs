@@ -27,8 +27,8 @@ fn metric(exposition: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn a_fail_stop_turns_health_readyz_and_the_metrics_not_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let (status, _) = Server::start(dir.path()).terminate();
-    assert!(status.success());
+    let (status, log) = Server::start(dir.path()).terminate();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     // A pool record that fails its checksum: read only on demand (GetPool),
     // so the server starts and fail-stops when it reads it.
     {

@@ -123,8 +123,8 @@ async fn calls_need_a_valid_token_and_the_bootstrap_token_is_private() {
         .expect("health is open");
     // A restart keeps the token and does not make another.
     let before = server.admin_token();
-    let (status, _) = server.terminate();
-    assert!(status.success());
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     let server = Server::start(dir.path());
     assert_eq!(server.admin_token(), before);
     info(channel(&server).await).await.expect("still valid");
@@ -318,8 +318,8 @@ async fn tokens_are_created_listed_and_revoked_at_once() {
         "{text}"
     );
     // Revocation survives a restart.
-    let (status, _) = server.terminate();
-    assert!(status.success());
+    let (status, log) = server.terminate();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     let server = Server::start(dir.path());
     let line = channel_with_token(&server, Some(&first.secret)).await;
     let refused = PoolServiceClient::new(line)

@@ -134,6 +134,48 @@ fn sigterm_stops_cleanly_and_the_data_directory_reopens() {
     assert_eq!(http_get(again.http, "/readyz").0, 200);
 }
 
+/// A client that keeps its channel open, and connections that never sent a
+/// byte (which hold hyper's graceful shutdown open, hyperium/hyper#4170), do
+/// not keep the server from stopping once no call is left: it stops well
+/// inside the 30 s grace period and still closes storage itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_on_idle_or_silent_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    let answer = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+    let silent: Vec<std::net::TcpStream> = [server.grpc, server.http, server.metrics]
+        .into_iter()
+        .map(|address| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, log) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}; log: {log:#?}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "took {took:?} to stop; log: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("no call in flight; closing the connections left open")),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|l| l.contains("storage closed")), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("still referenced")),
+        "{log:#?}"
+    );
+    drop((channel, silent));
+}
+
 #[test]
 fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

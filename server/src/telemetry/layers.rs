@@ -206,6 +206,7 @@ where
             slot: self.table.slot(request.uri().path()),
             started: Instant::now(),
             done: false,
+            _call: crate::drain::Call::begin(),
         };
         MeteredFuture {
             inner: self.inner.call(request),
@@ -222,6 +223,8 @@ struct Recorder {
     slot: usize,
     started: Instant,
     done: bool,
+    /// Counts the call as in flight until its status is known.
+    _call: crate::drain::Call,
 }
 
 impl Recorder {
@@ -400,6 +403,7 @@ impl RouteHandles {
 /// counts and times every request by route pattern and status code.
 pub(crate) async fn http_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _call = crate::drain::Call::begin();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
