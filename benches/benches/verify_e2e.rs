@@ -40,6 +40,7 @@
 //!   cargo build --release --workspace
 //!   cargo bench --profile release --workspace --bench verify_e2e
 //! Smoke run: `VERIFY_E2E_SERIALS=50000 VERIFY_E2E_SECONDS=2 VERIFY_E2E_ROUNDS=1`.
+//! `VERIFY_E2E_STREAMS=none` runs only the latency phase (after a warm-up).
 //! When `redis-server` is missing it is installed from Debian
 //! (`apt-get install -y redis-server`); when that fails the peer is skipped.
 
@@ -86,6 +87,10 @@ impl Config {
         let levels = std::env::var("VERIFY_E2E_STREAMS")
             .ok()
             .map(|text| {
+                if text.trim() == "none" {
+                    // Only the latency phase (and a short warm-up).
+                    return vec![0];
+                }
                 text.split(',')
                     .filter_map(|n| n.trim().parse::<usize>().ok())
                     .filter(|n| *n > 0)
@@ -368,7 +373,7 @@ fn main() {
             results.batches,
             built.elapsed().as_secs_f64()
         );
-        let most = config.levels.iter().copied().max().unwrap_or(1);
+        let most = config.levels.iter().copied().max().unwrap_or(1).max(1);
         let mut channels = Vec::new();
         for _ in 0..most {
             channels.push(connect(&endpoint).await);
@@ -392,7 +397,7 @@ fn main() {
             let _ = bench.run(mode, most, peer.as_ref(), warm).await;
         }
         for round in 0..config.rounds {
-            for (l, &level) in config.levels.iter().enumerate() {
+            for (l, &level) in config.levels.iter().enumerate().filter(|(_, n)| **n > 0) {
                 for (m, &mode) in modes.iter().enumerate() {
                     for attempt in 1..=ATTEMPTS {
                         let Some(run) = bench.run(mode, level, peer.as_ref(), duration).await
