@@ -46,17 +46,49 @@ fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
 /// Applies `damage` to the data directory; returns what was done.
 fn damage(dir: &Path, damage: Damage, schedule: &mut Schedule) -> String {
     use std::io::Write;
-    let wal = files(dir, "log")
-        .into_iter()
-        .rfind(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+    let logs = files(dir, "log");
+    let sizes: Vec<String> = logs
+        .iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let size = std::fs::metadata(p).map_or(0, |m| m.len());
+            format!("{name} {size} B")
+        })
+        .collect();
+    let wal = logs
+        .iter()
+        .rfind(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .cloned();
     match damage {
         Damage::TornTail | Damage::GarbageTail => {
-            let wal = wal.expect("a non-empty WAL to damage");
+            // Only the newest WAL can end in a write cut by a crash: the
+            // older ones were complete (and synced) when RocksDB moved on,
+            // so the tail goes there even when it is still empty (a memtable
+            // switch just before the kill leaves a new, empty WAL).
+            let wal = logs.last().cloned().expect("a WAL to damage");
             let mut tail = Vec::new();
             if damage == Damage::TornTail {
-                // crc32 (wrong), length 1000, type FULL, then 500 of 1000 bytes.
-                tail.extend_from_slice(&[0x5a, 0x5a, 0x5a, 0x5a, 0xe8, 0x03, 1]);
-                tail.extend((0..500).map(|_| schedule.below(256) as u8));
+                // A record as RocksDB would have begun it, cut by the crash:
+                // crc32 (wrong), length, type FULL, then half the payload.
+                // RocksDB never lets a record cross a 32 KiB block: with
+                // fewer than 7 bytes left it pads the block with zeros, and
+                // a record's length fits what is left of its block (a length
+                // reaching past the block is "bad record length", refused).
+                const BLOCK: u64 = 32 * 1024;
+                const HEADER: u64 = 7;
+                let written = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                let mut left = BLOCK - written % BLOCK;
+                if left < HEADER {
+                    tail.extend(std::iter::repeat_n(0u8, left as usize));
+                    left = BLOCK;
+                }
+                let length = (left - HEADER).min(1000);
+                tail.extend_from_slice(&[0x5a, 0x5a, 0x5a, 0x5a]);
+                tail.extend_from_slice(&(length as u16).to_le_bytes());
+                tail.push(1);
+                tail.extend((0..length.div_ceil(2)).map(|_| schedule.below(256) as u8));
             } else {
                 let length = 1 + schedule.below(4096) as usize;
                 tail.extend((0..length).map(|_| schedule.below(256) as u8));
@@ -68,10 +100,11 @@ fn damage(dir: &Path, damage: Damage, schedule: &mut Schedule) -> String {
             file.write_all(&tail).expect("append to the WAL");
             file.sync_all().expect("sync the WAL");
             format!(
-                "{:?}: {} bytes appended to {}",
+                "{:?}: {} bytes appended to {} (WALs: {})",
                 damage,
                 tail.len(),
-                wal.display()
+                wal.display(),
+                sizes.join(", ")
             )
         }
         Damage::WalBitFlip => {
