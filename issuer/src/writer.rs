@@ -758,10 +758,18 @@ impl Writer {
     /// the whole pool is on stable storage. A crash between segments leaves a
     /// pool record with `committed < granted`; its replay draws the rest (none
     /// of it was ever sent) and completes it.
+    ///
+    /// The segments are pipelined: a committer thread writes segment k (the
+    /// memtable inserts and the WAL sync) while this thread indexes segment
+    /// k − 1 and builds segment k + 1. At most [`SEGMENTS_IN_FLIGHT`] segments
+    /// are built and not yet known durable; the committer writes them in
+    /// order and stops at its first failure. What was durable before a
+    /// failure stays issued (and counted in the pool record); the rest is
+    /// forgotten, so it may be drawn again.
     fn commit_pool(&mut self, request: PoolRequest, plan: PoolPlan, reply: Reply<PoolTicket>) {
         let PoolPlan {
             pool_id,
-            mut pool,
+            pool,
             serials,
             mut request_record,
         } = plan;
@@ -770,65 +778,136 @@ impl Writer {
         let already = PoolProgress {
             chunks: pool.chunks,
             serials: pool.committed,
-            finished: false,
+            finished: serials.is_empty(),
             failed: None,
         };
         let (progress, progress_receiver) = watch::channel(already);
-        let mut reply = Some(reply);
-        let mut next = 0;
-        if serials.is_empty() {
-            progress.send_modify(|p| p.finished = true);
-        }
-        while next < serials.len() {
-            let end = serials.len().min(next + segment);
-            let batch: Vec<&[u8]> = (next..end).map(|i| serials.get(i)).collect();
-            match self.commit_segment(
-                pool_id,
-                &mut pool,
-                &batch,
-                request_record.take(),
-                &request.principal,
-            ) {
-                Ok(()) => {
-                    next = end;
-                    progress.send_modify(|p| {
-                        p.chunks = pool.chunks;
-                        p.serials = pool.committed;
-                        p.finished = next == serials.len();
-                    });
+        let Some(product) = self.products.get(&gtin).map(|p| p.record.clone()) else {
+            let _ = reply.send(Err(IssuerError::FailedPrecondition(format!(
+                "GTIN {gtin:014} is not registered"
+            ))));
+            return;
+        };
+        // The records after the last segment known durable (and how many of
+        // `serials` that covers), and after the last segment built.
+        let mut durable = (pool.clone(), product.clone(), 0usize);
+        let mut built = (pool, product);
+        let mut failure: Option<IssuerError> = None;
+        let shared = Arc::clone(&self.shared);
+        std::thread::scope(|scope| {
+            let (sender, commits) = std::sync::mpsc::sync_channel::<ChangeSet>(SEGMENTS_IN_FLIGHT);
+            let (answers, results) =
+                std::sync::mpsc::channel::<Result<(), storage::StorageError>>();
+            let store = &shared.store;
+            let committer = scope.spawn(move || {
+                for change in commits {
+                    let started = std::time::Instant::now();
+                    let operations = change.len();
+                    let result = store.commit(change).map(|_| ());
+                    tracing::debug!(
+                        commit_ms = started.elapsed().as_millis() as u64,
+                        operations,
+                        "pool segment committed"
+                    );
+                    let failed = result.is_err();
+                    if answers.send(result).is_err() || failed {
+                        return;
+                    }
                 }
-                Err(error) => {
-                    // Forget the uncommitted serials so they may be drawn
-                    // again. An index refusal comes after the segment's
-                    // durable commit: that segment stays issued.
-                    let uncommitted = if matches!(error, IssuerError::Index(_)) {
-                        end
-                    } else {
-                        next
-                    };
-                    if let Some(set) = self.products.get_mut(&gtin).and_then(|p| p.issued.as_mut())
-                    {
-                        for index in uncommitted..serials.len() {
-                            set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(
-                                serials.get(index),
-                                self.hash_secret,
-                            ));
-                        }
+            });
+            let mut sender = Some(sender);
+            let mut in_flight = std::collections::VecDeque::with_capacity(SEGMENTS_IN_FLIGHT);
+            // Set after an index refusal: later durable segments are counted
+            // but not indexed (the restart's rebuild indexes them).
+            let mut index_refused = false;
+            let mut next = 0;
+            loop {
+                if failure.is_none()
+                    && next < serials.len()
+                    && in_flight.len() < SEGMENTS_IN_FLIGHT
+                    && let Some(to_committer) = &sender
+                {
+                    let end = serials.len().min(next + segment);
+                    let batch: Vec<&[u8]> = (next..end).map(|i| serials.get(i)).collect();
+                    let (change, pool_after, product_after) = self.build_segment(
+                        pool_id,
+                        &built.0,
+                        &built.1,
+                        &batch,
+                        request_record.take(),
+                        &request.principal,
+                    );
+                    if to_committer.send(change).is_ok() {
+                        in_flight.push_back((next..end, pool_after.clone(), product_after.clone()));
+                        built = (pool_after, product_after);
+                        next = end;
+                        continue;
                     }
-                    tracing::warn!(pool_id, %error, "pool commit failed");
-                    match reply.take() {
-                        Some(reply) => {
-                            let _ = reply.send(Err(error));
-                        }
-                        None => progress.send_modify(|p| p.failed = Some(error.to_string())),
+                    // The committer ended: it reports why below, unless
+                    // it ended without a word.
+                    sender = None;
+                    if in_flight.is_empty() {
+                        failure = Some(committer_gone());
                     }
-                    return;
+                }
+                let Some((range, pool_after, product_after)) = in_flight.pop_front() else {
+                    break;
+                };
+                match results.recv() {
+                    Ok(Ok(())) => {
+                        if !index_refused
+                            && let Err(error) = self.index_serials(
+                                gtin,
+                                range
+                                    .clone()
+                                    .map(|i| (serials.get(i), verifier::SerialEntry::ALLOCATED)),
+                            )
+                        {
+                            index_refused = true;
+                            failure.get_or_insert(error);
+                        }
+                        durable = (pool_after, product_after, range.end);
+                        progress.send_modify(|p| {
+                            p.chunks = durable.0.chunks;
+                            p.serials = durable.0.committed;
+                            p.finished = durable.2 == serials.len();
+                        });
+                    }
+                    Ok(Err(error)) => {
+                        sender = None;
+                        failure.get_or_insert(error.into());
+                    }
+                    Err(_) => {
+                        sender = None;
+                        failure.get_or_insert_with(committer_gone);
+                    }
+                }
+            }
+            drop(sender);
+            // Joined here, so that a panic in it fails this pool instead of
+            // the shard writer.
+            if committer.join().is_err() {
+                failure.get_or_insert_with(committer_gone);
+            }
+        });
+        let (pool, product, durable_end) = durable;
+        if let Some(state) = self.products.get_mut(&gtin) {
+            state.record = product;
+            if let (Some(set), Some(_)) = (state.issued.as_mut(), failure.as_ref()) {
+                for index in durable_end..serials.len() {
+                    set.remove(&xxhash_rust::xxh3::xxh3_64_with_seed(
+                        serials.get(index),
+                        self.hash_secret,
+                    ));
                 }
             }
         }
-        if let Some(reply) = reply.take() {
-            let _ = reply.send(self.ticket(&request, pool_id, &pool, progress_receiver));
+        if let Some(error) = failure {
+            tracing::warn!(pool_id, durable = pool.committed, %error, "pool commit failed");
+            let _ = reply.send(Err(error));
+            return;
         }
+        let _ = reply.send(self.ticket(&request, pool_id, &pool, progress_receiver));
         tracing::debug!(pool_id, serials = pool.committed, "pool committed");
     }
 
@@ -867,14 +946,19 @@ impl Writer {
         })
     }
 
-    fn commit_segment(
-        &mut self,
+    /// One segment of a pool as a change set: its serials (ALLOCATED), its
+    /// chunk, the pool record and the product's issued count after it, the
+    /// request record with the first segment, and its event. Returns the
+    /// pool and product records as they are once it is committed.
+    fn build_segment(
+        &self,
         pool_id: u64,
-        pool: &mut PoolRecord,
+        pool: &PoolRecord,
+        product: &ProductRecord,
         serials: &[&[u8]],
         request_record: Option<(Vec<u8>, RequestRecord)>,
         principal: &str,
-    ) -> Result<(), IssuerError> {
+    ) -> (ChangeSet, PoolRecord, ProductRecord) {
         let gtin = pool.gtin;
         let now = now_micros();
         let mut change = ChangeSet::new();
@@ -895,10 +979,9 @@ impl Writer {
                 allocated.clone(),
             );
         }
-        let chunk_index = pool.chunks;
         change.put(
             Family::Pools,
-            keys::pool_chunk(pool_id, chunk_index),
+            keys::pool_chunk(pool_id, pool.chunks),
             envelope(&encode_chunk(serials.iter().copied())),
         );
         let mut updated = pool.clone();
@@ -909,19 +992,9 @@ impl Writer {
             keys::pool(pool_id),
             envelope(&updated.encode()),
         );
-        let mut product_record = self
-            .products
-            .get(&gtin)
-            .map(|p| p.record.clone())
-            .ok_or_else(|| {
-                IssuerError::FailedPrecondition(format!("GTIN {gtin:014} is not registered"))
-            })?;
-        product_record.issued += serials.len() as u64;
-        change.put(
-            Family::Products,
-            keys::product(gtin),
-            product_record.stored(),
-        );
+        let mut product = product.clone();
+        product.issued += serials.len() as u64;
+        change.put(Family::Products, keys::product(gtin), product.stored());
         if let Some((key, record)) = request_record {
             change.put(Family::Requests, key, envelope(&record.encode()));
         }
@@ -939,25 +1012,7 @@ impl Writer {
             },
             [],
         ));
-        let built = std::time::Instant::now();
-        self.store().commit(change)?;
-        tracing::debug!(
-            commit_ms = built.elapsed().as_millis() as u64,
-            serials = serials.len(),
-            "segment committed"
-        );
-        if let Some(product) = self.products.get_mut(&gtin) {
-            product.record = product_record;
-        }
-        *pool = updated;
-        // After the state above: an index refusal must not read as an
-        // uncommitted segment (whose serials would be forgotten).
-        self.index_serials(
-            gtin,
-            serials
-                .iter()
-                .map(|serial| (*serial, verifier::SerialEntry::ALLOCATED)),
-        )
+        (change, updated, product)
     }
 
     /// Applies committed serial states to the status index; a refusal is a
@@ -1310,6 +1365,16 @@ impl Writer {
             replayed: false,
         })
     }
+}
+
+/// Pool segments built and not yet known durable (see `Writer::commit_pool`).
+const SEGMENTS_IN_FLIGHT: usize = 2;
+
+/// The failure of a pool whose committer thread ended without an answer.
+fn committer_gone() -> IssuerError {
+    IssuerError::Storage(storage::StorageError::FailStopped(
+        "the pool committer ended without answering".into(),
+    ))
 }
 
 /// Serials drawn for one pool, packed in one buffer: one allocation for a
