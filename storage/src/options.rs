@@ -28,6 +28,15 @@ pub const WRITE_BUFFER_BYTES: usize = 8 << 20;
 /// Memtables of one family that may wait for their flush before writes stall.
 pub const WRITE_BUFFERS_PER_FAMILY: i32 = 6;
 
+/// L0 files that start a compaction into L1 (RocksDB's default is 4).
+pub const L0_COMPACTION_TRIGGER: i32 = 16;
+
+/// L0 files at which writes are slowed down (RocksDB's default is 20).
+pub const L0_SLOWDOWN_TRIGGER: i32 = 36;
+
+/// L0 files at which writes stop until compaction catches up (default 36).
+pub const L0_STOP_TRIGGER: i32 = 56;
+
 /// Cap on all memtables of all column families together.
 pub const WRITE_BUFFERS_TOTAL_BYTES: usize = 1 << 30;
 
@@ -53,6 +62,12 @@ pub fn db_options(cache: &Cache) -> Options {
     options.set_max_write_buffer_number(WRITE_BUFFERS_PER_FAMILY);
     options.set_db_write_buffer_size(WRITE_BUFFERS_TOTAL_BYTES);
     options.set_max_background_jobs(2);
+    // With small memtables and random serial keys every L0 file overlaps all
+    // of L1, so each L0 → L1 compaction rewrites L1 whole: waiting for more
+    // L0 files rewrites it less often (BENCHMARKS.md, issue 3).
+    options.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
+    options.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN_TRIGGER);
+    options.set_level_zero_stop_writes_trigger(L0_STOP_TRIGGER);
     options.set_bytes_per_sync(1 << 20);
     options.enable_statistics();
     let mut table = BlockBasedOptions::default();
@@ -148,6 +163,27 @@ mod tests {
             "wal_recovery_mode=kTolerateCorruptedTailRecords",
         ] {
             assert!(applied.contains(expected), "OPTIONS lacks {expected}");
+        }
+        drop(store);
+    }
+
+    #[test]
+    fn every_family_waits_for_sixteen_l0_files_before_compacting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let applied = applied_options(dir.path());
+        let families = applied.matches("[CFOptions ").count();
+        assert!(families >= Family::ALL.len(), "{applied}");
+        for (key, value) in [
+            ("level0_file_num_compaction_trigger", L0_COMPACTION_TRIGGER),
+            ("level0_slowdown_writes_trigger", L0_SLOWDOWN_TRIGGER),
+            ("level0_stop_writes_trigger", L0_STOP_TRIGGER),
+        ] {
+            let setting = format!("{key}={value}");
+            assert!(
+                applied.matches(&setting).count() >= Family::ALL.len(),
+                "not every family has {setting}"
+            );
         }
         drop(store);
     }
