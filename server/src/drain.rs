@@ -230,3 +230,45 @@ impl<L: axum::serve::Listener> axum::serve::Listener for CutListener<L> {
         self.inner.local_addr()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_cut_connection_fails_a_pending_read_and_every_write() {
+        let token = tokio_util::sync::CancellationToken::new();
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut cut = Cut::new(near, &token);
+        // Passes bytes both ways until cut.
+        far.write_all(b"ping").await.unwrap();
+        let mut buffer = [0u8; 4];
+        cut.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"ping");
+        cut.write_all(b"pong").await.unwrap();
+        far.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"pong");
+        // A read waiting for bytes that never come ends when the token is cancelled.
+        let pending = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            let result = cut.read(&mut byte).await;
+            (result, cut)
+        });
+        tokio::task::yield_now().await;
+        token.cancel();
+        let (result, mut cut) = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
+            .await
+            .expect("the pending read did not end when the connection was cut")
+            .unwrap();
+        assert_eq!(
+            result.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionAborted
+        );
+        assert_eq!(
+            cut.write_all(b"late").await.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionAborted
+        );
+        drop(far);
+    }
+}
