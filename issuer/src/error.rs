@@ -53,6 +53,11 @@ pub enum IssuerError {
     /// The writer is gone (shutting down) (UNAVAILABLE).
     #[error("the issuer is shutting down")]
     ShuttingDown,
+    /// A writer's helper thread could not start or ended without an answer:
+    /// what was durable before stays, the rest was not done (UNAVAILABLE;
+    /// retry with the same request id).
+    #[error("{0}; retry with the same request id")]
+    Interrupted(String),
 }
 
 impl IssuerError {

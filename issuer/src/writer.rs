@@ -799,22 +799,34 @@ impl Writer {
             let (answers, results) =
                 std::sync::mpsc::channel::<Result<(), storage::StorageError>>();
             let store = &shared.store;
-            let committer = scope.spawn(move || {
-                for change in commits {
-                    let started = std::time::Instant::now();
-                    let operations = change.len();
-                    let result = store.commit(change).map(|_| ());
-                    tracing::debug!(
-                        commit_ms = started.elapsed().as_millis() as u64,
-                        operations,
-                        "pool segment committed"
-                    );
-                    let failed = result.is_err();
-                    if answers.send(result).is_err() || failed {
-                        return;
+            let name = format!("pool-commit-{}", self.shard);
+            let committer = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    for change in commits {
+                        let started = std::time::Instant::now();
+                        let operations = change.len();
+                        let result = store.commit(change).map(|_| ());
+                        tracing::debug!(
+                            commit_ms = started.elapsed().as_millis() as u64,
+                            operations,
+                            "pool segment committed"
+                        );
+                        let failed = result.is_err();
+                        if answers.send(result).is_err() || failed {
+                            return;
+                        }
                     }
+                });
+            let committer = match committer {
+                Ok(committer) => Some(committer),
+                Err(error) => {
+                    failure = Some(IssuerError::Interrupted(format!(
+                        "cannot start the pool committer thread: {error}"
+                    )));
+                    None
                 }
-            });
+            };
             let mut sender = Some(sender);
             let mut in_flight = std::collections::VecDeque::with_capacity(SEGMENTS_IN_FLIGHT);
             // Set after an index refusal: later durable segments are counted
@@ -886,7 +898,7 @@ impl Writer {
             drop(sender);
             // Joined here, so that a panic in it fails this pool instead of
             // the shard writer.
-            if committer.join().is_err() {
+            if committer.is_some_and(|committer| committer.join().is_err()) {
                 failure.get_or_insert_with(committer_gone);
             }
         });
@@ -1372,9 +1384,7 @@ const SEGMENTS_IN_FLIGHT: usize = 2;
 
 /// The failure of a pool whose committer thread ended without an answer.
 fn committer_gone() -> IssuerError {
-    IssuerError::Storage(storage::StorageError::FailStopped(
-        "the pool committer ended without answering".into(),
-    ))
+    IssuerError::Interrupted("the pool committer thread ended without answering".into())
 }
 
 /// Serials drawn for one pool, packed in one buffer: one allocation for a

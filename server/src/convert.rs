@@ -31,6 +31,7 @@ pub(crate) fn status(error: IssuerError) -> Status {
         IssuerError::Storage(_)
         | IssuerError::Corrupt(_)
         | IssuerError::ShuttingDown
+        | IssuerError::Interrupted(_)
         | IssuerError::Starting
         | IssuerError::Index(_) => Status::unavailable(message),
     }
