@@ -12,6 +12,7 @@
 //! hyper's graceful shutdown open indefinitely (hyperium/hyper#4170).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -104,13 +105,37 @@ pub(crate) async fn wait(limit: Duration) -> usize {
     }
 }
 
-/// A connection the server can cut: once `token` is cancelled every read and
-/// write fails (`ConnectionAborted`), so the task serving the connection ends
-/// and lets go of the services it holds. Used after the grace period, or once
-/// no call is left, for connections that would otherwise stay open.
+/// The switch that cuts every [`Cut`] connection made with it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cutoff {
+    /// Read on every I/O operation: one atomic load.
+    cut: Arc<AtomicBool>,
+    /// Wakes the operations waiting for bytes when the switch is thrown.
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl Cutoff {
+    pub(crate) fn new() -> Self {
+        Cutoff::default()
+    }
+
+    /// Cuts every connection made with this switch.
+    pub(crate) fn cancel(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+}
+
+/// A connection the server can cut: once its [`Cutoff`] is thrown every read
+/// and write fails (`ConnectionAborted`), so the task serving the connection
+/// ends and lets go of the services it holds. Used after the grace period, or
+/// once no call is left, for connections that would otherwise stay open. An
+/// operation that completes costs one atomic load; only one that would wait
+/// registers for the cutoff's wake-up.
 pub(crate) struct Cut<T> {
     inner: T,
-    cut: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    cut: Arc<AtomicBool>,
+    woken: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl<T> std::fmt::Debug for Cut<T> {
@@ -120,22 +145,39 @@ impl<T> std::fmt::Debug for Cut<T> {
 }
 
 impl<T> Cut<T> {
-    pub(crate) fn new(inner: T, token: &tokio_util::sync::CancellationToken) -> Self {
+    pub(crate) fn new(inner: T, cutoff: &Cutoff) -> Self {
         Cut {
             inner,
-            cut: Box::pin(token.clone().cancelled_owned()),
+            cut: Arc::clone(&cutoff.cut),
+            woken: Box::pin(cutoff.token.clone().cancelled_owned()),
         }
     }
 
-    /// Whether the connection has been cut; registers `cx` to be woken when it is.
-    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
-        self.cut.as_mut().poll(cx).is_ready().then(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the server is shutting down",
-            )
-        })
+    /// The error of an operation on a cut connection, if it is cut.
+    fn cut_error(&self) -> Option<std::io::Error> {
+        self.cut.load(Ordering::Acquire).then(aborted)
     }
+
+    /// `polled` as it is, unless it waits: then it waits for the cutoff too
+    /// (registering `cx` for its wake-up), and fails if the cutoff came.
+    fn unless_cut<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_pending() && self.woken.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(aborted()));
+        }
+        polled
+    }
+}
+
+/// What every operation on a cut connection answers.
+fn aborted() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server is shutting down",
+    )
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
@@ -145,10 +187,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(error) = this.poll_cut(cx) {
+        if let Some(error) = this.cut_error() {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.unless_cut(cx, polled)
     }
 }
 
@@ -159,10 +202,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(error) = this.poll_cut(cx) {
+        if let Some(error) = this.cut_error() {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.unless_cut(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -171,10 +215,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(error) = this.poll_cut(cx) {
+        if let Some(error) = this.cut_error() {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.unless_cut(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -183,10 +228,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(error) = this.poll_cut(cx) {
+        if let Some(error) = this.cut_error() {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.unless_cut(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -202,17 +248,17 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
-/// An axum listener whose connections are [`Cut`] when `token` is cancelled.
+/// An axum listener whose connections are [`Cut`] by `cutoff`.
 pub(crate) struct CutListener<L> {
     inner: L,
-    token: tokio_util::sync::CancellationToken,
+    cutoff: Cutoff,
 }
 
 impl<L> CutListener<L> {
-    pub(crate) fn new(inner: L, token: &tokio_util::sync::CancellationToken) -> Self {
+    pub(crate) fn new(inner: L, cutoff: &Cutoff) -> Self {
         CutListener {
             inner,
-            token: token.clone(),
+            cutoff: cutoff.clone(),
         }
     }
 }
@@ -223,7 +269,7 @@ impl<L: axum::serve::Listener> axum::serve::Listener for CutListener<L> {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, address) = self.inner.accept().await;
-        (Cut::new(io, &self.token), address)
+        (Cut::new(io, &self.cutoff), address)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -238,9 +284,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_connection_fails_a_pending_read_and_every_write() {
-        let token = tokio_util::sync::CancellationToken::new();
+        let cutoff = Cutoff::new();
         let (near, mut far) = tokio::io::duplex(64);
-        let mut cut = Cut::new(near, &token);
+        let mut cut = Cut::new(near, &cutoff);
         // Passes bytes both ways until cut.
         far.write_all(b"ping").await.unwrap();
         let mut buffer = [0u8; 4];
@@ -256,7 +302,7 @@ mod tests {
             (result, cut)
         });
         tokio::task::yield_now().await;
-        token.cancel();
+        cutoff.cancel();
         let (result, mut cut) = tokio::time::timeout(std::time::Duration::from_secs(5), pending)
             .await
             .expect("the pending read did not end when the connection was cut")

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::drain::{Cut, CutListener};
+use crate::drain::{Cut, CutListener, Cutoff};
 
 use crate::{grpc, http, telemetry};
 
@@ -163,7 +163,7 @@ pub async fn run(
     let (stop_sender, stop) = watch::channel(false);
     // Cancelled once no call is left (or the grace period is over): every
     // connection still open is then cut, so its task lets go of the services.
-    let cut = tokio_util::sync::CancellationToken::new();
+    let cut = Cutoff::new();
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
@@ -309,7 +309,7 @@ pub async fn run(
 /// Each is wrapped in a [`Cut`] so shutdown can close it.
 fn no_delay(
     listener: TcpListener,
-    cut: &tokio_util::sync::CancellationToken,
+    cut: &Cutoff,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Cut<tokio::net::TcpStream>>> + use<> {
     use tokio_stream::StreamExt;
     let cut = cut.clone();

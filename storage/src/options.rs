@@ -152,11 +152,18 @@ mod tests {
         std::fs::read_to_string(files.last().expect("an OPTIONS file")).unwrap()
     }
 
-    #[test]
-    fn rocksdb_applies_the_durable_settings() {
+    /// What RocksDB applied when a new store was opened (and closed again).
+    fn options_of_a_new_store() -> String {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let applied = applied_options(dir.path());
+        drop(store);
+        applied
+    }
+
+    #[test]
+    fn rocksdb_applies_the_durable_settings() {
+        let applied = options_of_a_new_store();
         for expected in [
             "paranoid_checks=true",
             "manual_wal_flush=false",
@@ -164,14 +171,11 @@ mod tests {
         ] {
             assert!(applied.contains(expected), "OPTIONS lacks {expected}");
         }
-        drop(store);
     }
 
     #[test]
     fn every_family_waits_for_sixteen_l0_files_before_compacting() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let applied = applied_options(dir.path());
+        let applied = options_of_a_new_store();
         let families = applied.matches("[CFOptions ").count();
         assert!(families >= Family::ALL.len(), "{applied}");
         for (key, value) in [
@@ -185,14 +189,11 @@ mod tests {
                 "not every family has {setting}"
             );
         }
-        drop(store);
     }
 
     #[test]
     fn the_serials_family_keeps_an_insertion_hint_per_gtin() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let applied = applied_options(dir.path());
+        let applied = options_of_a_new_store();
         let expected = format!(
             "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.{SERIAL_HINT_PREFIX_BYTES}"
         );
@@ -210,7 +211,6 @@ mod tests {
             !meta.contains(&expected),
             "only the serials family has the hint"
         );
-        drop(store);
     }
 
     #[test]
