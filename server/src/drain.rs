@@ -158,13 +158,21 @@ impl<T> Cut<T> {
         self.cut.load(Ordering::Acquire).then(aborted)
     }
 
-    /// `polled` as it is, unless it waits: then it waits for the cutoff too
-    /// (registering `cx` for its wake-up), and fails if the cutoff came.
-    fn unless_cut<R>(
+    /// Runs one I/O operation on the inner connection, unless it is cut;
+    /// if the operation would wait, it waits for the cutoff too (registering
+    /// `cx` for its wake-up) and fails if the cutoff came.
+    fn guard<R>(
         &mut self,
         cx: &mut Context<'_>,
-        polled: Poll<std::io::Result<R>>,
-    ) -> Poll<std::io::Result<R>> {
+        operation: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>>
+    where
+        T: Unpin,
+    {
+        if let Some(error) = self.cut_error() {
+            return Poll::Ready(Err(error));
+        }
+        let polled = operation(Pin::new(&mut self.inner), cx);
         if polled.is_pending() && self.woken.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(aborted()));
         }
@@ -186,12 +194,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Cut<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(error) = this.cut_error() {
-            return Poll::Ready(Err(error));
-        }
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.unless_cut(cx, polled)
+        self.get_mut()
+            .guard(cx, |inner, cx| inner.poll_read(cx, buf))
     }
 }
 
@@ -201,12 +205,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(error) = this.cut_error() {
-            return Poll::Ready(Err(error));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.unless_cut(cx, polled)
+        self.get_mut()
+            .guard(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -214,12 +214,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(error) = this.cut_error() {
-            return Poll::Ready(Err(error));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.unless_cut(cx, polled)
+        self.get_mut()
+            .guard(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -227,12 +223,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Cut<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(error) = this.cut_error() {
-            return Poll::Ready(Err(error));
-        }
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.unless_cut(cx, polled)
+        self.get_mut().guard(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
