@@ -4,13 +4,14 @@
 //! (nothing is buffered), and commissions 1,000,000 serials through the
 //! bidirectional stream in groups of 10,000, then decommissions them
 //! (issue 5: `StatusService.Decommission`, groups of 10,000, every group
-//! durable before its answer). Prints medians, serials per second and the
-//! server's peak resident memory.
+//! durable before its answer). Prints medians, serials per second, the
+//! server's CPU-seconds per phase and its peak resident memory.
 //!
 //! Build first, then run (the release profile shares the test build):
 //!   cargo build --release --workspace
 //!   cargo bench --profile release --workspace --bench pool_e2e
-//! `POOL_E2E_COUNT` and `POOL_E2E_ROUNDS` shrink it for a smoke run.
+//! `POOL_E2E_COUNT` and `POOL_E2E_ROUNDS` shrink it for a smoke run;
+//! `SERIALSVC_BINARY=path` runs another build of the server (A/B).
 
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,13 @@ fn main() {
         .expect("runtime");
     let (mut pool_rates, mut commission_rates, mut decommission_rates) =
         (Vec::new(), Vec::new(), Vec::new());
+    // Server CPU-seconds per phase: steadier than the rates on a shared
+    // machine, and what an A/B comparison of two builds should look at.
+    let (mut pool_cpu, mut commission_cpu, mut decommission_cpu) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let pid = child.id();
+    let ticks = benches::clock_ticks_per_second();
+    let cpu_since = |before: u64| (benches::cpu_ticks(pid) - before) as f64 / ticks;
     runtime.block_on(async {
         let channel = benches::verify::connect(&endpoint).await;
         register_product_and_lot(channel.clone(), GTIN, "LOT1", "301231").await;
@@ -159,10 +167,16 @@ fn main() {
             .max_decoding_message_size(8 << 20)
             .max_encoding_message_size(8 << 20);
         for round in 0..rounds {
+            let cpu = benches::cpu_ticks(pid);
             let (received, elapsed, kept) = pool(&mut client, &format!("bench-{round}"), count, count as usize).await;
+            pool_cpu.push(cpu_since(cpu));
             let rate = received as f64 / elapsed.as_secs_f64();
+            let cpu = benches::cpu_ticks(pid);
             let commissioned = commission(&mut client, round, kept.clone()).await;
+            commission_cpu.push(cpu_since(cpu));
+            let cpu = benches::cpu_ticks(pid);
             let decommissioned = decommission(&mut status, round, &kept).await;
+            decommission_cpu.push(cpu_since(cpu));
             let decommission_rate = count as f64 / decommissioned.as_secs_f64();
             let commission_rate = count as f64 / commissioned.as_secs_f64();
             eprintln!(
@@ -173,6 +187,10 @@ fn main() {
             eprintln!(
                 "round {round}: decommissioning in {:.3} s = {decommission_rate:.0} serials/s",
                 decommissioned.as_secs_f64()
+            );
+            eprintln!(
+                "round {round}: server CPU-seconds: pool {:.2}, commissioning {:.2}, decommissioning {:.2}",
+                pool_cpu[round], commission_cpu[round], decommission_cpu[round]
             );
             pool_rates.push(rate);
             commission_rates.push(commission_rate);
@@ -193,6 +211,12 @@ fn main() {
     println!(
         "decommissioning {count} serials in groups of {GROUP}: median {:.0} serials/s",
         median(&mut decommission_rates)
+    );
+    println!(
+        "server CPU-seconds, median: pool {:.2}, commissioning {:.2}, decommissioning {:.2}",
+        median(&mut pool_cpu),
+        median(&mut commission_cpu),
+        median(&mut decommission_cpu)
     );
     println!(
         "server peak resident memory: {:.0} MiB",

@@ -21,8 +21,13 @@ pub fn env_number(name: &str, default: u64) -> u64 {
 }
 
 /// The `serialsvc` binary beside the running bench, in the release target
-/// directory. Panics with the build command when it is missing.
+/// directory, or `SERIALSVC_BINARY` when set (an A/B comparison of two
+/// builds). Panics with the build command when it is missing.
 pub fn server_binary() -> PathBuf {
+    // An A/B comparison points this at another build's binary.
+    if let Some(binary) = std::env::var_os("SERIALSVC_BINARY") {
+        return PathBuf::from(binary);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let release = exe
         .parent()

@@ -137,6 +137,10 @@ impl Hasher for IdentityHasher {
 
 type HashedSet = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 
+/// Candidate serials generated and hashed before their hashes go into the
+/// GTIN's issued set ([`Writer::draw`]).
+const DRAW_BATCH: usize = 4096;
+
 struct ProductState {
     record: ProductRecord,
     format: Format,
@@ -729,18 +733,37 @@ impl Writer {
         set.reserve(capacity);
         let mut serials = SerialBuffer::with_capacity(capacity, format.serial.length() as usize);
         let mut redraws = 0u64;
-        let mut candidate = Vec::with_capacity(20);
-        while (serials.len() as u64) < wanted {
-            candidate.clear();
-            self.generator.generate(&format.serial, &mut candidate);
-            let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&candidate, self.hash_secret);
-            if set.insert(hash) {
-                serials.push(&candidate);
-            } else {
-                redraws += 1;
-                if redraws > redraws_max {
-                    limit = PoolLimit::SerialSpace;
-                    break;
+        // Drawn in batches, in two passes: generate and hash a batch, then
+        // insert its hashes. The inserts are cache (and TLB) misses in a set
+        // of millions; back to back, the processor overlaps many of them,
+        // while a generation between two inserts leaves one in flight at a
+        // time (1 M serials: 0.26 s interleaved, 0.06 s in two passes).
+        let mut candidates =
+            SerialBuffer::with_capacity(DRAW_BATCH, format.serial.length() as usize);
+        let mut hashes = Vec::with_capacity(DRAW_BATCH);
+        'draw: while (serials.len() as u64) < wanted {
+            let batch = usize::try_from(wanted - serials.len() as u64)
+                .unwrap_or(DRAW_BATCH)
+                .min(DRAW_BATCH);
+            candidates.clear();
+            hashes.clear();
+            for _ in 0..batch {
+                let serial =
+                    candidates.push_with(|out| self.generator.generate(&format.serial, out));
+                hashes.push(xxhash_rust::xxh3::xxh3_64_with_seed(
+                    serial,
+                    self.hash_secret,
+                ));
+            }
+            for (index, hash) in hashes.iter().enumerate() {
+                if set.insert(*hash) {
+                    serials.push(candidates.get(index));
+                } else {
+                    redraws += 1;
+                    if redraws > redraws_max {
+                        limit = PoolLimit::SerialSpace;
+                        break 'draw;
+                    }
                 }
             }
         }
@@ -761,7 +784,8 @@ impl Writer {
     ///
     /// The segments are pipelined: a committer thread writes segment k (the
     /// memtable inserts and the WAL sync) while this thread indexes segment
-    /// k − 1 and builds segment k + 1. At most [`SEGMENTS_IN_FLIGHT`] segments
+    /// k − 1 and builds segment k + 1 and copies it into its write batch
+    /// ([`storage::Store::prepare`]). At most [`SEGMENTS_IN_FLIGHT`] segments
     /// are built and not yet known durable; the committer writes them in
     /// order and stops at its first failure. What was durable before a
     /// failure stays issued (and counted in the pool record); the rest is
@@ -795,7 +819,8 @@ impl Writer {
         let mut failure: Option<IssuerError> = None;
         let shared = Arc::clone(&self.shared);
         std::thread::scope(|scope| {
-            let (sender, commits) = std::sync::mpsc::sync_channel::<ChangeSet>(SEGMENTS_IN_FLIGHT);
+            let (sender, commits) =
+                std::sync::mpsc::sync_channel::<storage::PreparedChange>(SEGMENTS_IN_FLIGHT);
             let (answers, results) =
                 std::sync::mpsc::channel::<Result<(), storage::StorageError>>();
             let store = &shared.store;
@@ -806,7 +831,7 @@ impl Writer {
                     for change in commits {
                         let started = std::time::Instant::now();
                         let operations = change.len();
-                        let result = store.commit(change).map(|_| ());
+                        let result = store.commit_prepared(change).map(|_| ());
                         tracing::debug!(
                             commit_ms = started.elapsed().as_millis() as u64,
                             operations,
@@ -849,6 +874,15 @@ impl Writer {
                         request_record.take(),
                         &request.principal,
                     );
+                    // Copied into its write batch here, so that the
+                    // committer only writes.
+                    let change = match store.prepare(change) {
+                        Ok(change) => change,
+                        Err(error) => {
+                            failure = Some(error.into());
+                            continue;
+                        }
+                    };
                     if to_committer.send(change).is_ok() {
                         in_flight.push_back((next..end, pool_after.clone(), product_after.clone()));
                         built = (pool_after, product_after);
@@ -1404,10 +1438,22 @@ impl SerialBuffer {
     }
 
     fn push(&mut self, serial: &[u8]) {
-        self.bytes.extend_from_slice(serial);
+        self.push_with(|bytes| bytes.extend_from_slice(serial));
+    }
+
+    /// Appends the serial that `write` appends to the bytes; returns it.
+    fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
         // A pool holds at most 10,000,000 serials of at most 20 bytes: < 2^32.
         self.ends
             .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        &self.bytes[start..]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 
     fn len(&self) -> usize {

@@ -136,6 +136,31 @@ async fn a_tiny_space_ends_in_partial_pools_then_exhaustion_never_a_duplicate() 
     );
 }
 
+/// A pool of a whole space larger than one draw batch (4,096 candidates):
+/// duplicates within a batch and against earlier batches are all redrawn,
+/// and the pool takes (nearly) the whole space without a duplicate.
+#[tokio::test]
+async fn a_pool_of_a_whole_space_spans_many_draw_batches_without_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    // 3^9 = 19,683 serials; drawing all of them takes about 200,000
+    // candidates, within the bound of 16 redraws per serial.
+    add_product(&channel, GTIN, "custom", Some(("ABC", 9)), Some(false)).await;
+    let pool = request_pool(&channel, "whole", GTIN, 19_683).await.unwrap();
+    let distinct: HashSet<_> = pool.serials.iter().collect();
+    assert_eq!(distinct.len(), pool.serials.len(), "a duplicate was issued");
+    assert_eq!(pool.header.granted_count as usize, pool.serials.len());
+    // Only the last few serials of the space can be missed, by bad luck
+    // (each is found with probability 1/19,683 per candidate).
+    assert!(pool.serials.len() >= 19_600, "{:?}", pool.header);
+    assert!(
+        pool.serials
+            .iter()
+            .all(|s| s.len() == 9 && s.bytes().all(|b| b"ABC".contains(&b)))
+    );
+}
+
 #[tokio::test]
 async fn the_guessing_rule_is_enforced_at_the_exact_boundary() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,5 +28,5 @@ pub use keys::Family;
 pub use merge::MergeOperator;
 pub use store::{
     CHANGE_SET_OPERATIONS_MAX, COMMIT_OPERATIONS, COMMIT_SECONDS, ChainReport, ChangeSet,
-    CommitReceipt, FORMAT_VERSION, Store, Versioned,
+    CommitReceipt, FORMAT_VERSION, PreparedChange, Store, Versioned,
 };

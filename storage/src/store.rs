@@ -24,6 +24,15 @@ pub const COMMIT_SECONDS: &str = "serialsvc_storage_commit_seconds";
 /// Histogram of the operations (puts, merges, deletes, events) in one commit.
 pub const COMMIT_OPERATIONS: &str = "serialsvc_storage_commit_operations";
 
+/// Bytes of a RocksDB write batch's header (sequence and count).
+const WRITE_BATCH_HEADER_BYTES: usize = 12;
+
+/// Bytes an event's value adds to its body: envelope, time and chain hash.
+const EVENT_OVERHEAD_BYTES: usize = 64;
+
+/// Bytes of the chain-head record every commit writes, with its key.
+const CHAIN_HEAD_RECORD_BYTES: usize = 96;
+
 /// Limits on one change set, so a single request cannot build an unbounded batch.
 pub const CHANGE_SET_OPERATIONS_MAX: usize = 4_000_000;
 
@@ -108,6 +117,36 @@ impl ChangeSet {
             ));
         }
         Ok(())
+    }
+}
+
+/// A [`ChangeSet`] checked and copied into a write batch by
+/// [`Store::prepare`], waiting for [`Store::commit_prepared`]. Dropping it
+/// writes nothing.
+pub struct PreparedChange {
+    batch: WriteBatch,
+    events: Vec<Vec<u8>>,
+    operations: usize,
+}
+
+impl PreparedChange {
+    /// Number of puts, merges, deletes and events.
+    pub fn len(&self) -> usize {
+        self.operations
+    }
+
+    /// True when nothing would be written.
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
+    }
+}
+
+impl std::fmt::Debug for PreparedChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedChange")
+            .field("operations", &self.operations)
+            .field("bytes", &self.batch.size_in_bytes())
+            .finish_non_exhaustive()
     }
 }
 
@@ -432,14 +471,42 @@ impl Store {
     /// Commits `change` atomically with its events, synced to the WAL before
     /// returning. On an I/O error other than a full disk the store fail-stops.
     pub fn commit(&self, change: ChangeSet) -> Result<CommitReceipt, StorageError> {
+        self.commit_prepared(self.prepare(change)?)
+    }
+
+    /// Checks `change` and turns it into a RocksDB write batch, without
+    /// writing anything: the part of a commit that copies every key and
+    /// value, and frees the change set. A writer that pipelines its commits
+    /// prepares the next one on its own thread while another thread writes
+    /// the last ([`Store::commit_prepared`]).
+    pub fn prepare(&self, change: ChangeSet) -> Result<PreparedChange, StorageError> {
         change.validate()?;
-        if let Some(reason) = self.fail_stopped() {
-            return Err(StorageError::FailStopped(reason));
-        }
-        let mut head = self.head.lock();
-        let first_sequence = head.next_sequence;
-        let time_micros = now_micros();
-        let mut batch = WriteBatch::default();
+        // Sized once: a record is a tag, a family id and two length
+        // varints (at most 12 bytes) besides the key and value.
+        let record = |key: &[u8], value: &[u8]| key.len() + value.len() + 12;
+        let bytes = change
+            .puts
+            .iter()
+            .map(|(_, k, v)| record(k, v))
+            .sum::<usize>()
+            + change
+                .merges
+                .iter()
+                .map(|(_, k, v)| record(k, v))
+                .sum::<usize>()
+            + change
+                .deletes
+                .iter()
+                .map(|(_, k)| record(k, &[]))
+                .sum::<usize>()
+            + change
+                .events
+                .iter()
+                .map(|body| record(&[0; 9], body) + EVENT_OVERHEAD_BYTES)
+                .sum::<usize>()
+            + WRITE_BATCH_HEADER_BYTES
+            + CHAIN_HEAD_RECORD_BYTES;
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for (family, key, value) in &change.puts {
             batch.put_cf(self.cf(*family), key, value);
         }
@@ -449,10 +516,33 @@ impl Store {
         for (family, key) in &change.deletes {
             batch.delete_cf(self.cf(*family), key);
         }
+        let operations = change.len();
+        Ok(PreparedChange {
+            batch,
+            events: change.events,
+            operations,
+        })
+    }
+
+    /// Commits a change set [`Store::prepare`] made, atomically with its
+    /// events, synced to the WAL before returning. On an I/O error other than
+    /// a full disk the store fail-stops.
+    pub fn commit_prepared(&self, prepared: PreparedChange) -> Result<CommitReceipt, StorageError> {
+        if let Some(reason) = self.fail_stopped() {
+            return Err(StorageError::FailStopped(reason));
+        }
+        let PreparedChange {
+            mut batch,
+            events,
+            operations,
+        } = prepared;
+        let mut head = self.head.lock();
+        let first_sequence = head.next_sequence;
+        let time_micros = now_micros();
         let events_cf = self.cf(Family::Events);
         let mut sequence = first_sequence;
         let mut hash = head.hash;
-        for body in &change.events {
+        for body in &events {
             batch.put_cf(
                 events_cf,
                 keys::event(sequence),
@@ -469,7 +559,6 @@ impl Store {
             keys::meta(CHAIN_HEAD_KEY),
             value::encode(META_VALUE_VERSION, &chain_head),
         );
-        let operations = change.len();
         let started = std::time::Instant::now();
         #[cfg(feature = "failpoints")]
         fail::fail_point!("storage.commit.before_write");
@@ -746,6 +835,41 @@ mod tests {
             ]
         );
         store.close().unwrap();
+    }
+
+    /// A prepared change writes nothing until it is committed, gets its
+    /// event sequence numbers at commit (not when prepared), and a dropped
+    /// one is simply gone.
+    #[test]
+    fn a_prepared_change_is_written_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store.prepare(change(b"S1", b"e1")).unwrap();
+        let dropped = store.prepare(change(b"S9", b"e9")).unwrap();
+        let mut two = change(b"S2", b"e2");
+        two.event(b"e3".to_vec());
+        let second = store.prepare(two).unwrap();
+        assert_eq!((first.len(), second.len()), (2, 3));
+        assert_eq!(store.get(Family::Serials, b"S1").unwrap(), None);
+        // Committed in another order than prepared: sequences follow commits.
+        let receipt = store.commit_prepared(second).unwrap();
+        assert_eq!((receipt.first_sequence, receipt.last_sequence), (1, 2));
+        let receipt = store.commit_prepared(first).unwrap();
+        assert_eq!((receipt.first_sequence, receipt.last_sequence), (3, 3));
+        drop(dropped);
+        assert_eq!(store.get(Family::Serials, b"S9").unwrap(), None);
+        assert_eq!(
+            store.get(Family::Serials, b"S1").unwrap(),
+            Some((1, b"state".to_vec()))
+        );
+        assert_eq!(store.next_event_sequence(), 4);
+        let report = store.verify_chain(|_| {}).unwrap();
+        assert_eq!((report.events, report.first_break), (3, None));
+        // An invalid change set is refused when prepared.
+        assert!(matches!(
+            store.prepare(ChangeSet::new()),
+            Err(StorageError::InvalidChangeSet(_))
+        ));
     }
 
     #[test]
