@@ -1018,12 +1018,10 @@ impl Writer {
         // Sorted keys insert faster into the memtable's skip list.
         let mut sorted: Vec<&[u8]> = serials.to_vec();
         sorted.sort_unstable();
+        let mut key = Vec::new();
         for serial in sorted {
-            change.put(
-                Family::Serials,
-                keys::serial(gtin, serial),
-                allocated.clone(),
-            );
+            keys::serial_into(&mut key, gtin, serial);
+            change.put(Family::Serials, &key, &allocated);
         }
         change.put(
             Family::Pools,
@@ -1356,12 +1354,10 @@ impl Writer {
         // the state it left), so each key is written once.
         let mut sorted_serials = changed_serials.clone();
         sorted_serials.sort_unstable();
+        let mut key = Vec::new();
         for serial in &sorted_serials {
-            change.merge(
-                Family::Serials,
-                keys::serial(gtin, serial),
-                patch_value.clone(),
-            );
+            keys::serial_into(&mut key, gtin, serial);
+            change.merge(Family::Serials, &key, &patch_value);
         }
         let record = RequestRecord {
             parameters,

@@ -114,11 +114,19 @@ pub fn lot(gtin: u64, lot: &[u8]) -> Vec<u8> {
 
 /// `S` + GTIN (u64 BE) + serial bytes. All serials of a GTIN are contiguous.
 pub fn serial(gtin: u64, serial: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + serial.len());
+    serial_into(&mut key, gtin, serial);
+    key
+}
+
+/// Replaces `key` with the key [`serial`] returns, reusing its allocation
+/// (for writers of many serial keys).
+pub fn serial_into(key: &mut Vec<u8>, gtin: u64, serial: &[u8]) {
     debug_assert!(gtin <= GTIN_MAX && serial.len() <= TEXT_LENGTH_MAX);
-    let mut key = with_prefix(Family::Serials, 8 + serial.len());
+    key.clear();
+    key.push(Family::Serials.prefix());
     key.extend_from_slice(&gtin.to_be_bytes());
     key.extend_from_slice(serial);
-    key
 }
 
 /// Splits a serial key back into (GTIN, serial bytes).
@@ -320,6 +328,14 @@ pub fn decode_event(key: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn serial_into_reuses_a_buffer_for_the_same_key() {
+        let mut key = serial(1, b"A LONGER SERIAL 0001");
+        serial_into(&mut key, 9_520_123_456_788, b"ABC");
+        assert_eq!(key, serial(9_520_123_456_788, b"ABC"));
+        assert_eq!(decode_serial(&key), Some((9_520_123_456_788, &b"ABC"[..])));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

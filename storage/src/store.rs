@@ -27,8 +27,9 @@ pub const COMMIT_OPERATIONS: &str = "serialsvc_storage_commit_operations";
 /// Bytes of a RocksDB write batch's header (sequence and count).
 const WRITE_BATCH_HEADER_BYTES: usize = 12;
 
-/// Bytes an event's value adds to its body: envelope, time and chain hash.
-const EVENT_OVERHEAD_BYTES: usize = 64;
+/// Bytes an event's record adds to its body: the record header, the key,
+/// and the value's envelope, time and chain hash.
+const EVENT_RECORD_OVERHEAD_BYTES: usize = 96;
 
 /// Bytes of the chain-head record every commit writes, with its key.
 const CHAIN_HEAD_RECORD_BYTES: usize = 96;
@@ -38,12 +39,57 @@ pub const CHANGE_SET_OPERATIONS_MAX: usize = 4_000_000;
 
 /// A set of puts and deletes plus the events that report them, committed
 /// atomically by [`Store::commit`] in one synced `WriteBatch`.
+///
+/// Keys and values are copied into one buffer per kind of operation, so a
+/// change of a million serials costs a few allocations, not two million.
 #[derive(Debug, Default)]
 pub struct ChangeSet {
-    puts: Vec<(Family, Vec<u8>, Vec<u8>)>,
-    merges: Vec<(Family, Vec<u8>, Vec<u8>)>,
-    deletes: Vec<(Family, Vec<u8>)>,
+    puts: Operations,
+    merges: Operations,
+    deletes: Operations,
     events: Vec<Vec<u8>>,
+}
+
+/// Operations of one kind, in the order they were added: each entry is the
+/// family and where its key and value end in `bytes` (each starts where
+/// the one before it ends).
+#[derive(Debug, Default)]
+struct Operations {
+    entries: Vec<(Family, usize, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl Operations {
+    fn push(&mut self, family: Family, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push((family, key_end, self.bytes.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// (family, key, value) in order.
+    fn iter(&self) -> impl Iterator<Item = (Family, &[u8], &[u8])> {
+        let mut start = 0;
+        self.entries
+            .iter()
+            .map(move |&(family, key_end, value_end)| {
+                let key = &self.bytes[start..key_end];
+                let value = &self.bytes[key_end..value_end];
+                start = value_end;
+                (family, key, value)
+            })
+    }
+
+    /// Bytes of a write batch holding these operations: a record is a tag,
+    /// a family id and two length varints (at most 12 bytes) besides the
+    /// key and value.
+    fn batch_bytes(&self) -> usize {
+        self.bytes.len() + 12 * self.entries.len()
+    }
 }
 
 impl ChangeSet {
@@ -54,20 +100,20 @@ impl ChangeSet {
 
     /// Writes `value` under `key` in `family`. `Family::Events` is refused at
     /// commit: events are added with [`ChangeSet::event`] so they get sequence numbers.
-    pub fn put(&mut self, family: Family, key: Vec<u8>, value: Vec<u8>) {
-        self.puts.push((family, key, value));
+    pub fn put(&mut self, family: Family, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.puts.push(family, key.as_ref(), value.as_ref());
     }
 
     /// Records a merge operand (an enveloped value) for `key` in `family`,
     /// applied by the family's [`MergeOperator`] on read. The family must have
     /// one ([`Store::open_with`]).
-    pub fn merge(&mut self, family: Family, key: Vec<u8>, operand: Vec<u8>) {
-        self.merges.push((family, key, operand));
+    pub fn merge(&mut self, family: Family, key: impl AsRef<[u8]>, operand: impl AsRef<[u8]>) {
+        self.merges.push(family, key.as_ref(), operand.as_ref());
     }
 
     /// Deletes `key` from `family`.
-    pub fn delete(&mut self, family: Family, key: Vec<u8>) {
-        self.deletes.push((family, key));
+    pub fn delete(&mut self, family: Family, key: impl AsRef<[u8]>) {
+        self.deletes.push(family, key.as_ref(), &[]);
     }
 
     /// Appends an event (the writer's encoding); it receives the next sequence number.
@@ -78,9 +124,15 @@ impl ChangeSet {
     /// Moves every operation and event of `other` into this set, after its
     /// own (one commit for changes prepared apart, e.g. by several shards).
     pub fn append(&mut self, mut other: ChangeSet) {
-        self.puts.append(&mut other.puts);
-        self.merges.append(&mut other.merges);
-        self.deletes.append(&mut other.deletes);
+        for (mine, theirs) in [
+            (&mut self.puts, &other.puts),
+            (&mut self.merges, &other.merges),
+            (&mut self.deletes, &other.deletes),
+        ] {
+            for (family, key, value) in theirs.iter() {
+                mine.push(family, key, value);
+            }
+        }
         self.events.append(&mut other.events);
     }
 
@@ -105,13 +157,11 @@ impl ChangeSet {
                 "change set exceeds its operation limit",
             ));
         }
-        let touches_events = self
-            .puts
-            .iter()
-            .chain(&self.merges)
-            .map(|(f, ..)| f)
-            .chain(self.deletes.iter().map(|(f, _)| f));
-        if touches_events.into_iter().any(|f| *f == Family::Events) {
+        let touches_events = [&self.puts, &self.merges, &self.deletes]
+            .into_iter()
+            .flat_map(|operations| &operations.entries)
+            .any(|(family, ..)| *family == Family::Events);
+        if touches_events {
             return Err(StorageError::InvalidChangeSet(
                 "events are written only through ChangeSet::event",
             ));
@@ -481,40 +531,25 @@ impl Store {
     /// the last ([`Store::commit_prepared`]).
     pub fn prepare(&self, change: ChangeSet) -> Result<PreparedChange, StorageError> {
         change.validate()?;
-        // Sized once: a record is a tag, a family id and two length
-        // varints (at most 12 bytes) besides the key and value.
-        let record = |key: &[u8], value: &[u8]| key.len() + value.len() + 12;
-        let bytes = change
-            .puts
-            .iter()
-            .map(|(_, k, v)| record(k, v))
-            .sum::<usize>()
-            + change
-                .merges
-                .iter()
-                .map(|(_, k, v)| record(k, v))
-                .sum::<usize>()
-            + change
-                .deletes
-                .iter()
-                .map(|(_, k)| record(k, &[]))
-                .sum::<usize>()
+        let bytes = change.puts.batch_bytes()
+            + change.merges.batch_bytes()
+            + change.deletes.batch_bytes()
             + change
                 .events
                 .iter()
-                .map(|body| record(&[0; 9], body) + EVENT_OVERHEAD_BYTES)
+                .map(|body| body.len() + EVENT_RECORD_OVERHEAD_BYTES)
                 .sum::<usize>()
             + WRITE_BATCH_HEADER_BYTES
             + CHAIN_HEAD_RECORD_BYTES;
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
-        for (family, key, value) in &change.puts {
-            batch.put_cf(self.cf(*family), key, value);
+        for (family, key, value) in change.puts.iter() {
+            batch.put_cf(self.cf(family), key, value);
         }
-        for (family, key, operand) in &change.merges {
-            batch.merge_cf(self.cf(*family), key, operand);
+        for (family, key, operand) in change.merges.iter() {
+            batch.merge_cf(self.cf(family), key, operand);
         }
-        for (family, key) in &change.deletes {
-            batch.delete_cf(self.cf(*family), key);
+        for (family, key, _) in change.deletes.iter() {
+            batch.delete_cf(self.cf(family), key);
         }
         let operations = change.len();
         Ok(PreparedChange {
@@ -835,6 +870,39 @@ mod tests {
             ]
         );
         store.close().unwrap();
+    }
+
+    /// Operations keep their order, families, keys and values (empty ones
+    /// too) in the shared buffer, also when appended from another set.
+    #[test]
+    fn a_change_set_keeps_every_operation_in_order() {
+        let mut change = ChangeSet::new();
+        change.put(Family::Serials, b"k1", b"v1");
+        change.put(Family::Lots, Vec::new(), b"v2".to_vec());
+        change.delete(Family::Serials, b"k3");
+        change.merge(Family::Serials, b"k4", b"");
+        let mut other = ChangeSet::new();
+        other.put(Family::Pools, b"k5", b"v5");
+        other.delete(Family::Lots, b"k6");
+        other.event(b"e".to_vec());
+        change.append(other);
+        assert_eq!(change.len(), 7);
+        let puts: Vec<_> = change.puts.iter().collect();
+        assert_eq!(
+            puts,
+            vec![
+                (Family::Serials, &b"k1"[..], &b"v1"[..]),
+                (Family::Lots, &b""[..], &b"v2"[..]),
+                (Family::Pools, &b"k5"[..], &b"v5"[..]),
+            ]
+        );
+        let deletes: Vec<_> = change.deletes.iter().map(|(f, k, _)| (f, k)).collect();
+        assert_eq!(
+            deletes,
+            vec![(Family::Serials, &b"k3"[..]), (Family::Lots, &b"k6"[..])]
+        );
+        let merges: Vec<_> = change.merges.iter().collect();
+        assert_eq!(merges, vec![(Family::Serials, &b"k4"[..], &b""[..])]);
     }
 
     /// A prepared change writes nothing until it is committed, gets its

@@ -386,7 +386,7 @@ impl Writer {
         let mut change = ChangeSet::new();
         let mut by_gtin: HashMap<u64, Vec<&[u8]>> = HashMap::new();
         for (i, key) in changed.iter().enumerate() {
-            change.merge(Family::Serials, key.to_vec(), patch_value.clone());
+            change.merge(Family::Serials, key, &patch_value);
             if i > 0 && changed[i - 1] == *key {
                 continue;
             }
