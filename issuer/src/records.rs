@@ -49,6 +49,14 @@ impl SerialState {
 /// party, location and the decommission time; version 1 is still read).
 pub const SERIAL_RECORD_VERSION: u8 = 2;
 
+/// Payload version of a serial record that is ALLOCATED with every other
+/// field at its default: only the pool id and the time (16 bytes, not 33).
+/// Every pool writes one per serial, so this is most records, and it makes
+/// the WAL, memtables and files of a pool about a fifth smaller. Written by
+/// [`SerialRecord::stored`]; an older build refuses to read it (it names
+/// the version), it never misreads it.
+pub const SERIAL_ALLOCATED_VERSION: u8 = 3;
+
 /// Flag bit: marked suspect by an administrator.
 pub const FLAG_SUSPECT: u8 = 1;
 /// Flag bit: marked illegitimate by an administrator.
@@ -56,10 +64,12 @@ pub const FLAG_ILLEGITIMATE: u8 = 2;
 
 /// A decoder over a serial record payload of a version this build reads.
 fn serial_decoder(version: u8, payload: &[u8]) -> Result<Decoder<'_>, DecodeError> {
-    if version != 1 && version != SERIAL_RECORD_VERSION {
+    if version != 1 && version != SERIAL_RECORD_VERSION && version != SERIAL_ALLOCATED_VERSION {
         return Err(DecodeError {
             record: "serial record",
-            detail: format!("version {version} is not 1 or {SERIAL_RECORD_VERSION}"),
+            detail: format!(
+                "version {version} is not 1, {SERIAL_RECORD_VERSION} or {SERIAL_ALLOCATED_VERSION}"
+            ),
         });
     }
     Ok(Decoder::new("serial record", payload))
@@ -89,6 +99,27 @@ pub struct SerialRecord {
 }
 
 impl SerialRecord {
+    /// The payload to store and its version: the 16-byte
+    /// [`SERIAL_ALLOCATED_VERSION`] when the record is ALLOCATED with every
+    /// other field at its default, else [`SerialRecord::encode`].
+    pub fn stored(&self) -> (u8, Vec<u8>) {
+        let allocated = SerialRecord {
+            state: SerialState::Allocated,
+            pool_id: self.pool_id,
+            changed_micros: self.changed_micros,
+            ..SerialRecord::default()
+        };
+        if *self == allocated {
+            let payload = Encoder::default()
+                .u64(self.pool_id)
+                .u64(self.changed_micros)
+                .finish();
+            (SERIAL_ALLOCATED_VERSION, payload)
+        } else {
+            (SERIAL_RECORD_VERSION, self.encode())
+        }
+    }
+
     /// Encodes a version-[`SERIAL_RECORD_VERSION`] payload.
     pub fn encode(&self) -> Vec<u8> {
         Encoder::default()
@@ -104,9 +135,19 @@ impl SerialRecord {
             .finish()
     }
 
-    /// Decodes a payload read with its envelope version (1 or 2).
+    /// Decodes a payload read with its envelope version (1, 2 or 3).
     pub fn decode(version: u8, payload: &[u8]) -> Result<Self, DecodeError> {
         let mut d = serial_decoder(version, payload)?;
+        if version == SERIAL_ALLOCATED_VERSION {
+            let record = SerialRecord {
+                state: SerialState::Allocated,
+                pool_id: d.u64()?,
+                changed_micros: d.u64()?,
+                ..SerialRecord::default()
+            };
+            d.finish()?;
+            return Ok(record);
+        }
         let state = d.u8()?;
         let state =
             SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
@@ -309,7 +350,7 @@ fn serial_full_merge(
             .map_err(|e| e.to_string())?
             .apply(&mut record);
     }
-    Ok((SERIAL_RECORD_VERSION, record.encode()))
+    Ok(record.stored())
 }
 
 fn serial_partial_merge(operands: &[(u8, &[u8])]) -> Option<(u8, Vec<u8>)> {
@@ -338,6 +379,17 @@ impl<'a> SerialView<'a> {
     /// Reads a payload with the same checks as [`SerialRecord::decode`].
     pub fn decode(version: u8, payload: &'a [u8]) -> Result<Self, DecodeError> {
         let mut d = serial_decoder(version, payload)?;
+        if version == SERIAL_ALLOCATED_VERSION {
+            d.u64()?;
+            d.u64()?;
+            d.finish()?;
+            return Ok(SerialView {
+                state: SerialState::Allocated,
+                reason: 0,
+                lot: "",
+                flags: 0,
+            });
+        }
         let state = d.u8()?;
         let state =
             SerialState::from_u8(state).ok_or_else(|| d.error(format!("unknown state {state}")))?;
@@ -864,6 +916,30 @@ mod tests {
             (SerialState::Active, "L1", 0)
         );
         assert_eq!(SerialView::decode(1, v1).unwrap().lot, "L1");
+        // A fresh ALLOCATED record is stored in 16 bytes (version 3).
+        let fresh = SerialRecord {
+            pool_id: 7,
+            changed_micros: 1,
+            ..SerialRecord::default()
+        };
+        let (version, payload) = fresh.stored();
+        assert_eq!(
+            (version, payload.as_slice()),
+            (
+                SERIAL_ALLOCATED_VERSION,
+                &b"\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\x01"[..]
+            )
+        );
+        assert_eq!(SerialRecord::decode(version, &payload).unwrap(), fresh);
+        let view = SerialView::decode(version, &payload).unwrap();
+        assert_eq!(
+            (view.state, view.reason, view.lot, view.flags),
+            (SerialState::Allocated, 0, "", 0)
+        );
+        assert!(SerialRecord::decode(version, &payload[1..]).is_err());
+        assert!(SerialView::decode(version, &[payload.as_slice(), b"x"].concat()).is_err());
+        // Any other record keeps version 2.
+        assert_eq!(serial.stored(), (SERIAL_RECORD_VERSION, serial.encode()));
         let encoded = serial.encode();
         let view = SerialView::decode(SERIAL_RECORD_VERSION, &encoded).unwrap();
         assert_eq!(
@@ -958,6 +1034,9 @@ mod tests {
             let _ = SerialRecord::decode(RECORD_VERSION, &bytes);
             let _ = SerialRecord::decode(SERIAL_RECORD_VERSION, &bytes);
             let _ = SerialView::decode(SERIAL_RECORD_VERSION, &bytes);
+            let _ = SerialRecord::decode(SERIAL_ALLOCATED_VERSION, &bytes);
+            let _ = SerialView::decode(SERIAL_ALLOCATED_VERSION, &bytes);
+            let _ = serial_full_merge(Some((SERIAL_ALLOCATED_VERSION, &bytes)), &[(SERIAL_PATCH_VERSION, &bytes)]);
             let _ = ProductRecord::decode(RECORD_VERSION, &bytes);
             let _ = LotRecord::decode(RECORD_VERSION, &bytes);
             let _ = LotRecord::decode(MASTER_RECORD_VERSION, &bytes);
@@ -985,12 +1064,14 @@ mod tests {
             prop_assert_eq!(&composed, &in_turn);
             // Through the merge operator, with and without a partial merge first.
             let (a, b) = (first.encode(), second.encode());
-            let stored = base.encode();
+            // The base as stored: version 3 when it is a fresh ALLOCATED record.
+            let (base_version, stored) = base.stored();
+            prop_assert_eq!(&SerialRecord::decode(base_version, &stored).unwrap(), &base);
             let operands = [(SERIAL_PATCH_VERSION, &a[..]), (SERIAL_PATCH_VERSION, &b[..])];
-            let (version, merged) = serial_full_merge(Some((SERIAL_RECORD_VERSION, &stored)), &operands).unwrap();
+            let (version, merged) = serial_full_merge(Some((base_version, &stored)), &operands).unwrap();
             prop_assert_eq!(SerialRecord::decode(version, &merged).unwrap(), in_turn.clone());
             let (pv, partial) = serial_partial_merge(&operands).unwrap();
-            let (version, merged) = serial_full_merge(Some((SERIAL_RECORD_VERSION, &stored)), &[(pv, &partial[..])]).unwrap();
+            let (version, merged) = serial_full_merge(Some((base_version, &stored)), &[(pv, &partial[..])]).unwrap();
             prop_assert_eq!(SerialRecord::decode(version, &merged).unwrap(), in_turn);
         }
     }
@@ -1022,7 +1103,12 @@ mod tests {
     prop_compose! {
         fn arb_record()(
             state in arb_state(), reason in 0u8..9, pool_id in any::<u64>(), lot in "[!-~]{0,20}",
+            fresh in any::<bool>(),
         ) -> SerialRecord {
+            if fresh {
+                // As a pool writes it (stored as version 3).
+                return SerialRecord { pool_id, changed_micros: 3, ..SerialRecord::default() };
+            }
             SerialRecord { state, reason, pool_id, lot, changed_micros: 3, ..SerialRecord::default() }
         }
     }

@@ -210,7 +210,8 @@ fn envelope(payload: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn serial_envelope(record: &SerialRecord) -> Vec<u8> {
-    value::encode(SERIAL_RECORD_VERSION, &record.encode())
+    let (version, payload) = record.stored();
+    value::encode(version, &payload)
 }
 
 impl Writer {
