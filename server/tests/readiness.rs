@@ -34,7 +34,7 @@ async fn a_fail_stop_turns_health_readyz_and_the_metrics_not_serving() {
     {
         let store = Store::open(dir.path()).unwrap();
         let mut change = ChangeSet::new();
-        change.put(Family::Pools, keys::pool(77), b"not an envelope".to_vec());
+        change.put(Family::Pools, keys::pool(77), b"not an envelope");
         change.event(b"test: corrupt pool".to_vec());
         store.commit(change).unwrap();
         store.close().unwrap();

@@ -831,7 +831,7 @@ mod tests {
 
     fn change(key: &[u8], event: &[u8]) -> ChangeSet {
         let mut change = ChangeSet::new();
-        change.put(Family::Serials, key.to_vec(), value::encode(1, b"state"));
+        change.put(Family::Serials, key, value::encode(1, b"state"));
         change.event(event.to_vec());
         change
     }
@@ -878,7 +878,7 @@ mod tests {
     fn a_change_set_keeps_every_operation_in_order() {
         let mut change = ChangeSet::new();
         change.put(Family::Serials, b"k1", b"v1");
-        change.put(Family::Lots, Vec::new(), b"v2".to_vec());
+        change.put(Family::Lots, Vec::new(), b"v2");
         change.delete(Family::Serials, b"k3");
         change.merge(Family::Serials, b"k4", b"");
         let mut other = ChangeSet::new();
@@ -950,7 +950,7 @@ mod tests {
         // Enough to outgrow a memtable's first arena block.
         let mut big = change(b"S1", b"e1");
         for i in 0..2_000u32 {
-            big.put(Family::Serials, i.to_be_bytes().to_vec(), vec![7; 200]);
+            big.put(Family::Serials, i.to_be_bytes(), vec![7; 200]);
         }
         store.commit(big).unwrap();
         let memtables = || crate::stats::figures(&store).unwrap().memtable_bytes;
@@ -991,7 +991,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut no_event = ChangeSet::new();
-        no_event.put(Family::Serials, b"S1".to_vec(), vec![]);
+        no_event.put(Family::Serials, b"S1", vec![]);
         assert!(matches!(
             store.commit(no_event),
             Err(StorageError::InvalidChangeSet(_))
@@ -1063,7 +1063,7 @@ mod tests {
         let mut bad = ChangeSet::new();
         let mut damaged = value::encode(1, b"state");
         damaged[6] ^= 0x01;
-        bad.put(Family::Serials, b"S1".to_vec(), damaged);
+        bad.put(Family::Serials, b"S1", damaged);
         bad.event(b"e".to_vec());
         store.commit(bad).unwrap();
         assert!(matches!(
@@ -1089,7 +1089,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let mut put = ChangeSet::new();
-            put.put(Family::Serials, b"S1".to_vec(), value::encode(1, marker));
+            put.put(Family::Serials, b"S1", value::encode(1, marker));
             put.event(b"e".to_vec());
             store.commit(put).unwrap();
             store.close().unwrap();
@@ -1147,7 +1147,7 @@ mod tests {
 
     fn merge(key: &[u8], operand: &[u8]) -> ChangeSet {
         let mut change = ChangeSet::new();
-        change.merge(Family::Serials, key.to_vec(), value::encode(1, operand));
+        change.merge(Family::Serials, key, value::encode(1, operand));
         change.event(b"m".to_vec());
         change
     }
