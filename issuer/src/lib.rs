@@ -278,7 +278,8 @@ impl Issuer {
         .await
     }
 
-    /// Allocates (or replays) a pool; answers once its first segment is durable.
+    /// Allocates (or replays) a pool; answers once every segment of it is
+    /// durable (no serial of a pool is sent before the whole pool is).
     pub async fn request_pool(&self, request: PoolRequest) -> Result<PoolTicket, IssuerError> {
         let gtin = request.gtin.clone();
         let items = usize::try_from(request.count).unwrap_or(usize::MAX);
