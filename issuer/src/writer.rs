@@ -511,7 +511,7 @@ impl Writer {
         let plan = self.plan_pool(&request);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "pool planned and drawn"
+            "pool planned (its first segments drawn)"
         );
         match plan {
             Err(error) => {
@@ -623,6 +623,7 @@ impl Writer {
                 pool_id,
                 pool,
                 serials,
+                draw: None,
                 request_record: None,
             });
         }
@@ -645,7 +646,23 @@ impl Writer {
                 Format::resolve(&profile, custom.as_ref())?
             }
         };
-        let (serials, limit) = self.draw(gtin, &request.gtin, request.count, Some(&format))?;
+        // Two segments drawn here; the rest while the first are committed.
+        let (mut draw, mut serials) =
+            self.start_draw(gtin, &request.gtin, request.count, Some(&format))?;
+        let segment = self.shared.config.pool_segment_size.max(1);
+        self.draw_more(gtin, &mut draw, &mut serials, segment.saturating_mul(2));
+        if serials.is_empty() {
+            return Err(draw.exhausted(&request.gtin));
+        }
+        // Until the draw ends, the pool is recorded as granted in full; the
+        // segment that ends it records what was granted (a crash before then
+        // leaves a pool whose replay draws the rest, as after any crash).
+        let granted = if draw.ended {
+            serials.len() as u64
+        } else {
+            draw.wanted
+        };
+        let limit = draw.limit;
         let pool_id = self.shared.next_pool_id.fetch_add(1, Ordering::SeqCst);
         let pool = PoolRecord {
             request_id: request.request_id.clone(),
@@ -655,7 +672,7 @@ impl Writer {
             format: format.to_stored(),
             selection_criteria: request.selection_criteria.clone(),
             requested: request.count,
-            granted: serials.len() as u64,
+            granted,
             limit: limit.code(),
             created_micros: now_micros(),
             committed: 0,
@@ -671,6 +688,7 @@ impl Writer {
             pool_id,
             pool,
             serials,
+            draw: (!draw.ended).then_some(draw),
             request_record: Some((request_key, record)),
         })
     }
@@ -685,6 +703,24 @@ impl Writer {
         count: u64,
         format: Option<&Format>,
     ) -> Result<(SerialBuffer, PoolLimit), IssuerError> {
+        let (mut draw, mut serials) = self.start_draw(gtin, display, count, format)?;
+        self.draw_more(gtin, &mut draw, &mut serials, usize::MAX);
+        if serials.is_empty() {
+            return Err(draw.exhausted(display));
+        }
+        Ok((serials, draw.limit))
+    }
+
+    /// Begins a draw of up to `count` serials: settles how many the guessing
+    /// rule allows and makes room for them in the issued set. Fails when not
+    /// a single serial may be issued; [`Writer::draw_more`] draws them.
+    fn start_draw(
+        &mut self,
+        gtin: u64,
+        display: &gs1::Gtin,
+        count: u64,
+        format: Option<&Format>,
+    ) -> Result<(Draw, SerialBuffer), IssuerError> {
         self.ensure_issued_set(gtin)?;
         let rule = self.shared.config.guessing_rule;
         let Some(product) = self.products.get_mut(&gtin) else {
@@ -726,31 +762,52 @@ impl Writer {
                 }
             )));
         }
-        // Bounded redraws: a nearly full space ends in a partial pool, never a loop.
-        let redraws_max = wanted.saturating_mul(16).saturating_add(10_000);
         let set = product.issued.get_or_insert_with(HashedSet::default);
         let capacity = usize::try_from(wanted).unwrap_or(0).min(1 << 24);
         // Grow the set once, not by repeated rehashing while drawing.
         set.reserve(capacity);
-        let mut serials = SerialBuffer::with_capacity(capacity, format.serial.length() as usize);
-        let mut redraws = 0u64;
+        let serials = SerialBuffer::with_capacity(capacity, format.serial.length() as usize);
+        let draw = Draw {
+            // Bounded redraws: a nearly full space ends in a partial pool, never a loop.
+            redraws_max: wanted.saturating_mul(16).saturating_add(10_000),
+            redraws: 0,
+            wanted,
+            limit,
+            ended: false,
+            space,
+            issued_before: product.record.issued,
+            format,
+        };
+        Ok((draw, serials))
+    }
+
+    /// Draws on until `serials` holds `target` serials, or the draw's own
+    /// count, or the space gives out (then `draw.limit` says so). Ends the
+    /// draw when it has drawn all it will.
+    fn draw_more(&mut self, gtin: u64, draw: &mut Draw, serials: &mut SerialBuffer, target: usize) {
+        let target = u64::try_from(target).unwrap_or(u64::MAX).min(draw.wanted);
+        let Some(product) = self.products.get_mut(&gtin) else {
+            draw.ended = true;
+            return;
+        };
+        let set = product.issued.get_or_insert_with(HashedSet::default);
+        let width = draw.format.serial.length() as usize;
         // Drawn in batches, in two passes: generate and hash a batch, then
         // insert its hashes. The inserts are cache (and TLB) misses in a set
         // of millions; back to back, the processor overlaps many of them,
         // while a generation between two inserts leaves one in flight at a
         // time (1 M serials: 0.26 s interleaved, 0.06 s in two passes).
-        let mut candidates =
-            SerialBuffer::with_capacity(DRAW_BATCH, format.serial.length() as usize);
+        let mut candidates = SerialBuffer::with_capacity(DRAW_BATCH, width);
         let mut hashes = Vec::with_capacity(DRAW_BATCH);
-        'draw: while (serials.len() as u64) < wanted {
-            let batch = usize::try_from(wanted - serials.len() as u64)
+        'draw: while !draw.ended && (serials.len() as u64) < target {
+            let batch = usize::try_from(target - serials.len() as u64)
                 .unwrap_or(DRAW_BATCH)
                 .min(DRAW_BATCH);
             candidates.clear();
             hashes.clear();
             for _ in 0..batch {
                 let serial =
-                    candidates.push_with(|out| self.generator.generate(&format.serial, out));
+                    candidates.push_with(|out| self.generator.generate(&draw.format.serial, out));
                 hashes.push(xxhash_rust::xxh3::xxh3_64_with_seed(
                     serial,
                     self.hash_secret,
@@ -760,21 +817,18 @@ impl Writer {
                 if set.insert(*hash) {
                     serials.push(candidates.get(index));
                 } else {
-                    redraws += 1;
-                    if redraws > redraws_max {
-                        limit = PoolLimit::SerialSpace;
+                    draw.redraws += 1;
+                    if draw.redraws > draw.redraws_max {
+                        draw.limit = PoolLimit::SerialSpace;
+                        draw.ended = true;
                         break 'draw;
                     }
                 }
             }
         }
-        if serials.is_empty() {
-            return Err(IssuerError::Exhausted(format!(
-                "no serial can be issued for GTIN {display}: the serial space of size {space} is used up ({} issued)",
-                product.record.issued
-            )));
+        if serials.len() as u64 >= draw.wanted {
+            draw.ended = true;
         }
-        Ok((serials, limit))
     }
 
     /// Commits the plan in segments (each one WriteBatch, synced) and answers
@@ -795,15 +849,18 @@ impl Writer {
         let PoolPlan {
             pool_id,
             pool,
-            serials,
+            mut serials,
+            mut draw,
             mut request_record,
         } = plan;
         let gtin = pool.gtin;
         let segment = self.shared.config.pool_segment_size.max(1);
+        // The pool's serials before this commit (a continued pool's).
+        let committed_before = pool.committed;
         let already = PoolProgress {
             chunks: pool.chunks,
             serials: pool.committed,
-            finished: serials.is_empty(),
+            finished: serials.is_empty() && draw.is_none(),
             failed: None,
         };
         let (progress, progress_receiver) = watch::channel(already);
@@ -858,8 +915,26 @@ impl Writer {
             // Set after an index refusal: later durable segments are counted
             // but not indexed (the restart's rebuild indexes them).
             let mut index_refused = false;
-            let mut next = 0;
+            let mut next: usize = 0;
             loop {
+                // The draw stays a segment ahead of the segment built next,
+                // so the segment that ends the pool is known when it is
+                // built, and records what the pool was granted.
+                if failure.is_none()
+                    && let Some(going) = draw.as_mut()
+                {
+                    self.draw_more(
+                        gtin,
+                        going,
+                        &mut serials,
+                        next.saturating_add(segment.saturating_mul(2)),
+                    );
+                    if going.ended {
+                        built.0.granted = committed_before + serials.len() as u64;
+                        built.0.limit = going.limit.code();
+                        draw = None;
+                    }
+                }
                 if failure.is_none()
                     && next < serials.len()
                     && in_flight.len() < SEGMENTS_IN_FLIGHT
@@ -914,10 +989,11 @@ impl Writer {
                             failure.get_or_insert(error);
                         }
                         durable = (pool_after, product_after, range.end);
+                        let finished = durable.2 == serials.len() && draw.is_none();
                         progress.send_modify(|p| {
                             p.chunks = durable.0.chunks;
                             p.serials = durable.0.committed;
-                            p.finished = durable.2 == serials.len();
+                            p.finished = finished;
                         });
                     }
                     Ok(Err(error)) => {
@@ -1475,8 +1551,39 @@ impl SerialBuffer {
 struct PoolPlan {
     pool_id: u64,
     pool: PoolRecord,
+    /// The serials drawn so far (all of them unless `draw` goes on).
     serials: SerialBuffer,
+    /// A draw still going on: [`Writer::commit_pool`] draws the rest of the
+    /// pool a segment ahead of the segment it builds, while the committer
+    /// writes the segments before.
+    draw: Option<Draw>,
     request_record: Option<(Vec<u8>, RequestRecord)>,
+}
+
+/// A draw of serials in progress ([`Writer::start_draw`], [`Writer::draw_more`]).
+struct Draw {
+    format: Format,
+    /// How many serials the draw may issue (the count asked for, or less
+    /// under the guessing rule).
+    wanted: u64,
+    redraws: u64,
+    redraws_max: u64,
+    /// Why the draw may end short of the count asked for.
+    limit: PoolLimit,
+    /// Set once the draw has drawn all it will.
+    ended: bool,
+    space: u128,
+    issued_before: u64,
+}
+
+impl Draw {
+    /// The refusal of a draw that could not draw a single serial.
+    fn exhausted(&self, display: &gs1::Gtin) -> IssuerError {
+        IssuerError::Exhausted(format!(
+            "no serial can be issued for GTIN {display}: the serial space of size {} is used up ({} issued)",
+            self.space, self.issued_before
+        ))
+    }
 }
 
 fn encode_outcomes(outcomes: &[(ItemOutcome, Option<SerialState>)]) -> Vec<u8> {

@@ -129,3 +129,87 @@ async fn a_pool_of_many_segments_is_whole_unique_indexed_and_survives_a_restart(
     assert_eq!(issued(&issuer).await, 19_000);
     issuer.shutdown();
 }
+
+/// The serials of a finished pool, chunk by chunk, and its record.
+async fn chunks(issuer: &Issuer, pool_id: u64) -> (issuer::records::PoolRecord, Vec<String>) {
+    let record = issuer.pool(pool_id).await.unwrap().unwrap();
+    let mut serials = Vec::new();
+    for chunk in 0..record.chunks {
+        serials.extend(issuer.pool_chunk(pool_id, chunk).await.unwrap());
+    }
+    (record, serials)
+}
+
+/// The draw runs a segment ahead of the commits: a pool whose space gives
+/// out partway through its draw (the bound on redraws is reached in its
+/// second segment) is committed in segments, and the segment that ends it
+/// records what was granted: a partial pool, never a duplicate, the same
+/// after a replay and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_space_gives_out_partway_records_what_was_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = start(dir.path());
+    issuer
+        .add_product(NewProduct {
+            gtin: gs1::Gtin::new(GTIN).unwrap(),
+            name: "Tiny".into(),
+            company_prefix_length: 7,
+            profile: "custom".into(),
+            // 2^14 = 16,384 serials.
+            custom_format: Some(("AB".into(), 14)),
+            ndc: None,
+            guessing_rule_enforced: Some(false),
+            principal: "test".into(),
+        })
+        .await
+        .unwrap();
+    let (_, first) = pool(&issuer, "fill", 13_384).await;
+    // 3,000 are left; finding them takes about 16,384 × H(3,000) ≈ 141,000
+    // candidates, past the bound of 16 redraws per serial wanted (+ 10,000),
+    // which is reached after about 2,900 (in the third segment's draw, while
+    // the first is committed): the pool ends short.
+    let mut ticket = issuer.request_pool(request("short", 3_000)).await.unwrap();
+    let progress = ticket
+        .progress
+        .wait_for(|p| p.finished || p.failed.is_some())
+        .await
+        .unwrap()
+        .clone();
+    assert!(progress.failed.is_none(), "{progress:?}");
+    assert_eq!(ticket.pool.limit, issuer::PoolLimit::SerialSpace);
+    let pool_id = ticket.pool.pool_id;
+    let (record, serials) = chunks(&issuer, pool_id).await;
+    assert!(
+        (2_000..3_000).contains(&serials.len()),
+        "{} serials",
+        serials.len()
+    );
+    assert_eq!(record.granted, serials.len() as u64, "{record:?}");
+    assert_eq!(record.committed, record.granted);
+    assert_eq!(record.requested, 3_000);
+    assert_eq!(record.limit, 2, "serial space");
+    assert_eq!(
+        u64::from(record.chunks),
+        record.granted.div_ceil(SEGMENT as u64)
+    );
+    assert_eq!(ticket.pool.record.granted, record.granted);
+    let mut distinct: HashSet<&String> = first.iter().collect();
+    for serial in &serials {
+        assert!(distinct.insert(serial), "{serial} issued twice");
+    }
+    let total = 13_384 + record.granted;
+    assert_eq!(issued(&issuer).await, total);
+    assert_eq!(issuer.index().stats().serials, total);
+
+    // The replay is the same pool, before and after a restart.
+    let again = issuer.request_pool(request("short", 3_000)).await.unwrap();
+    assert_eq!(again.pool.pool_id, pool_id);
+    assert_eq!(chunks(&issuer, pool_id).await.1, serials);
+    issuer.shutdown();
+    let issuer = start(dir.path());
+    let after = issuer.request_pool(request("short", 3_000)).await.unwrap();
+    assert_eq!(after.pool.pool_id, pool_id);
+    assert_eq!(after.pool.record.granted, serials.len() as u64);
+    assert_eq!(chunks(&issuer, pool_id).await.1, serials);
+    issuer.shutdown();
+}
