@@ -260,6 +260,35 @@ impl Issuer {
         answer
     }
 
+    /// Puts a command on the bounded queue of the GTIN's writer now and
+    /// returns the wait for its answer ([`PendingGroup::wait`]).
+    fn submit(
+        &self,
+        gtin: &gs1::Gtin,
+        (kind, items): (telemetry::WriteKind, usize),
+        make: impl FnOnce(writer::Reply<GroupOutcome>) -> Command,
+    ) -> Result<PendingGroup, IssuerError> {
+        let started = std::time::Instant::now();
+        if !self.shared.index.is_ready() {
+            return Err(IssuerError::Starting);
+        }
+        let shard = self.shard_of(gtin);
+        let (reply, answer) = oneshot::channel();
+        match self.shards[shard].try_send(make(reply)) {
+            Ok(()) => Ok(PendingGroup {
+                answer,
+                started,
+                kind,
+                items,
+            }),
+            Err(TrySendError::Full(_)) => Err(IssuerError::Overloaded {
+                shard,
+                depth: self.shared.config.queue_depth,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(IssuerError::ShuttingDown),
+        }
+    }
+
     /// Registers a product (idempotent: the same registration again answers the stored one).
     pub async fn add_product(&self, product: NewProduct) -> Result<Product, IssuerError> {
         let gtin = product.gtin.clone();
@@ -300,6 +329,14 @@ impl Issuer {
 
     /// Commissions a group of serials (ALLOCATED → ACTIVE).
     pub async fn commission(&self, group: CommissionGroup) -> Result<GroupOutcome, IssuerError> {
+        self.submit_commission(group)?.wait().await
+    }
+
+    /// The first half of [`Issuer::commission`]: checks the group's size and
+    /// hands it to its shard writer now, in call order, so that a stream can
+    /// submit its next group while earlier ones commit, and still have them
+    /// applied in the order they were sent.
+    pub fn submit_commission(&self, group: CommissionGroup) -> Result<PendingGroup, IssuerError> {
         check_group_size(
             "serials",
             group.items.len(),
@@ -307,14 +344,19 @@ impl Issuer {
         )?;
         let gtin = group.gtin.clone();
         let items = group.items.len();
-        self.call(&gtin, (WriteKind::Commission, items), |reply| {
+        self.submit(&gtin, (WriteKind::Commission, items), |reply| {
             Command::Commission(group, reply)
         })
-        .await
     }
 
     /// Voids a group of unused serials (ALLOCATED → VOIDED).
     pub async fn return_serials(&self, group: ReturnGroup) -> Result<GroupOutcome, IssuerError> {
+        self.submit_return(group)?.wait().await
+    }
+
+    /// The first half of [`Issuer::return_serials`], as
+    /// [`Issuer::submit_commission`] is of [`Issuer::commission`].
+    pub fn submit_return(&self, group: ReturnGroup) -> Result<PendingGroup, IssuerError> {
         check_group_size(
             "serials",
             group.items.len(),
@@ -322,10 +364,9 @@ impl Issuer {
         )?;
         let gtin = group.gtin.clone();
         let items = group.items.len();
-        self.call(&gtin, (WriteKind::Return, items), |reply| {
+        self.submit(&gtin, (WriteKind::Return, items), |reply| {
             Command::Return(group, reply)
         })
-        .await
     }
 
     /// Applies a decommission or undo group. Items are split by shard; each
@@ -827,6 +868,25 @@ impl Issuer {
         for thread in threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// A submitted commission or return group, queued at its shard writer
+/// ([`Issuer::submit_commission`], [`Issuer::submit_return`]).
+#[derive(Debug)]
+pub struct PendingGroup {
+    answer: oneshot::Receiver<Result<GroupOutcome, IssuerError>>,
+    started: std::time::Instant,
+    kind: WriteKind,
+    items: usize,
+}
+
+impl PendingGroup {
+    /// Waits until the group is durable (or failed) and answers its outcome.
+    pub async fn wait(self) -> Result<GroupOutcome, IssuerError> {
+        let answer = self.answer.await.map_err(|_| IssuerError::ShuttingDown)?;
+        telemetry::record_write(self.kind, self.started, self.items);
+        answer
     }
 }
 

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert::{self, invalid, status};
 use crate::grpc::Api;
 use crate::master_data::{format_message, ratio_message};
+use crate::status::{Answer, pipeline_groups};
 
 /// Serials per `SerialChunk` message (published by GetLimits).
 pub(crate) const CHUNK_SIZE: usize = 16_384;
@@ -375,15 +376,15 @@ fn per_item<R>(
         .collect()
 }
 
-async fn commission_group(
+/// Validates a commission group and hands it to its writer now (see
+/// [`crate::status::pipeline_groups`]); returns the wait for its answer.
+fn start_commission(
     issuer: &Issuer,
     caller: &Principal,
     request: pb::CommissionRequest,
-) -> pb::CommissionResponse {
+) -> Answer<pb::CommissionResponse> {
     let request_id = request.request_id.clone();
-    let mut results = Vec::new();
-    let mut counts_message = None;
-    let result = async {
+    let submitted = (|| {
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
         caller.check_gtin("gtin", gtin.as_str())?;
@@ -410,38 +411,55 @@ async fn commission_group(
             context,
             items: items.clone(),
         };
-        let outcome = issuer.commission(group).await.map_err(status)?;
-        crate::telemetry::handles()
-            .commissioned
-            .increment(newly_applied(&outcome));
-        counts_message = Some(counts(&outcome));
-        results = per_item(&outcome, &items, |item, state, error| {
-            pb::CommissionResult {
-                outcome: commission_outcome(item) as i32,
-                state,
-                error,
+        let pending = issuer.submit_commission(group).map_err(status)?;
+        Ok::<_, Status>((pending, items))
+    })();
+    Box::pin(async move {
+        let answered = match submitted {
+            Ok((pending, items)) => pending
+                .wait()
+                .await
+                .map(|outcome| (outcome, items))
+                .map_err(status),
+            Err(error) => Err(error),
+        };
+        match answered {
+            Ok((outcome, items)) => {
+                crate::telemetry::handles()
+                    .commissioned
+                    .increment(newly_applied(&outcome));
+                pb::CommissionResponse {
+                    request_id,
+                    status: Some(group_status(&Ok(()))),
+                    counts: Some(counts(&outcome)),
+                    results: per_item(&outcome, &items, |item, state, error| {
+                        pb::CommissionResult {
+                            outcome: commission_outcome(item) as i32,
+                            state,
+                            error,
+                        }
+                    }),
+                }
             }
-        });
-        Ok(())
-    }
-    .await;
-    pb::CommissionResponse {
-        request_id,
-        status: Some(group_status(&result)),
-        results,
-        counts: counts_message,
-    }
+            Err(error) => pb::CommissionResponse {
+                request_id,
+                status: Some(group_status(&Err(error))),
+                results: Vec::new(),
+                counts: None,
+            },
+        }
+    })
 }
 
-async fn return_group(
+/// Validates a group of unused serials and hands it to its writer now;
+/// returns the wait for its answer.
+fn start_return(
     issuer: &Issuer,
     caller: &Principal,
     request: pb::ReturnSerialsRequest,
-) -> pb::ReturnSerialsResponse {
+) -> Answer<pb::ReturnSerialsResponse> {
     let request_id = request.request_id.clone();
-    let mut results = Vec::new();
-    let mut counts_message = None;
-    let result = async {
+    let submitted = (|| {
         convert::identifier("request_id", &request.request_id, true)?;
         let gtin = convert::gtin("gtin", &request.gtin)?;
         caller.check_gtin("gtin", gtin.as_str())?;
@@ -461,60 +479,44 @@ async fn return_group(
             pool_id,
             items: items.clone(),
         };
-        let outcome = issuer.return_serials(group).await.map_err(status)?;
-        crate::telemetry::handles()
-            .returned
-            .increment(newly_applied(&outcome));
-        counts_message = Some(counts(&outcome));
-        results = per_item(&outcome, &items, |item, state, error| {
-            pb::ReturnSerialsResult {
-                outcome: return_outcome(item) as i32,
-                state,
-                error,
-            }
-        });
-        Ok(())
-    }
-    .await;
-    pb::ReturnSerialsResponse {
-        request_id,
-        status: Some(group_status(&result)),
-        results,
-        counts: counts_message,
-    }
-}
-
-/// Answers each inbound group in order; stops when the client stops.
-pub(crate) fn serve_groups<In, Out, F, Fut>(
-    issuer: Arc<Issuer>,
-    mut inbound: Streaming<In>,
-    handle: F,
-) -> ResponseStream<Out>
-where
-    In: Send + 'static,
-    Out: Send + 'static,
-    F: Fn(Arc<Issuer>, In) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Out> + Send,
-{
-    let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(async move {
-        loop {
-            match inbound.message().await {
-                Ok(Some(group)) => {
-                    let answer = handle(Arc::clone(&issuer), group).await;
-                    if sender.send(Ok(answer)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
-                    return;
+        let pending = issuer.submit_return(group).map_err(status)?;
+        Ok::<_, Status>((pending, items))
+    })();
+    Box::pin(async move {
+        let answered = match submitted {
+            Ok((pending, items)) => pending
+                .wait()
+                .await
+                .map(|outcome| (outcome, items))
+                .map_err(status),
+            Err(error) => Err(error),
+        };
+        match answered {
+            Ok((outcome, items)) => {
+                crate::telemetry::handles()
+                    .returned
+                    .increment(newly_applied(&outcome));
+                pb::ReturnSerialsResponse {
+                    request_id,
+                    status: Some(group_status(&Ok(()))),
+                    counts: Some(counts(&outcome)),
+                    results: per_item(&outcome, &items, |item, state, error| {
+                        pb::ReturnSerialsResult {
+                            outcome: return_outcome(item) as i32,
+                            state,
+                            error,
+                        }
+                    }),
                 }
             }
+            Err(error) => pb::ReturnSerialsResponse {
+                request_id,
+                status: Some(group_status(&Err(error))),
+                results: Vec::new(),
+                counts: None,
+            },
         }
-    });
-    Box::pin(crate::drain::Tracked::new(ReceiverStream::new(receiver)))
+    })
 }
 
 #[tonic::async_trait]
@@ -608,15 +610,11 @@ impl PoolService for Api {
         request: Request<Streaming<pb::CommissionRequest>>,
     ) -> Result<Response<ResponseStream<pb::CommissionResponse>>, Status> {
         let caller = principal(&request)?;
-        let stream = serve_groups(
+        Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            move |issuer, group| {
-                let caller = Arc::clone(&caller);
-                async move { commission_group(&issuer, &caller, group).await }
-            },
-        );
-        Ok(Response::new(stream))
+            move |issuer, group| start_commission(issuer, &caller, group),
+        )))
     }
 
     async fn return_serials(
@@ -624,14 +622,10 @@ impl PoolService for Api {
         request: Request<Streaming<pb::ReturnSerialsRequest>>,
     ) -> Result<Response<ResponseStream<pb::ReturnSerialsResponse>>, Status> {
         let caller = principal(&request)?;
-        let stream = serve_groups(
+        Ok(Response::new(pipeline_groups(
             Arc::clone(&self.issuer),
             request.into_inner(),
-            move |issuer, group| {
-                let caller = Arc::clone(&caller);
-                async move { return_group(&issuer, &caller, group).await }
-            },
-        );
-        Ok(Response::new(stream))
+            move |issuer, group| start_return(issuer, &caller, group),
+        )))
     }
 }

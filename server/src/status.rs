@@ -24,14 +24,14 @@ pub(crate) const NOTE_LENGTH_MAX: usize = 256;
 /// before the first of them is answered (`max_groups_in_flight`).
 pub(crate) const GROUPS_IN_FLIGHT: usize = 4;
 
-type Answer<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+pub(crate) type Answer<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// Reads groups, submits each to the writers at once and in order (`start`
 /// validates and submits synchronously, then returns the wait for its
 /// answer), and answers them in order; at most [`GROUPS_IN_FLIGHT`] wait at
 /// a time, after which the stream is not read (HTTP/2 flow control holds the
 /// client).
-fn pipeline_groups<In, Out, F>(
+pub(crate) fn pipeline_groups<In, Out, F>(
     issuer: Arc<Issuer>,
     mut inbound: Streaming<In>,
     start: F,

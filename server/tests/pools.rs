@@ -554,3 +554,115 @@ async fn sigterm_lets_an_in_flight_pool_stream_finish() {
     assert!(status.success(), "exit status {status:?}; log: {log:#?}");
     assert!(log.iter().any(|l| l.contains("storage closed")), "{log:#?}");
 }
+
+/// A Commission stream and a ReturnSerials stream of many groups sent at
+/// once: the server hands several groups to the writer before the first is
+/// answered, yet answers them in the order sent and applies them in that
+/// order (a later group sees what an earlier one changed), and a refused
+/// group between them loses nothing of the others.
+#[tokio::test]
+async fn groups_of_one_stream_are_applied_and_answered_in_the_order_sent() {
+    use pb::CommissionOutcome as C;
+    use pb::ReturnOutcome as R;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let channel = channel(&server).await;
+    add_product(&channel, GTIN, "eu-fmd", None, None).await;
+    add_lot(&channel, GTIN, "LOT1", "281231").await.unwrap();
+    add_lot(&channel, GTIN, "LOT2", "281231").await.unwrap();
+    let pool = request_pool(&channel, "order-pool", GTIN, 40)
+        .await
+        .unwrap();
+    let s = &pool.serials;
+    let group = |n: usize, lot: &str, serials: &[String]| pb::CommissionRequest {
+        request_id: format!("order-c-{n}"),
+        gtin: GTIN.into(),
+        lot: lot.into(),
+        serials: serials.to_vec(),
+        ..Default::default()
+    };
+    // Group k commissions s[2k] and s[2k+1] with LOT1 and repeats s[2k-1]
+    // with LOT2: already commissioned by group k-1 with LOT1, so a lot
+    // conflict, but only if group k-1 was applied first.
+    let mut groups = Vec::new();
+    for k in 0..12 {
+        let mut serials = vec![s[2 * k].clone(), s[2 * k + 1].clone()];
+        let mut lot = "LOT1";
+        if k > 0 {
+            serials = vec![s[2 * k - 1].clone()];
+            lot = "LOT2";
+        }
+        groups.push(group(
+            2 * k,
+            "LOT1",
+            &[s[2 * k].clone(), s[2 * k + 1].clone()],
+        ));
+        groups.push(group(2 * k + 1, lot, &serials));
+    }
+    // One group refused whole (an unknown lot), in the middle.
+    groups.insert(7, group(99, "NOLOT", &[s[30].clone()]));
+    let sent: Vec<String> = groups.iter().map(|g| g.request_id.clone()).collect();
+    let mut client = PoolServiceClient::new(channel.clone());
+    let mut answers = client
+        .commission(tokio_stream::iter(groups))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        received.push(answer);
+    }
+    let ids: Vec<String> = received.iter().map(|a| a.request_id.clone()).collect();
+    assert_eq!(ids, sent, "answered out of order");
+    for answer in &received {
+        let n: usize = answer.request_id["order-c-".len()..].parse().unwrap();
+        let outcomes: Vec<i32> = answer.results.iter().map(|r| r.outcome).collect();
+        if n == 99 {
+            assert_eq!(
+                answer.status.as_ref().unwrap().code,
+                tonic::Code::FailedPrecondition as i32
+            );
+        } else if n.is_multiple_of(2) {
+            assert_eq!(outcomes, [C::Commissioned as i32; 2], "{answer:?}");
+        } else if n == 1 {
+            // Group 1 repeats group 0's serials with LOT1: already done.
+            assert_eq!(outcomes, [C::AlreadyCommissioned as i32; 2], "{answer:?}");
+        } else {
+            assert_eq!(outcomes, [C::LotConflict as i32], "{answer:?}");
+        }
+    }
+
+    // Returns: group k returns s[24 + k] twice over two groups; the second
+    // sees the first's return.
+    let mut returns = Vec::new();
+    for k in 0..8 {
+        for attempt in 0..2 {
+            returns.push(pb::ReturnSerialsRequest {
+                request_id: format!("order-r-{k}-{attempt}"),
+                gtin: GTIN.into(),
+                serials: vec![s[24 + k].clone()],
+                ..Default::default()
+            });
+        }
+    }
+    let mut answers = client
+        .return_serials(tokio_stream::iter(returns))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut count: usize = 0;
+    while let Some(answer) = answers.message().await.unwrap() {
+        let expected = if count.is_multiple_of(2) {
+            R::Voided
+        } else {
+            R::AlreadyVoided
+        };
+        assert_eq!(
+            answer.request_id,
+            format!("order-r-{}-{}", count / 2, count % 2)
+        );
+        assert_eq!(answer.results[0].outcome, expected as i32, "{answer:?}");
+        count += 1;
+    }
+    assert_eq!(count, 16);
+}
