@@ -13,6 +13,7 @@
 //! `POOL_E2E_COUNT` and `POOL_E2E_ROUNDS` shrink it for a smoke run;
 //! `SERIALSVC_BINARY=path` runs another build of the server (A/B).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use benches::{env_number, median, peak_rss_bytes, register_product_and_lot, start};
@@ -166,17 +167,34 @@ fn main() {
         let mut client = PoolServiceClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .max_encoding_message_size(8 << 20);
+        // Where each phase's CPU went: the server's threads by name, and this
+        // client process.
+        let me = std::process::id();
+        let threads = |phase: &str, before: (BTreeMap<String, u64>, u64)| {
+            eprintln!(
+                "    {phase} CPU-seconds by thread: {}; client {:.2}",
+                benches::thread_cpu_since(&before.0, &benches::thread_cpu_ticks(pid), ticks),
+                (benches::cpu_ticks(me) - before.1) as f64 / ticks
+            );
+        };
+        let reading = || (benches::thread_cpu_ticks(pid), benches::cpu_ticks(me));
         for round in 0..rounds {
             let cpu = benches::cpu_ticks(pid);
+            let before = reading();
             let (received, elapsed, kept) = pool(&mut client, &format!("bench-{round}"), count, count as usize).await;
             pool_cpu.push(cpu_since(cpu));
+            threads("pool", before);
             let rate = received as f64 / elapsed.as_secs_f64();
             let cpu = benches::cpu_ticks(pid);
+            let before = reading();
             let commissioned = commission(&mut client, round, kept.clone()).await;
             commission_cpu.push(cpu_since(cpu));
+            threads("commissioning", before);
             let cpu = benches::cpu_ticks(pid);
+            let before = reading();
             let decommissioned = decommission(&mut status, round, &kept).await;
             decommission_cpu.push(cpu_since(cpu));
+            threads("decommissioning", before);
             let decommission_rate = count as f64 / decommissioned.as_secs_f64();
             let commission_rate = count as f64 / commissioned.as_secs_f64();
             eprintln!(

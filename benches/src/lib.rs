@@ -321,6 +321,57 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0, |stat| stat_cpu_ticks(&stat))
 }
 
+/// CPU ticks (utime + stime) of each living thread of `pid`, summed by
+/// thread name without a trailing `-N` (`shard-writer-0` and
+/// `shard-writer-1` count as `shard-writer`): where a server's CPU goes.
+pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        let name = name.trim();
+        let name = match name.rsplit_once('-') {
+            Some((stem, number)) if number.bytes().all(|b| b.is_ascii_digit()) => stem,
+            _ => name,
+        };
+        *threads.entry(name.to_owned()).or_insert(0) += stat_cpu_ticks(&stat);
+    }
+    threads
+}
+
+/// The difference of two [`thread_cpu_ticks`] readings in seconds, largest
+/// first, as `name 1.23 s` parts (threads that used under 0.01 s left out).
+pub fn thread_cpu_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    ticks_per_second: f64,
+) -> String {
+    let mut used: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(name, &ticks)| {
+            let earlier = before.get(name).copied().unwrap_or(0);
+            (
+                name,
+                ticks.saturating_sub(earlier) as f64 / ticks_per_second,
+            )
+        })
+        .filter(|(_, seconds)| *seconds >= 0.01)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .map(|(name, seconds)| format!("{name} {seconds:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// utime + stime of one `/proc/PID/stat` line; 0 when malformed.
 fn stat_cpu_ticks(stat: &str) -> u64 {
     // utime is field 14, stime field 15.

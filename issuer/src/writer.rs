@@ -872,6 +872,11 @@ impl Writer {
         };
         // The records after the last segment known durable (and how many of
         // `serials` that covers), and after the last segment built.
+        // The index grows once for the whole pool, not step by step.
+        let coming = draw
+            .as_ref()
+            .map_or(serials.len() as u64, |going| going.wanted);
+        self.shared.index.reserve_more(gtin, coming);
         let mut durable = (pool.clone(), product.clone(), 0usize);
         let mut built = (pool, product);
         let mut failure: Option<IssuerError> = None;
@@ -916,6 +921,10 @@ impl Writer {
             // but not indexed (the restart's rebuild indexes them).
             let mut index_refused = false;
             let mut next: usize = 0;
+            // One change set for every segment, refilled: its buffers (as
+            // large as a segment) are written to once, not mapped afresh
+            // for each segment.
+            let mut change = ChangeSet::new();
             loop {
                 // The draw stays a segment ahead of the segment built next,
                 // so the segment that ends the pool is known when it is
@@ -942,17 +951,19 @@ impl Writer {
                 {
                     let end = serials.len().min(next + segment);
                     let batch: Vec<&[u8]> = (next..end).map(|i| serials.get(i)).collect();
-                    let (change, pool_after, product_after) = self.build_segment(
+                    let (pool_after, product_after) = self.build_segment(
+                        &mut change,
                         pool_id,
                         &built.0,
                         &built.1,
-                        &batch,
+                        batch,
                         request_record.take(),
                         &request.principal,
                     );
                     // Copied into its write batch here, so that the
-                    // committer only writes.
-                    let change = match store.prepare(change) {
+                    // committer only writes; `change` keeps its buffers for
+                    // the next segment.
+                    let change = match store.prepare_from(&mut change) {
                         Ok(change) => change,
                         Err(error) => {
                             failure = Some(error.into());
@@ -1073,18 +1084,19 @@ impl Writer {
     /// chunk, the pool record and the product's issued count after it, the
     /// request record with the first segment, and its event. Returns the
     /// pool and product records as they are once it is committed.
+    #[allow(clippy::too_many_arguments)]
     fn build_segment(
         &self,
+        change: &mut ChangeSet,
         pool_id: u64,
         pool: &PoolRecord,
         product: &ProductRecord,
-        serials: &[&[u8]],
+        mut serials: Vec<&[u8]>,
         request_record: Option<(Vec<u8>, RequestRecord)>,
         principal: &str,
-    ) -> (ChangeSet, PoolRecord, ProductRecord) {
+    ) -> (PoolRecord, ProductRecord) {
         let gtin = pool.gtin;
         let now = now_micros();
-        let mut change = ChangeSet::new();
         let allocated = SerialRecord {
             state: SerialState::Allocated,
             pool_id,
@@ -1092,19 +1104,19 @@ impl Writer {
             ..SerialRecord::default()
         };
         let allocated = serial_envelope(&allocated);
-        // Sorted keys insert faster into the memtable's skip list.
-        let mut sorted: Vec<&[u8]> = serials.to_vec();
-        sorted.sort_unstable();
-        let mut key = Vec::new();
-        for serial in sorted {
-            keys::serial_into(&mut key, gtin, serial);
-            change.put(Family::Serials, &key, &allocated);
-        }
+        // The chunk keeps the drawn order (the order the line receives).
         change.put(
             Family::Pools,
             keys::pool_chunk(pool_id, pool.chunks),
             envelope(&encode_chunk(serials.iter().copied())),
         );
+        // Sorted keys insert faster into the memtable's skip list.
+        serials.sort_unstable();
+        let mut key = Vec::new();
+        for serial in &serials {
+            keys::serial_into(&mut key, gtin, serial);
+            change.put(Family::Serials, &key, &allocated);
+        }
         let mut updated = pool.clone();
         updated.committed += serials.len() as u64;
         updated.chunks += 1;
@@ -1133,7 +1145,7 @@ impl Writer {
             },
             [],
         ));
-        (change, updated, product)
+        (updated, product)
     }
 
     /// Applies committed serial states to the status index; a refusal is a

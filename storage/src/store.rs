@@ -141,6 +141,17 @@ impl ChangeSet {
         self.puts.len() + self.merges.len() + self.deletes.len() + self.events.len()
     }
 
+    /// Forgets every operation and event but keeps the buffers, so that a
+    /// writer building many large change sets one after another (a pool's
+    /// segments) fills the same memory again instead of fresh pages.
+    pub fn clear(&mut self) {
+        for operations in [&mut self.puts, &mut self.merges, &mut self.deletes] {
+            operations.entries.clear();
+            operations.bytes.clear();
+        }
+        self.events.clear();
+    }
+
     /// True when nothing would be written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -529,7 +540,14 @@ impl Store {
     /// value, and frees the change set. A writer that pipelines its commits
     /// prepares the next one on its own thread while another thread writes
     /// the last ([`Store::commit_prepared`]).
-    pub fn prepare(&self, change: ChangeSet) -> Result<PreparedChange, StorageError> {
+    pub fn prepare(&self, mut change: ChangeSet) -> Result<PreparedChange, StorageError> {
+        self.prepare_from(&mut change)
+    }
+
+    /// [`Store::prepare`] that leaves `change` empty with its buffers kept
+    /// ([`ChangeSet::clear`]), to be filled again; on a refusal `change` is
+    /// left as it was.
+    pub fn prepare_from(&self, change: &mut ChangeSet) -> Result<PreparedChange, StorageError> {
         change.validate()?;
         let bytes = change.puts.batch_bytes()
             + change.merges.batch_bytes()
@@ -552,9 +570,11 @@ impl Store {
             batch.delete_cf(self.cf(family), key);
         }
         let operations = change.len();
+        let events = std::mem::take(&mut change.events);
+        change.clear();
         Ok(PreparedChange {
             batch,
-            events: change.events,
+            events,
             operations,
         })
     }
@@ -938,6 +958,37 @@ mod tests {
             store.prepare(ChangeSet::new()),
             Err(StorageError::InvalidChangeSet(_))
         ));
+    }
+
+    #[test]
+    fn a_change_set_prepared_from_is_emptied_and_filled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut change = change(b"S1", b"e1");
+        change.put(Family::Serials, b"S0", value::encode(1, b"zero"));
+        let first = store.prepare_from(&mut change).unwrap();
+        assert_eq!(first.len(), 3);
+        assert!(change.is_empty(), "prepared operations stay in the set");
+        let kept = change.puts.bytes.capacity();
+        assert!(kept > 0, "the buffers were freed");
+        // Filled again in the same buffers: only the new operations commit.
+        change.put(Family::Serials, b"S2", value::encode(1, b"state2"));
+        change.event(b"e2".to_vec());
+        let second = store.prepare_from(&mut change).unwrap();
+        assert_eq!(second.len(), 2);
+        assert_eq!(change.puts.bytes.capacity(), kept);
+        store.commit_prepared(first).unwrap();
+        store.commit_prepared(second).unwrap();
+        assert_eq!(
+            store.get(Family::Serials, b"S2").unwrap(),
+            Some((1, b"state2".to_vec()))
+        );
+        assert_eq!(store.next_event_sequence(), 3);
+        // A refused set is left as it was.
+        let mut no_event = ChangeSet::new();
+        no_event.put(Family::Serials, b"S3", b"x");
+        assert!(store.prepare_from(&mut no_event).is_err());
+        assert_eq!(no_event.len(), 1);
     }
 
     #[test]

@@ -427,6 +427,21 @@ impl StatusIndex {
         Ok(())
     }
 
+    /// Grows the table of `gtin`'s partition, if needed, to hold `more`
+    /// serials besides those it holds, in one step: a writer about to index
+    /// a large pool copies the table once instead of at every growth by
+    /// `GROWTH` on the way. Does nothing for an unknown GTIN.
+    pub fn reserve_more(&self, gtin: u64, more: u64) {
+        let Some(partition) = self.catalog.read().products.get(&gtin).map(|p| p.partition) else {
+            return;
+        };
+        let Some(part) = self.partitions.get(partition as usize) else {
+            return;
+        };
+        let len = part.len.load(Ordering::Relaxed);
+        self.reserve(partition as usize, len.saturating_add(more));
+    }
+
     /// Grows `partition`'s table, if needed, to hold `serials` without
     /// growing again (start-up, where the count is known from storage).
     pub fn reserve(&self, partition: usize, serials: u64) {
@@ -761,6 +776,35 @@ mod tests {
         let entries = index.lot_entries();
         let lots: Vec<&str> = entries.iter().map(|(_, l)| &*l.lot).collect();
         assert_eq!(lots, ["L1", "L2"]);
+    }
+
+    #[test]
+    fn reserve_more_grows_once_for_what_is_coming() {
+        let index = index();
+        let gtin = 9_520_123_456_788;
+        index.put_product(gtin, 1, false);
+        let serials: Vec<String> = (0..60_000).map(|n| format!("S{n:08}")).collect();
+        let put = |range: std::ops::Range<usize>| {
+            index
+                .put_serials(
+                    gtin,
+                    serials[range]
+                        .iter()
+                        .map(|s| (s.as_bytes(), SerialEntry::ALLOCATED)),
+                )
+                .unwrap();
+        };
+        put(0..10_000);
+        index.reserve_more(gtin, 50_000);
+        let slots = index.stats().slots;
+        assert!(slots as f64 * LOAD_MAX >= 60_000.0, "{slots} slots");
+        put(10_000..60_000);
+        let stats = index.stats();
+        assert_eq!(stats.slots, slots, "the table grew again");
+        assert_eq!(stats.serials, 60_000);
+        // An unknown GTIN reserves nothing.
+        index.reserve_more(4_012_345_000_009, 1_000_000);
+        assert_eq!(index.stats().slots, slots);
     }
 
     #[test]
