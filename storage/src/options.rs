@@ -29,13 +29,20 @@ pub const WRITE_BUFFER_BYTES: usize = 8 << 20;
 pub const WRITE_BUFFERS_PER_FAMILY: i32 = 6;
 
 /// L0 files that start a compaction into L1 (RocksDB's default is 4).
-pub const L0_COMPACTION_TRIGGER: i32 = 16;
+/// Serial keys are random, so every L0 file overlaps all of L1 and each
+/// L0 → L1 compaction rewrites L1 whole: the more L0 files one compaction
+/// takes, the fewer times L1 is rewritten. At 16, five rounds of pool_e2e
+/// (15 M writes) cost 14.9–15.6 CPU-seconds of compaction; at 32, 10.9–11.8
+/// (BENCHMARKS.md, issue 3, session 10). The cost is on point reads, which
+/// probe each L0 file's bloom filter; the hot reads (verification, status
+/// changes) are answered from the in-memory index, not from RocksDB.
+pub const L0_COMPACTION_TRIGGER: i32 = 32;
 
 /// L0 files at which writes are slowed down (RocksDB's default is 20).
-pub const L0_SLOWDOWN_TRIGGER: i32 = 36;
+pub const L0_SLOWDOWN_TRIGGER: i32 = 64;
 
 /// L0 files at which writes stop until compaction catches up (default 36).
-pub const L0_STOP_TRIGGER: i32 = 56;
+pub const L0_STOP_TRIGGER: i32 = 96;
 
 /// Cap on all memtables of all column families together.
 pub const WRITE_BUFFERS_TOTAL_BYTES: usize = 1 << 30;
@@ -64,7 +71,7 @@ pub fn db_options(cache: &Cache) -> Options {
     options.set_max_background_jobs(2);
     // With small memtables and random serial keys every L0 file overlaps all
     // of L1, so each L0 → L1 compaction rewrites L1 whole: waiting for more
-    // L0 files rewrites it less often (BENCHMARKS.md, issue 3).
+    // L0 files rewrites it less often (see L0_COMPACTION_TRIGGER).
     options.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
     options.set_level_zero_slowdown_writes_trigger(L0_SLOWDOWN_TRIGGER);
     options.set_level_zero_stop_writes_trigger(L0_STOP_TRIGGER);
