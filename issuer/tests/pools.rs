@@ -72,6 +72,24 @@ async fn pool(issuer: &Issuer, id: &str, count: u64) -> (u64, Vec<String>) {
     (pool_id, serials)
 }
 
+/// Registers the test product with `profile` (and a custom format, under
+/// which the guessing rule is off).
+async fn add_product(issuer: &Issuer, profile: &str, custom: Option<(&str, u32)>) {
+    issuer
+        .add_product(NewProduct {
+            gtin: gs1::Gtin::new(GTIN).unwrap(),
+            name: "Test product".into(),
+            company_prefix_length: 7,
+            profile: profile.into(),
+            custom_format: custom.map(|(alphabet, length)| (alphabet.into(), length)),
+            ndc: None,
+            guessing_rule_enforced: custom.map(|_| false),
+            principal: "test".into(),
+        })
+        .await
+        .unwrap();
+}
+
 /// The product's issued counter.
 async fn issued(issuer: &Issuer) -> u64 {
     let gtin = gs1::Gtin::new(GTIN).unwrap();
@@ -82,19 +100,7 @@ async fn issued(issuer: &Issuer) -> u64 {
 async fn a_pool_of_many_segments_is_whole_unique_indexed_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = start(dir.path());
-    issuer
-        .add_product(NewProduct {
-            gtin: gs1::Gtin::new(GTIN).unwrap(),
-            name: "Pipelined".into(),
-            company_prefix_length: 7,
-            profile: "eu-fmd".into(),
-            custom_format: None,
-            ndc: None,
-            guessing_rule_enforced: None,
-            principal: "test".into(),
-        })
-        .await
-        .unwrap();
+    add_product(&issuer, "eu-fmd", None).await;
     // 10.5 segments, then 3 more pools: 13 segments in flight one after another.
     let (first_id, first) = pool(&issuer, "p-1", 10_500).await;
     let mut seen: HashSet<String> = HashSet::new();
@@ -149,20 +155,8 @@ async fn chunks(issuer: &Issuer, pool_id: u64) -> (issuer::records::PoolRecord, 
 async fn a_pool_whose_space_gives_out_partway_records_what_was_granted() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = start(dir.path());
-    issuer
-        .add_product(NewProduct {
-            gtin: gs1::Gtin::new(GTIN).unwrap(),
-            name: "Tiny".into(),
-            company_prefix_length: 7,
-            profile: "custom".into(),
-            // 2^14 = 16,384 serials.
-            custom_format: Some(("AB".into(), 14)),
-            ndc: None,
-            guessing_rule_enforced: Some(false),
-            principal: "test".into(),
-        })
-        .await
-        .unwrap();
+    // 2^14 = 16,384 serials, the guessing rule off.
+    add_product(&issuer, "custom", Some(("AB", 14))).await;
     let (_, first) = pool(&issuer, "fill", 13_384).await;
     // 3,000 are left; finding them takes about 16,384 × H(3,000) ≈ 141,000
     // candidates, past the bound of 16 redraws per serial wanted (+ 10,000),

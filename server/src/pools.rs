@@ -414,39 +414,11 @@ fn start_commission(
         let pending = issuer.submit_commission(group).map_err(status)?;
         Ok::<_, Status>((pending, items))
     })();
-    Box::pin(async move {
-        let answered = match submitted {
-            Ok((pending, items)) => pending
-                .wait()
-                .await
-                .map(|outcome| (outcome, items))
-                .map_err(status),
-            Err(error) => Err(error),
-        };
-        match answered {
-            Ok((outcome, items)) => {
-                crate::telemetry::handles()
-                    .commissioned
-                    .increment(newly_applied(&outcome));
-                pb::CommissionResponse {
-                    request_id,
-                    status: Some(group_status(&Ok(()))),
-                    counts: Some(counts(&outcome)),
-                    results: per_item(&outcome, &items, |item, state, error| {
-                        pb::CommissionResult {
-                            outcome: commission_outcome(item) as i32,
-                            state,
-                            error,
-                        }
-                    }),
-                }
-            }
-            Err(error) => pb::CommissionResponse {
-                request_id,
-                status: Some(group_status(&Err(error))),
-                results: Vec::new(),
-                counts: None,
-            },
+    answer_group(request_id, submitted, |item, state, error| {
+        pb::CommissionResult {
+            outcome: commission_outcome(item) as i32,
+            state,
+            error,
         }
     })
 }
@@ -482,6 +454,77 @@ fn start_return(
         let pending = issuer.submit_return(group).map_err(status)?;
         Ok::<_, Status>((pending, items))
     })();
+    answer_group(request_id, submitted, |item, state, error| {
+        pb::ReturnSerialsResult {
+            outcome: return_outcome(item) as i32,
+            state,
+            error,
+        }
+    })
+}
+
+/// The answer message of one Commission or ReturnSerials group.
+trait GroupResponse: Send + 'static {
+    /// One item's result.
+    type Result;
+    /// The message: the group's status, per-item results and counts.
+    fn new(
+        request_id: String,
+        status: pb::GroupStatus,
+        results: Vec<Self::Result>,
+        counts: Option<pb::ItemCounts>,
+    ) -> Self;
+    /// The counter of serials this kind of group newly changed.
+    fn applied() -> &'static metrics::Counter;
+}
+
+impl GroupResponse for pb::CommissionResponse {
+    type Result = pb::CommissionResult;
+    fn new(
+        request_id: String,
+        status: pb::GroupStatus,
+        results: Vec<pb::CommissionResult>,
+        counts: Option<pb::ItemCounts>,
+    ) -> Self {
+        pb::CommissionResponse {
+            request_id,
+            status: Some(status),
+            results,
+            counts,
+        }
+    }
+    fn applied() -> &'static metrics::Counter {
+        &crate::telemetry::handles().commissioned
+    }
+}
+
+impl GroupResponse for pb::ReturnSerialsResponse {
+    type Result = pb::ReturnSerialsResult;
+    fn new(
+        request_id: String,
+        status: pb::GroupStatus,
+        results: Vec<pb::ReturnSerialsResult>,
+        counts: Option<pb::ItemCounts>,
+    ) -> Self {
+        pb::ReturnSerialsResponse {
+            request_id,
+            status: Some(status),
+            results,
+            counts,
+        }
+    }
+    fn applied() -> &'static metrics::Counter {
+        &crate::telemetry::handles().returned
+    }
+}
+
+/// The wait for a submitted group (or its refusal), made into its answer:
+/// per-item results by `result`, or the status of a group refused whole.
+fn answer_group<Response: GroupResponse>(
+    request_id: String,
+    submitted: Result<(issuer::PendingGroup, Vec<GroupItem>), Status>,
+    result: fn(ItemOutcome, i32, Option<pb::FieldViolation>) -> Response::Result,
+) -> Answer<Response> {
     Box::pin(async move {
         let answered = match submitted {
             Ok((pending, items)) => pending
@@ -493,28 +536,15 @@ fn start_return(
         };
         match answered {
             Ok((outcome, items)) => {
-                crate::telemetry::handles()
-                    .returned
-                    .increment(newly_applied(&outcome));
-                pb::ReturnSerialsResponse {
+                Response::applied().increment(newly_applied(&outcome));
+                Response::new(
                     request_id,
-                    status: Some(group_status(&Ok(()))),
-                    counts: Some(counts(&outcome)),
-                    results: per_item(&outcome, &items, |item, state, error| {
-                        pb::ReturnSerialsResult {
-                            outcome: return_outcome(item) as i32,
-                            state,
-                            error,
-                        }
-                    }),
-                }
+                    group_status(&Ok(())),
+                    per_item(&outcome, &items, result),
+                    Some(counts(&outcome)),
+                )
             }
-            Err(error) => pb::ReturnSerialsResponse {
-                request_id,
-                status: Some(group_status(&Err(error))),
-                results: Vec::new(),
-                counts: None,
-            },
+            Err(error) => Response::new(request_id, group_status(&Err(error)), Vec::new(), None),
         }
     })
 }
