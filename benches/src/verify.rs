@@ -845,3 +845,107 @@ mod tests {
         assert_eq!(max, Duration::from_micros(1000));
     }
 }
+
+/// A bare gRPC client for single unary `Verify` calls: HTTP/2 through the
+/// `h2` crate on one connection, without tonic's channel (a tower buffer
+/// with a worker task), hyper's dispatch task or tonic's streaming codec.
+/// It speaks the same gRPC on the wire; an open-loop load generator that
+/// shares the machine's cores with the server under test takes less of
+/// them with it.
+#[derive(Clone, Debug)]
+pub struct BareClient {
+    sender: h2::client::SendRequest<bytes::Bytes>,
+    uri: http::Uri,
+    bearer: Option<http::HeaderValue>,
+}
+
+impl BareClient {
+    /// Connects to `endpoint` (`http://host:port`) with `TCP_NODELAY`; the
+    /// connection's task runs on the current runtime. Calls carry the admin
+    /// token of the server started last.
+    pub async fn connect(endpoint: &str) -> BareClient {
+        let address = endpoint.trim_start_matches("http://");
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        tcp.set_nodelay(true).expect("TCP_NODELAY");
+        let (sender, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                eprintln!("bare client connection: {error}");
+            }
+        });
+        let token = crate::ADMIN_TOKEN.lock().map(|t| t.clone()).unwrap_or(None);
+        BareClient {
+            sender,
+            uri: format!("{endpoint}{VERIFY}").parse().expect("URI"),
+            bearer: token.and_then(|t| format!("Bearer {t}").parse().ok()),
+        }
+    }
+}
+
+/// A `Verify` request as gRPC puts it on the wire: one uncompressed,
+/// length-prefixed message.
+pub fn bare_verify_body(request: &pb::VerifyRequest) -> bytes::Bytes {
+    let message = prost::Message::encode_to_vec(request);
+    let mut body = Vec::with_capacity(5 + message.len());
+    body.push(0);
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    body.into()
+}
+
+/// One `Verify` call on `client` with a body from [`bare_verify_body`],
+/// checked as [`verify_call`] checks it (status OK, the item verified).
+pub async fn bare_verify_call(client: BareClient, body: bytes::Bytes) -> Result<Instant, String> {
+    let mut sender = client
+        .sender
+        .ready()
+        .await
+        .map_err(|error| format!("connection not ready: {error}"))?;
+    let mut request = http::Request::post(client.uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .map_err(|error| error.to_string())?;
+    if let Some(bearer) = client.bearer {
+        request.headers_mut().insert("authorization", bearer);
+    }
+    let (response, mut stream) = sender
+        .send_request(request, false)
+        .map_err(|error| format!("Verify: {error}"))?;
+    stream
+        .send_data(body, true)
+        .map_err(|error| format!("Verify: {error}"))?;
+    let response = response.await.map_err(|error| format!("Verify: {error}"))?;
+    let (head, mut received) = response.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = received.data().await {
+        let chunk = chunk.map_err(|error| format!("Verify: {error}"))?;
+        let _ = received.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = received
+        .trailers()
+        .await
+        .map_err(|error| format!("Verify: {error}"))?;
+    let done = Instant::now();
+    let status = trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| head.headers.get("grpc-status"))
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("none");
+    if head.status != http::StatusCode::OK || status != "0" {
+        return Err(format!(
+            "Verify: HTTP {}, grpc-status {status}",
+            head.status
+        ));
+    }
+    let message = data.get(5..).ok_or("Verify: no message")?;
+    let answer = <pb::VerifyResponse as prost::Message>::decode(message)
+        .map_err(|error| format!("Verify: {error}"))?;
+    let result = answer.result.ok_or("Verify: no result")?;
+    all_verified(std::slice::from_ref(&result), 1).map_err(|e| format!("Verify: {e}"))?;
+    Ok(done)
+}
