@@ -21,12 +21,7 @@
 //!    batches of 1, 64 and 1,024 items, the same connections and requests in
 //!    flight (the target is judged on `VerifyStream` packed);
 //! 2. single verifications, open loop at `PEERS_RATE` (10,000) per second:
-//!    latency of `Verify` against Redis `GET`. The load generator shares
-//!    the machine's cores with the server, so it calls `Verify` through a
-//!    bare HTTP/2 gRPC client (`benches::verify::BareClient`, the same gRPC
-//!    on the wire, less CPU per call than tonic's client); the calls are
-//!    also made through tonic's client, reported alongside. The target is
-//!    judged on the bare client;
+//!    latency of `Verify` against Redis `GET`;
 //! 3. pool issuance of 10,000 / 100,000 / 1,000,000 serials, durable,
 //!    against PostgreSQL inserting as many random eu-fmd serials with
 //!    `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING serial`,
@@ -66,10 +61,9 @@ use benches::peers::{
     POSTGRES_SETTINGS, Postgres, REDIS_SETTINGS, Redis, postgres_bin_dir, redis_server,
 };
 use benches::verify::{
-    BareClient, Counts, GROUP, Latency, Run, bare_verify_body, bare_verify_call, batch_caller,
-    commission, connect, identifier, join_all, measured, micros, offset, on_own_thread, one_stream,
-    open_loop, packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key,
-    request_pool, thousands, verify_call,
+    Counts, GROUP, Latency, Run, batch_caller, commission, connect, identifier, join_all, measured,
+    micros, offset, on_own_thread, one_stream, open_loop, packed_identifiers, pool_client,
+    redis_caller, redis_get_call, redis_key, request_pool, thousands, verify_call,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -98,11 +92,7 @@ const BATCH: &str = "serialsvc VerifyBatch";
 const STREAM_PACKED: &str = "serialsvc VerifyStream packed";
 const BATCH_PACKED: &str = "serialsvc VerifyBatch packed";
 const MGET: &str = "Redis MGET";
-/// Single `Verify` calls from the bare HTTP/2 gRPC client
-/// (`benches::verify::BareClient`): the target is judged on it.
 const VERIFY_SINGLE: &str = "serialsvc Verify";
-/// The same calls from tonic's client, measured alongside for comparison.
-const VERIFY_SINGLE_TONIC: &str = "serialsvc Verify, tonic client";
 const GET: &str = "Redis GET";
 const POOL: &str = "serialsvc RequestPool";
 const INSERT: &str = "PostgreSQL INSERT … ON CONFLICT DO NOTHING";
@@ -573,8 +563,6 @@ impl Harness {
                 })
                 .collect(),
         );
-        let bodies: Arc<Vec<bytes::Bytes>> =
-            Arc::new(requests.iter().map(|r| bare_verify_body(r)).collect());
         let keys: Arc<Vec<Arc<Vec<u8>>>> = Arc::new(
             serials
                 .iter()
@@ -584,32 +572,17 @@ impl Harness {
         );
         let (rate, connections, ticks) = (self.config.rate, self.config.connections, self.ticks);
         for round in 0..self.config.rounds {
-            let mut systems = [VERIFY_SINGLE, GET, VERIFY_SINGLE_TONIC];
-            systems.rotate_left(round % 3);
+            let systems = if serialsvc_first(round) {
+                [VERIFY_SINGLE, GET]
+            } else {
+                [GET, VERIFY_SINGLE]
+            };
             for system in systems {
                 // Each system's load runs on a thread of its own with a
                 // single-threaded runtime (see `on_own_thread`), its
                 // connections made there, so the client's own wake-ups
                 // between threads do not count against either system.
                 let latency = if system == VERIFY_SINGLE {
-                    let endpoint = self.server.endpoint.clone();
-                    let bodies = Arc::clone(&bodies);
-                    let server = self.serialsvc();
-                    on_own_thread(move || async move {
-                        let mut clients = Vec::new();
-                        for _ in 0..connections {
-                            clients.push(BareClient::connect(&endpoint).await);
-                        }
-                        open_loop(rate, duration, server, ticks, |n| {
-                            bare_verify_call(
-                                clients[n as usize % clients.len()].clone(),
-                                bodies[n as usize % bodies.len()].clone(),
-                            )
-                        })
-                        .await
-                    })
-                    .await
-                } else if system == VERIFY_SINGLE_TONIC {
                     let endpoint = self.server.endpoint.clone();
                     let requests = Arc::clone(&requests);
                     let server = self.serialsvc();
@@ -1291,7 +1264,6 @@ fn report(
         Some((p99, achieved))
     };
     let ours_latency = p99_of(VERIFY_SINGLE);
-    let tonic_latency = p99_of(VERIFY_SINGLE_TONIC);
     let redis_latency = p99_of(GET);
 
     // Targets.
@@ -1346,13 +1318,6 @@ fn report(
         "≤ 1 ms",
         ours_latency.map(|(p99, achieved)| p99 <= 1000.0 && achieved >= 0.99 * config.rate as f64),
     );
-    if let Some((p99, _)) = tonic_latency {
-        println!(
-            "single verification p99 at {}/s with tonic's client as the load generator (ms): {:.2}",
-            thousands(config.rate as f64),
-            p99 / 1000.0
-        );
-    }
     if let (Some((ours, _)), Some((theirs, _))) = (ours_latency, redis_latency) {
         println!(
             "single verification p99: serialsvc / Redis GET = {:.2}",

@@ -29,10 +29,7 @@
 //! open-loop rate of `VERIFY_E2E_RATE` per second (default 10,000) for
 //! `VERIFY_E2E_SECONDS`, on 4 connections. A pacing thread hands out intended
 //! send times; latency is measured from the intended time, so a stall is
-//! charged to every request it delays (no coordinated omission). The calls
-//! go through tonic's client; `VERIFY_E2E_CLIENT=bare` sends them through
-//! the bare HTTP/2 gRPC client (`benches::verify::BareClient`) instead, as
-//! the peers harness does.
+//! charged to every request it delays (no coordinated omission).
 //!
 //! The machine is shared: CPU time of the server under test, of this client
 //! and of everything else is read from `/proc` around every run, and a run
@@ -245,27 +242,6 @@ async fn single_verify_latency(
 ) -> Latency {
     let endpoint = endpoint.to_owned();
     let work = Arc::clone(work);
-    if std::env::var("VERIFY_E2E_CLIENT").as_deref() == Ok("bare") {
-        let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-            work.iter()
-                .map(|r| benches::verify::bare_verify_body(r))
-                .collect(),
-        );
-        return on_own_thread(move || async move {
-            let mut clients = Vec::new();
-            for _ in 0..LATENCY_CONNECTIONS {
-                clients.push(benches::verify::BareClient::connect(&endpoint).await);
-            }
-            open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
-                benches::verify::bare_verify_call(
-                    clients[index as usize % clients.len()].clone(),
-                    bodies[index as usize % bodies.len()].clone(),
-                )
-            })
-            .await
-        })
-        .await;
-    }
     on_own_thread(move || async move {
         let mut clients = Vec::new();
         for _ in 0..LATENCY_CONNECTIONS {
