@@ -348,7 +348,8 @@ pub fn thread_cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
 }
 
 /// The difference of two [`thread_cpu_ticks`] readings in seconds, largest
-/// first, as `name 1.23 s` parts (threads that used under 0.01 s left out).
+/// first, as `name 1.23` parts joined by commas (threads that used under
+/// 0.01 s left out).
 pub fn thread_cpu_since(
     before: &std::collections::BTreeMap<String, u64>,
     after: &std::collections::BTreeMap<String, u64>,

@@ -237,56 +237,52 @@ impl Issuer {
         &self,
         sender: &SyncSender<C>,
         queue: usize,
-        (kind, items): (telemetry::WriteKind, usize),
+        write: (telemetry::WriteKind, usize),
         make: impl FnOnce(writer::Reply<T>) -> C,
     ) -> Result<T, IssuerError> {
+        self.enqueue(sender, queue, write, make)?.wait().await
+    }
+
+    /// The first half of [`Issuer::hand_off`]: puts the command on the queue
+    /// now and returns the wait for its answer.
+    fn enqueue<C, T>(
+        &self,
+        sender: &SyncSender<C>,
+        queue: usize,
+        (kind, items): (telemetry::WriteKind, usize),
+        make: impl FnOnce(writer::Reply<T>) -> C,
+    ) -> Result<Pending<T>, IssuerError> {
         let started = std::time::Instant::now();
         if !self.shared.index.is_ready() {
             return Err(IssuerError::Starting);
         }
         let (reply, answer) = oneshot::channel();
         match sender.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(IssuerError::Overloaded {
-                    shard: queue,
-                    depth: self.shared.config.queue_depth,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(IssuerError::ShuttingDown),
-        }
-        let answer = answer.await.map_err(|_| IssuerError::ShuttingDown)?;
-        telemetry::record_write(kind, started, items);
-        answer
-    }
-
-    /// Puts a command on the bounded queue of the GTIN's writer now and
-    /// returns the wait for its answer ([`PendingGroup::wait`]).
-    fn submit(
-        &self,
-        gtin: &gs1::Gtin,
-        (kind, items): (telemetry::WriteKind, usize),
-        make: impl FnOnce(writer::Reply<GroupOutcome>) -> Command,
-    ) -> Result<PendingGroup, IssuerError> {
-        let started = std::time::Instant::now();
-        if !self.shared.index.is_ready() {
-            return Err(IssuerError::Starting);
-        }
-        let shard = self.shard_of(gtin);
-        let (reply, answer) = oneshot::channel();
-        match self.shards[shard].try_send(make(reply)) {
-            Ok(()) => Ok(PendingGroup {
+            Ok(()) => Ok(Pending {
                 answer,
                 started,
                 kind,
                 items,
             }),
             Err(TrySendError::Full(_)) => Err(IssuerError::Overloaded {
-                shard,
+                shard: queue,
                 depth: self.shared.config.queue_depth,
             }),
             Err(TrySendError::Disconnected(_)) => Err(IssuerError::ShuttingDown),
         }
+    }
+
+    /// Puts a group on the bounded queue of the GTIN's writer now and
+    /// returns the wait for its answer ([`PendingGroup::wait`]).
+    fn submit(
+        &self,
+        gtin: &gs1::Gtin,
+        write: (telemetry::WriteKind, usize),
+        make: impl FnOnce(writer::Reply<GroupOutcome>) -> Command,
+    ) -> Result<PendingGroup, IssuerError> {
+        let shard = self.shard_of(gtin);
+        self.enqueue(&self.shards[shard], shard, write, make)
+            .map(PendingGroup)
     }
 
     /// Registers a product (idempotent: the same registration again answers the stored one).
@@ -871,22 +867,33 @@ impl Issuer {
     }
 }
 
-/// A submitted commission or return group, queued at its shard writer
-/// ([`Issuer::submit_commission`], [`Issuer::submit_return`]).
+/// A command queued at a writer ([`Issuer::enqueue`]): the wait for its
+/// answer, timed from the hand-off.
 #[derive(Debug)]
-pub struct PendingGroup {
-    answer: oneshot::Receiver<Result<GroupOutcome, IssuerError>>,
+struct Pending<T> {
+    answer: oneshot::Receiver<Result<T, IssuerError>>,
     started: std::time::Instant,
     kind: WriteKind,
     items: usize,
 }
 
-impl PendingGroup {
-    /// Waits until the group is durable (or failed) and answers its outcome.
-    pub async fn wait(self) -> Result<GroupOutcome, IssuerError> {
+impl<T> Pending<T> {
+    async fn wait(self) -> Result<T, IssuerError> {
         let answer = self.answer.await.map_err(|_| IssuerError::ShuttingDown)?;
         telemetry::record_write(self.kind, self.started, self.items);
         answer
+    }
+}
+
+/// A submitted commission or return group, queued at its shard writer
+/// ([`Issuer::submit_commission`], [`Issuer::submit_return`]).
+#[derive(Debug)]
+pub struct PendingGroup(Pending<GroupOutcome>);
+
+impl PendingGroup {
+    /// Waits until the group is durable (or failed) and answers its outcome.
+    pub async fn wait(self) -> Result<GroupOutcome, IssuerError> {
+        self.0.wait().await
     }
 }
 

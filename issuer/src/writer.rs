@@ -870,13 +870,13 @@ impl Writer {
             ))));
             return;
         };
-        // The records after the last segment known durable (and how many of
-        // `serials` that covers), and after the last segment built.
         // The index grows once for the whole pool, not step by step.
         let coming = draw
             .as_ref()
             .map_or(serials.len() as u64, |going| going.wanted);
         self.shared.index.reserve_more(gtin, coming);
+        // The records after the last segment known durable (and how many of
+        // `serials` that covers), and after the last segment built.
         let mut durable = (pool.clone(), product.clone(), 0usize);
         let mut built = (pool, product);
         let mut failure: Option<IssuerError> = None;

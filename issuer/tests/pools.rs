@@ -42,8 +42,12 @@ fn request(id: &str, count: u64) -> PoolRequest {
     }
 }
 
-/// Requests a pool, waits until it is durable, reads every chunk back.
-async fn pool(issuer: &Issuer, id: &str, count: u64) -> (u64, Vec<String>) {
+/// Requests a pool and waits until every segment of it is durable.
+async fn durable_pool(
+    issuer: &Issuer,
+    id: &str,
+    count: u64,
+) -> (issuer::PoolTicket, issuer::PoolProgress) {
     let mut ticket = issuer.request_pool(request(id, count)).await.unwrap();
     let progress = ticket
         .progress
@@ -52,6 +56,12 @@ async fn pool(issuer: &Issuer, id: &str, count: u64) -> (u64, Vec<String>) {
         .unwrap()
         .clone();
     assert!(progress.failed.is_none(), "{progress:?}");
+    (ticket, progress)
+}
+
+/// Requests a pool, waits until it is durable, reads every chunk back.
+async fn pool(issuer: &Issuer, id: &str, count: u64) -> (u64, Vec<String>) {
+    let (ticket, progress) = durable_pool(issuer, id, count).await;
     let pool_id = ticket.pool.pool_id;
     let record = issuer.pool(pool_id).await.unwrap().unwrap();
     assert_eq!(record.granted, count);
@@ -162,14 +172,7 @@ async fn a_pool_whose_space_gives_out_partway_records_what_was_granted() {
     // candidates, past the bound of 16 redraws per serial wanted (+ 10,000),
     // which is reached after about 2,900 (in the third segment's draw, while
     // the first is committed): the pool ends short.
-    let mut ticket = issuer.request_pool(request("short", 3_000)).await.unwrap();
-    let progress = ticket
-        .progress
-        .wait_for(|p| p.finished || p.failed.is_some())
-        .await
-        .unwrap()
-        .clone();
-    assert!(progress.failed.is_none(), "{progress:?}");
+    let (ticket, _) = durable_pool(&issuer, "short", 3_000).await;
     assert_eq!(ticket.pool.limit, issuer::PoolLimit::SerialSpace);
     let pool_id = ticket.pool.pool_id;
     let (record, serials) = chunks(&issuer, pool_id).await;
