@@ -27,9 +27,11 @@
 //!
 //! After each round's throughput runs, single `Verify` calls at a fixed
 //! open-loop rate of `VERIFY_E2E_RATE` per second (default 10,000) for
-//! `VERIFY_E2E_SECONDS`, on 4 connections. A pacing thread hands out intended
-//! send times; latency is measured from the intended time, so a stall is
-//! charged to every request it delays (no coordinated omission).
+//! `VERIFY_E2E_SECONDS`, on 4 connections. A timerfd on the load generator's
+//! own thread marks the intended send times; latency is measured from the
+//! intended time, so a stall is charged to every request it delays (no
+//! coordinated omission). `OPEN_LOOP_DUMP=FILE` appends every call's send
+//! time and latencies to FILE, for finding when the slow ones happened.
 //!
 //! The machine is shared: CPU time of the server under test, of this client
 //! and of everything else is read from `/proc` around every run, and a run

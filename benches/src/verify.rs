@@ -661,9 +661,82 @@ where
     .expect("load generator thread")
 }
 
+/// The open loop's clock: a Linux timerfd that expires every `period` from
+/// `begin`, read by the load generator's own runtime. It has nanosecond
+/// resolution and no timer slack (tokio's timer wheel has 1 ms), and it
+/// wakes the generator's thread itself: no second thread whose every tick
+/// must wake the generator across cores (a pacing thread did this before,
+/// and cost a quarter of a core at 10,000/s on a 2-core machine).
+struct Pacer {
+    timer: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Pacer {
+    /// Starts the timer. Its first expiry is never before `begin` (the
+    /// delay is measured before the timer is set), so no request is sent
+    /// before its intended time.
+    fn start(begin: Instant, period: Duration) -> std::io::Result<Self> {
+        use rustix::time::{
+            Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+            timerfd_settime,
+        };
+        let timespec = |d: Duration| {
+            Timespec::try_from(d).map_err(|_| std::io::Error::other("duration out of range"))
+        };
+        let timer = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // A zero it_value would disarm the timer: wait at least 1 ns.
+        let first = begin
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
+        let spec = Itimerspec {
+            it_interval: timespec(period.max(Duration::from_nanos(1)))?,
+            it_value: timespec(first)?,
+        };
+        timerfd_settime(&timer, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(Self {
+            timer: Self::register(timer)?,
+        })
+    }
+
+    /// Registers `timer` with the current tokio runtime's I/O driver.
+    #[allow(unsafe_code)]
+    fn register(
+        timer: std::os::fd::OwnedFd,
+    ) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+        // SAFETY: the AsyncFd owns the OwnedFd, which keeps the descriptor
+        // open and unchanged until the AsyncFd is dropped, and whose
+        // as_raw_fd always answers that same descriptor.
+        unsafe { tokio::io::unix::AsyncFd::register(timer) }.map_err(std::io::Error::from)
+    }
+
+    /// Waits for the next expiry; answers how many periods have ended since
+    /// the last call (more than one when the generator fell behind).
+    async fn ticks(&self) -> std::io::Result<u64> {
+        loop {
+            let mut ready = self.timer.readable().await?;
+            let mut count = [0u8; 8];
+            match ready.try_io(|timer| {
+                rustix::io::read(timer.get_ref(), &mut count).map_err(std::io::Error::from)
+            }) {
+                Ok(Ok(8)) => return Ok(u64::from_ne_bytes(count)),
+                Ok(Ok(read)) => {
+                    return Err(std::io::Error::other(format!(
+                        "timerfd read {read} bytes, not 8"
+                    )));
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// Single calls at `rate` per second for `duration`, open loop: `call(n)`
 /// makes the `n`th call, a future that answers when the call is done and
-/// checked (or with what was wrong). A pacing thread hands out the intended
+/// checked (or with what was wrong). A timer ([`Pacer`]) marks the intended
 /// send times, and latency is measured from them, so a stall is charged to
 /// every request it delays (no coordinated omission).
 pub async fn open_loop<F, Fut>(
@@ -679,27 +752,17 @@ where
 {
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(u64, Instant)>();
     let begin = Instant::now() + Duration::from_millis(20);
-    // A thread, not a tokio timer: tokio's timer wheel has 1 ms resolution,
-    // which alone would be a whole millisecond of latency at 10,000/s.
-    let pacer = std::thread::spawn(move || {
-        for index in 0..total {
-            let intended = begin + period * index as u32;
-            let now = Instant::now();
-            if intended > now {
-                std::thread::sleep(intended - now);
-            }
-            if sender.send((index, intended)).is_err() {
-                break;
-            }
-        }
-    });
+    let pacer = match Pacer::start(begin, period) {
+        Ok(pacer) => pacer,
+        Err(error) => panic!("open loop: pacing timer: {error}"),
+    };
     let cpu = CpuMeter::start(server, ticks);
     let mut tasks = tokio::task::JoinSet::new();
     let mut samples: Vec<(Duration, Duration, Duration)> = Vec::with_capacity(total as usize);
     let mut failures = 0u64;
     let mut last_done = begin;
+    let mut starts: Vec<Duration> = Vec::with_capacity(total as usize);
     type Sample = Result<Result<(Instant, Instant, Instant), String>, tokio::task::JoinError>;
     let mut collect =
         |result: Sample, samples: &mut Vec<(Duration, Duration, Duration)>| match result {
@@ -710,6 +773,7 @@ where
                     done - sent,
                     sent.saturating_duration_since(intended),
                 ));
+                starts.push(intended.saturating_duration_since(begin));
             }
             Ok(Err(error)) => {
                 report_failure(&error);
@@ -720,13 +784,22 @@ where
                 failures += 1;
             }
         };
-    while let Some((index, intended)) = receiver.recv().await {
-        let pending = call(index);
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let done = pending.await?;
-            Ok((intended, sent, done))
-        });
+    let mut index = 0u64;
+    while index < total {
+        let due = match pacer.ticks().await {
+            Ok(due) => due,
+            Err(error) => panic!("open loop: pacing timer: {error}"),
+        };
+        for _ in 0..due.min(total - index) {
+            let intended = begin + period * index as u32;
+            let pending = call(index);
+            tasks.spawn(async move {
+                let sent = Instant::now();
+                let done = pending.await?;
+                Ok((intended, sent, done))
+            });
+            index += 1;
+        }
         while let Some(result) = tasks.try_join_next() {
             collect(result, &mut samples);
         }
@@ -734,8 +807,8 @@ where
     while let Some(result) = tasks.join_next().await {
         collect(result, &mut samples);
     }
-    let _ = pacer.join();
     let (server_cpu, client_cpu, others_cpu) = cpu.stop();
+    dump_samples(&starts, &samples);
     let seconds = (last_done - begin).as_secs_f64().max(f64::MIN_POSITIVE);
     let mut from_intended: Vec<Duration> = samples.iter().map(|s| s.0).collect();
     let mut from_send: Vec<Duration> = samples.iter().map(|s| s.1).collect();
@@ -753,6 +826,45 @@ where
         client_cpu,
         others_cpu,
         seconds,
+    }
+}
+
+/// When `OPEN_LOOP_DUMP` names a file, appends one line per call to it:
+/// the intended send time from the start of the run, the latency from the
+/// intended send, from the actual send, and the sender's lateness, in µs
+/// (for finding when the slow calls happened; a run is separated from the
+/// next by an empty line).
+fn dump_samples(starts: &[Duration], samples: &[(Duration, Duration, Duration)]) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("OPEN_LOOP_DUMP") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    let mut out = match file {
+        Ok(file) => std::io::BufWriter::new(file),
+        Err(error) => {
+            eprintln!("OPEN_LOOP_DUMP {}: {error}", path.to_string_lossy());
+            return;
+        }
+    };
+    let lines = starts.iter().zip(samples).try_for_each(|(start, sample)| {
+        writeln!(
+            out,
+            "{} {} {} {}",
+            start.as_micros(),
+            sample.0.as_micros(),
+            sample.1.as_micros(),
+            sample.2.as_micros()
+        )
+    });
+    if let Err(error) = lines
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+    {
+        eprintln!("OPEN_LOOP_DUMP {}: {error}", path.to_string_lossy());
     }
 }
 
