@@ -939,6 +939,28 @@ pub fn thousands(value: f64) -> String {
 mod tests {
     use super::*;
 
+    /// The open loop's clock never ticks before an intended send time, and
+    /// counts every period that ended, also those the caller slept through.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_pacer_is_never_early_and_counts_every_period() {
+        let period = Duration::from_millis(2);
+        let begin = Instant::now() + Duration::from_millis(5);
+        let pacer = Pacer::start(begin, period).expect("timerfd");
+        let mut ticks = 0u64;
+        while ticks < 3 {
+            ticks += pacer.ticks().await.expect("tick");
+            let due = begin + period * (ticks - 1) as u32;
+            assert!(Instant::now() >= due, "tick {ticks} before its time");
+        }
+        // Sleep through several periods: they are all counted at once.
+        std::thread::sleep(period * 5);
+        let behind = pacer.ticks().await.expect("tick");
+        assert!(
+            behind >= 4,
+            "{behind} periods counted after sleeping through 5"
+        );
+    }
+
     #[test]
     fn thousands_separators() {
         assert_eq!(thousands(1_234_567.4), "1,234,567");
