@@ -32,6 +32,9 @@
 //! intended time, so a stall is charged to every request it delays (no
 //! coordinated omission). `OPEN_LOOP_DUMP=FILE` appends every call's send
 //! time and latencies to FILE, for finding when the slow ones happened.
+//! `VERIFY_E2E_SINGLE=lvm` sends the single calls to the GS1 Lightweight
+//! Verification Messaging responder instead (HTTP/1.1 `GET` of a Digital
+//! Link, what verification routers call; pooled keep-alive connections).
 //!
 //! The machine is shared: CPU time of the server under test, of this client
 //! and of everything else is read from `/proc` around every run, and a run
@@ -52,9 +55,9 @@ use std::time::{Duration, Instant};
 use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
-    Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, measured,
-    micros, offset, on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands,
-    verify_call,
+    Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, lvm_call,
+    lvm_client, lvm_uri, measured, micros, offset, on_own_thread, one_stream, open_loop,
+    redis_caller, redis_key, thousands, verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -82,6 +85,9 @@ struct Config {
     rate: u64,
     /// Cores other processes may use during a run before it is run again.
     max_other: f64,
+    /// The single calls go to the GS1 Lightweight Verification Messaging
+    /// responder (HTTP/1.1) instead of gRPC `Verify`.
+    lvm: bool,
 }
 
 impl Config {
@@ -111,6 +117,7 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.25),
+            lvm: std::env::var("VERIFY_E2E_SINGLE").is_ok_and(|v| v == "lvm"),
         }
     }
 }
@@ -253,6 +260,44 @@ async fn single_verify_latency(
             verify_call(
                 clients[index as usize % clients.len()].clone(),
                 Arc::clone(&work[index as usize % work.len()]),
+            )
+        })
+        .await
+    })
+    .await
+}
+
+/// Single Lightweight Verification Messaging `GET`s at `rate` for
+/// `duration`, open loop, on a thread of the load's own; the client opens as
+/// many keep-alive connections as calls are in flight (HTTP/1.1 has one
+/// request in flight per connection).
+async fn single_lvm_latency(
+    work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
+    rate: u64,
+    duration: Duration,
+    server_pid: u32,
+    ticks: f64,
+) -> Latency {
+    let address = benches::http_address().expect("the server's HTTP address");
+    let bearer: http::HeaderValue = format!(
+        "Bearer {}",
+        benches::admin_token().expect("the server's admin token")
+    )
+    .parse()
+    .expect("token header");
+    let uris: Vec<http::Uri> = work
+        .iter()
+        .enumerate()
+        .map(|(n, request)| lvm_uri(&address, request.item.as_ref().expect("an item"), n as u64))
+        .collect();
+    let uris = Arc::new(uris);
+    on_own_thread(move || async move {
+        let client = lvm_client();
+        open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
+            lvm_call(
+                client.clone(),
+                uris[index as usize % uris.len()].clone(),
+                bearer.clone(),
             )
         })
         .await
@@ -434,19 +479,25 @@ fn main() {
                 }
             }
             for attempt in 1..=ATTEMPTS {
-                let latency = single_verify_latency(
-                    &endpoint,
-                    &bench.work.single,
-                    config.rate,
-                    duration,
-                    server_pid,
-                    ticks,
-                )
-                .await;
+                let latency = if config.lvm {
+                    single_lvm_latency(&bench.work.single, config.rate, duration, server_pid, ticks)
+                        .await
+                } else {
+                    single_verify_latency(
+                        &endpoint,
+                        &bench.work.single,
+                        config.rate,
+                        duration,
+                        server_pid,
+                        ticks,
+                    )
+                    .await
+                };
                 let retry = attempt < ATTEMPTS
                     && noisy(latency.others_cpu, latency.seconds, config.max_other);
                 eprintln!(
-                    "round {round} single Verify at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; from actual send p99 {}; cores: server {:.2}, client {:.2}, other load {:.2}{}",
+                    "round {round} single {} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; from actual send p99 {}; cores: server {:.2}, client {:.2}, other load {:.2}{}",
+                    if config.lvm { "LVM GET" } else { "Verify" },
                     thousands(latency.target_rate as f64),
                     thousands(latency.completed as f64),
                     thousands(latency.achieved_rate),
@@ -619,9 +670,19 @@ fn summary(config: &Config, modes: &[Mode], results: &Results) {
         let p999 = med(&|l| us(l.from_intended[2]));
         let achieved = med(&|l| l.achieved_rate);
         println!(
-            "single Verify, open loop at {}/s for {} s on {LATENCY_CONNECTIONS} connections, medians over {} rounds: achieved {}/s",
+            "single {}, open loop at {}/s for {} s on {}, medians over {} rounds: achieved {}/s",
+            if config.lvm {
+                "Lightweight Verification Messaging GET (HTTP/1.1)"
+            } else {
+                "Verify"
+            },
             thousands(config.rate as f64),
             config.seconds,
+            if config.lvm {
+                "keep-alive connections, as many as calls in flight".to_owned()
+            } else {
+                format!("{LATENCY_CONNECTIONS} connections")
+            },
             latencies.len(),
             thousands(achieved)
         );

@@ -46,6 +46,20 @@ pub fn server_binary() -> PathBuf {
 /// channel made by [`verify::connect`] carries it.
 static ADMIN_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// `127.0.0.1:PORT` of the HTTP listener of the last server [`start`] made.
+static HTTP_ADDRESS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The admin token of the last server [`start`] made.
+pub fn admin_token() -> Option<String> {
+    ADMIN_TOKEN.lock().map(|t| t.clone()).unwrap_or(None)
+}
+
+/// `127.0.0.1:PORT` of the HTTP listener (health, GS1 Lightweight
+/// Verification Messaging) of the last server [`start`] made.
+pub fn http_address() -> Option<String> {
+    HTTP_ADDRESS.lock().map(|a| a.clone()).unwrap_or(None)
+}
+
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone, Debug)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
@@ -133,6 +147,11 @@ pub fn start(dir: &Path, log_env: &str) -> (Child, String) {
                 .trim()
                 .to_owned();
             *ADMIN_TOKEN.lock().expect("token lock") = Some(token);
+            *HTTP_ADDRESS.lock().expect("address lock") = line
+                .split(" http=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
             return (child, format!("http://{address}"));
         }
     }

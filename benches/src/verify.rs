@@ -892,6 +892,75 @@ pub async fn verify_call(
     Ok(done)
 }
 
+/// The client of the GS1 Lightweight Verification Messaging responder:
+/// HTTP/1.1 with pooled keep-alive connections (`TCP_NODELAY`), one request
+/// in flight on each, as a verification router would hold them.
+pub type LvmClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// A new [`LvmClient`].
+pub fn lvm_client() -> LvmClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
+/// The Digital Link URI with which a verification router asks the responder
+/// at `address` about one pack (DOMAIN.md §4).
+pub fn lvm_uri(address: &str, item: &pb::PackIdentifier, request: u64) -> http::Uri {
+    let Some(pb::pack_identifier::Identifier::Fields(fields)) = &item.identifier else {
+        panic!("lvm_uri: the item has no fields");
+    };
+    format!(
+        "http://{address}/01/{}/10/{}/21/{}?17={}&linkType=verificationService&reqGLN=0614141000012&corrUUID=bench-{request}",
+        fields.gtin,
+        fields.lot.as_deref().unwrap_or_default(),
+        fields.serial,
+        fields.expiry.as_deref().unwrap_or_default(),
+    )
+    .parse()
+    .expect("a Digital Link URI")
+}
+
+/// One Lightweight Verification Messaging `GET` of `uri` with `bearer` (the
+/// whole `Authorization` value), checked: 200, and the pack verified. The
+/// future the open loop of the responder runs.
+pub async fn lvm_call(
+    client: LvmClient,
+    uri: http::Uri,
+    bearer: http::HeaderValue,
+) -> Result<Instant, String> {
+    use http_body_util::BodyExt;
+    let request = http::Request::get(uri)
+        .header(http::header::AUTHORIZATION, bearer)
+        .body(http_body_util::Empty::new())
+        .map_err(|error| format!("LVM request: {error}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|error| format!("LVM GET: {error}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| format!("LVM body: {error}"))?
+        .to_bytes();
+    let done = Instant::now();
+    let verified = body.windows(15).any(|w| w == b"\"verified\":true");
+    if status == http::StatusCode::OK && verified {
+        Ok(done)
+    } else {
+        Err(format!(
+            "LVM GET: {status} {}",
+            String::from_utf8_lossy(&body)
+        ))
+    }
+}
+
 /// One Redis `GET` of `key` on `connection`, checked against [`REDIS_VALUE`]:
 /// the future the open loop of the Redis peer runs.
 pub async fn redis_get_call(
@@ -938,6 +1007,15 @@ pub fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lvm_uri_is_a_canonical_digital_link_with_the_verification_query() {
+        let item = identifier("09520123456788", "ABC123", "LOT1", "301231");
+        assert_eq!(
+            lvm_uri("127.0.0.1:8080", &item, 7).to_string(),
+            "http://127.0.0.1:8080/01/09520123456788/10/LOT1/21/ABC123?17=301231&linkType=verificationService&reqGLN=0614141000012&corrUUID=bench-7"
+        );
+    }
 
     /// The open loop's clock never ticks before an intended send time, and
     /// counts every period that ended, also those the caller slept through.
