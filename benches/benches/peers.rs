@@ -50,7 +50,11 @@
 //! (4), `PEERS_WINDOW` (8 in flight per connection), `PEERS_RATE` (10,000),
 //! `PEERS_REST_SECONDS` (20: the wait, after loading the verification set,
 //! for the server's idle flush before memory is measured at rest),
-//! `PEERS_OUT`, `PEERS_LOG` (the server's `RUST_LOG`).
+//! `PEERS_OUT`, `PEERS_LOG` (the server's `RUST_LOG`), `PEERS_NOISE_SECONDS`
+//! (5, quick 1; 0 skips): each measurement of the machine's noise floor
+//! (`benches::noise`: an idle thread's wake-up lateness, and the time taken
+//! from a busy thread on each CPU), made before and after the scenarios,
+//! printed and kept in the JSON.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,6 +120,9 @@ struct Config {
     /// Seconds to wait, after loading the verification set, for the idle
     /// flush before the memory is measured at rest.
     rest_seconds: u64,
+    /// Seconds of each noise-floor measurement before and after the
+    /// scenarios (`benches::noise`); 0 skips them.
+    noise_seconds: u64,
     out: PathBuf,
 }
 
@@ -167,6 +174,7 @@ impl Config {
             window: env_number("PEERS_WINDOW", 8).max(1) as usize,
             rate: env_number("PEERS_RATE", 10_000).max(1),
             rest_seconds: env_number("PEERS_REST_SECONDS", 20),
+            noise_seconds: env_number("PEERS_NOISE_SECONDS", if quick { 1 } else { 5 }),
             out: std::env::var("PEERS_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| target.join("peers")),
@@ -186,6 +194,7 @@ impl Config {
             "connections": self.connections,
             "in_flight_per_connection": self.window,
             "single_verification_rate": self.rate,
+            "noise_seconds_each": self.noise_seconds,
         })
     }
 }
@@ -875,6 +884,7 @@ fn main() {
     }
     let redis_binary = redis_server();
     let postgres_bin = postgres_bin_dir();
+    let noise_before = noise_floor(&config, "before the scenarios");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1035,9 +1045,24 @@ fn main() {
         "serialsvc_rss_bytes": end_rss,
         "serialsvc_bytes_per_serial": end_per_serial,
     });
-    let report = report(&harness, &machine, peak, started.elapsed());
+    let noise_after = noise_floor(&config, "after the scenarios");
+    let mut report = report(&harness, &machine, peak, started.elapsed());
+    report["noise"] = json!({ "before": noise_before, "after": noise_after });
     drop(harness);
     write_outputs(&config, &report);
+}
+
+/// The machine's noise floor (`benches::noise`), printed and as JSON; null
+/// when `PEERS_NOISE_SECONDS` is 0.
+fn noise_floor(config: &Config, when: &str) -> Value {
+    if config.noise_seconds == 0 {
+        return Value::Null;
+    }
+    let noise = benches::noise::measure(Duration::from_secs(config.noise_seconds));
+    for line in noise.lines() {
+        println!("noise floor {when}: {line}");
+    }
+    noise.json()
 }
 
 /// Median rate, median items per server CPU-second and the rounds of one

@@ -5,6 +5,7 @@
 //! verification load ([`verify`]) and the peers ([`peers`]: Redis and
 //! PostgreSQL).
 
+pub mod noise;
 pub mod peers;
 pub mod verify;
 
