@@ -12,6 +12,7 @@ pub mod verify;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A number from the environment, or `default` when unset or not a number.
 pub fn env_number(name: &str, default: u64) -> u64 {
@@ -46,6 +47,32 @@ pub fn server_binary() -> PathBuf {
 /// The bootstrap admin token of the server [`start`] started last: every
 /// channel made by [`verify::connect`] carries it.
 static ADMIN_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// A Linux timerfd on the monotonic clock that first expires after `first`
+/// (at least 1 ns: zero would disarm it), then every `period`: nanosecond
+/// resolution and no timer slack. Reading it answers how many periods ended
+/// since the last read. The open loop's clock and the noise measurement.
+pub fn periodic_timer(
+    first: Duration,
+    period: Duration,
+    flags: rustix::time::TimerfdFlags,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::time::{
+        Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+        timerfd_settime,
+    };
+    let timespec = |d: Duration| {
+        Timespec::try_from(d.max(Duration::from_nanos(1)))
+            .map_err(|_| std::io::Error::other("duration out of range"))
+    };
+    let timer = timerfd_create(TimerfdClockId::Monotonic, flags | TimerfdFlags::CLOEXEC)?;
+    let spec = Itimerspec {
+        it_interval: timespec(period)?,
+        it_value: timespec(first)?,
+    };
+    timerfd_settime(&timer, TimerfdTimerFlags::empty(), &spec)?;
+    Ok(timer)
+}
 
 /// `127.0.0.1:PORT` of the HTTP listener of the last server [`start`] made.
 static HTTP_ADDRESS: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -85,8 +112,7 @@ pub type Channel =
 
 /// `channel` with the admin token of the server started last.
 pub fn authenticated(channel: tonic::transport::Channel) -> Channel {
-    let token = ADMIN_TOKEN.lock().map(|t| t.clone()).unwrap_or(None);
-    let bearer = token.and_then(|t| format!("Bearer {t}").parse().ok());
+    let bearer = admin_token().and_then(|t| format!("Bearer {t}").parse().ok());
     tonic::service::interceptor::InterceptedService::new(channel, Bearer(bearer))
 }
 

@@ -133,21 +133,8 @@ impl Noise {
 /// How late after each expiry of a 100 µs periodic timerfd a blocked
 /// thread runs, for `duration`.
 fn wake_lateness(duration: Duration) -> std::io::Result<WakeLateness> {
-    use rustix::time::{
-        Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
-        timerfd_settime,
-    };
-    let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
-    let period = Timespec::try_from(PERIOD).map_err(|_| std::io::Error::other("period"))?;
     let start = Instant::now();
-    timerfd_settime(
-        &timer,
-        TimerfdTimerFlags::empty(),
-        &Itimerspec {
-            it_interval: period,
-            it_value: period,
-        },
-    )?;
+    let timer = crate::periodic_timer(PERIOD, PERIOD, rustix::time::TimerfdFlags::empty())?;
     // Expiry k (from 1) is due no earlier than start + k × PERIOD.
     let mut expiries = 0u32;
     let mut late = Vec::with_capacity((duration.as_micros() / PERIOD.as_micros()) as usize);
@@ -162,11 +149,9 @@ fn wake_lateness(duration: Duration) -> std::io::Result<WakeLateness> {
     if late.is_empty() {
         return Err(std::io::Error::other("no wake-up"));
     }
-    late.sort_unstable();
-    let at = |q: f64| late[((late.len() as f64 * q) as usize).min(late.len() - 1)];
     Ok(WakeLateness {
         wakeups: late.len(),
-        percentiles: [at(0.5), at(0.99), at(0.999), late[late.len() - 1]],
+        percentiles: crate::verify::percentiles(&mut late),
     })
 }
 

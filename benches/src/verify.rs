@@ -676,26 +676,8 @@ impl Pacer {
     /// delay is measured before the timer is set), so no request is sent
     /// before its intended time.
     fn start(begin: Instant, period: Duration) -> std::io::Result<Self> {
-        use rustix::time::{
-            Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
-            timerfd_settime,
-        };
-        let timespec = |d: Duration| {
-            Timespec::try_from(d).map_err(|_| std::io::Error::other("duration out of range"))
-        };
-        let timer = timerfd_create(
-            TimerfdClockId::Monotonic,
-            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
-        )?;
-        // A zero it_value would disarm the timer: wait at least 1 ns.
-        let first = begin
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_nanos(1));
-        let spec = Itimerspec {
-            it_interval: timespec(period.max(Duration::from_nanos(1)))?,
-            it_value: timespec(first)?,
-        };
-        timerfd_settime(&timer, TimerfdTimerFlags::empty(), &spec)?;
+        let first = begin.saturating_duration_since(Instant::now());
+        let timer = crate::periodic_timer(first, period, rustix::time::TimerfdFlags::NONBLOCK)?;
         Ok(Self {
             timer: Self::register(timer)?,
         })
