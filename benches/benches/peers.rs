@@ -21,7 +21,10 @@
 //!    batches of 1, 64 and 1,024 items, the same connections and requests in
 //!    flight (the target is judged on `VerifyStream` packed);
 //! 2. single verifications, open loop at `PEERS_RATE` (10,000) per second:
-//!    latency of `Verify` against Redis `GET`;
+//!    latency of `Verify` against Redis `GET`; the `Verify` calls go through
+//!    `verify::H2Unary`, a unary gRPC client on `h2` that writes each call
+//!    once (tonic's client writes twice and costs the shared machine more;
+//!    `VERIFY_E2E_SINGLE=tonic` in `verify_e2e` measures with it);
 //! 3. pool issuance of 10,000 / 100,000 / 1,000,000 serials, durable,
 //!    against PostgreSQL inserting as many random eu-fmd serials with
 //!    `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING serial`,
@@ -65,9 +68,10 @@ use benches::peers::{
     POSTGRES_SETTINGS, Postgres, REDIS_SETTINGS, Redis, postgres_bin_dir, redis_server,
 };
 use benches::verify::{
-    Counts, GROUP, Latency, Run, batch_caller, commission, connect, identifier, join_all, measured,
-    micros, offset, on_own_thread, one_stream, open_loop, packed_identifiers, pool_client,
-    redis_caller, redis_get_call, redis_key, request_pool, thousands, verify_call,
+    Counts, GROUP, H2Unary, Latency, Run, VERIFY, batch_caller, commission, connect,
+    h2_verify_call, identifier, join_all, measured, micros, offset, on_own_thread, one_stream,
+    open_loop, packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key,
+    request_pool, thousands,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -598,10 +602,14 @@ impl Harness {
                     on_own_thread(move || async move {
                         let mut clients = Vec::new();
                         for _ in 0..connections {
-                            clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
+                            clients.push(
+                                H2Unary::connect(&endpoint, VERIFY)
+                                    .await
+                                    .expect("HTTP/2 connection"),
+                            );
                         }
                         open_loop(rate, duration, server, ticks, |n| {
-                            verify_call(
+                            h2_verify_call(
                                 clients[n as usize % clients.len()].clone(),
                                 Arc::clone(&requests[n as usize % requests.len()]),
                             )

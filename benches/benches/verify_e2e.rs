@@ -27,14 +27,20 @@
 //!
 //! After each round's throughput runs, single `Verify` calls at a fixed
 //! open-loop rate of `VERIFY_E2E_RATE` per second (default 10,000) for
-//! `VERIFY_E2E_SECONDS`, on 4 connections. A timerfd on the load generator's
-//! own thread marks the intended send times; latency is measured from the
-//! intended time, so a stall is charged to every request it delays (no
-//! coordinated omission). `OPEN_LOOP_DUMP=FILE` appends every call's send
-//! time and latencies to FILE, for finding when the slow ones happened.
-//! `VERIFY_E2E_SINGLE=lvm` sends the single calls to the GS1 Lightweight
-//! Verification Messaging responder instead (HTTP/1.1 `GET` of a Digital
-//! Link, what verification routers call; pooled keep-alive connections).
+//! `VERIFY_E2E_SECONDS`, on `VERIFY_E2E_CONNECTIONS` (default 4) HTTP/2
+//! connections. A timerfd on the load generator's own thread marks the
+//! intended send times; latency is measured from the intended time, so a
+//! stall is charged to every request it delays (no coordinated omission).
+//! `OPEN_LOOP_DUMP=FILE` appends every call's send time and latencies to
+//! FILE, for finding when the slow ones happened. `VERIFY_E2E_SINGLE` picks
+//! the client of the single calls:
+//! - `h2` (default): `verify::H2Unary`, a unary gRPC client on `h2` that
+//!   writes each call's `HEADERS` and `DATA` at once;
+//! - `tonic`: tonic's generic client, which writes them separately (about
+//!   1.85 `writev`s per call against 0.43, and more client CPU);
+//! - `lvm`: the GS1 Lightweight Verification Messaging responder (HTTP/1.1
+//!   `GET` of a Digital Link, what verification routers call; pooled
+//!   keep-alive connections).
 //!
 //! The machine is shared: CPU time of the server under test, of this client
 //! and of everything else is read from `/proc` around every run, and a run
@@ -55,9 +61,9 @@ use std::time::{Duration, Instant};
 use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
-    Latency, Run, batch_caller, connect, identifier, issue_and_commission, join_all, lvm_call,
-    lvm_client, lvm_uri, measured, micros, offset, on_own_thread, one_stream, open_loop,
-    redis_caller, redis_key, thousands, verify_call,
+    H2Unary, Latency, Run, VERIFY, batch_caller, connect, h2_verify_call, identifier,
+    issue_and_commission, join_all, lvm_call, lvm_client, lvm_uri, measured, micros, offset,
+    on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -70,8 +76,14 @@ const LOT: &str = "LOT1";
 const EXPIRY: &str = "301231";
 /// Items per VerifyBatch / VerifyStream batch and per Redis MGET.
 const BATCH: usize = 1024;
-/// Connections the open-loop single-Verify load is spread over.
+/// Connections the open-loop single-Verify load is spread over, unless
+/// `VERIFY_E2E_CONNECTIONS` says otherwise.
 const LATENCY_CONNECTIONS: usize = 4;
+
+/// Connections of the single-call load (`VERIFY_E2E_CONNECTIONS`).
+fn latency_connections() -> usize {
+    env_number("VERIFY_E2E_CONNECTIONS", LATENCY_CONNECTIONS as u64).max(1) as usize
+}
 /// Distinct single-Verify requests prebuilt (used round-robin).
 const SINGLE_REQUESTS: usize = 100_000;
 
@@ -85,9 +97,38 @@ struct Config {
     rate: u64,
     /// Cores other processes may use during a run before it is run again.
     max_other: f64,
-    /// The single calls go to the GS1 Lightweight Verification Messaging
-    /// responder (HTTP/1.1) instead of gRPC `Verify`.
-    lvm: bool,
+    /// The client of the single calls (`VERIFY_E2E_SINGLE`).
+    single: Single,
+}
+
+/// The client of the single calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Single {
+    /// gRPC `Verify` through [`benches::verify::H2Unary`] (the default).
+    H2,
+    /// gRPC `Verify` through tonic's generic client.
+    Tonic,
+    /// The GS1 Lightweight Verification Messaging responder (HTTP/1.1).
+    Lvm,
+}
+
+impl Single {
+    fn from_env() -> Self {
+        match std::env::var("VERIFY_E2E_SINGLE").as_deref() {
+            Ok("lvm") => Single::Lvm,
+            Ok("tonic") => Single::Tonic,
+            Ok("h2") | Err(_) => Single::H2,
+            Ok(other) => panic!("VERIFY_E2E_SINGLE={other}: expected h2, tonic or lvm"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Single::H2 => "Verify",
+            Single::Tonic => "Verify (tonic client)",
+            Single::Lvm => "LVM GET",
+        }
+    }
 }
 
 impl Config {
@@ -117,7 +158,7 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.25),
-            lvm: std::env::var("VERIFY_E2E_SINGLE").is_ok_and(|v| v == "lvm"),
+            single: Single::from_env(),
         }
     }
 }
@@ -239,9 +280,10 @@ async fn start_peer(connections: usize, keys: &[Vec<u8>]) -> Option<Peer> {
 }
 
 /// Single `Verify` calls at `rate` for `duration` on
-/// [`LATENCY_CONNECTIONS`] connections, open loop, on a thread of the load's
+/// [`latency_connections`] connections, open loop, on a thread of the load's
 /// own (`on_own_thread`).
 async fn single_verify_latency(
+    client: Single,
     endpoint: &str,
     work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
     rate: u64,
@@ -252,12 +294,30 @@ async fn single_verify_latency(
     let endpoint = endpoint.to_owned();
     let work = Arc::clone(work);
     on_own_thread(move || async move {
-        let mut clients = Vec::new();
-        for _ in 0..LATENCY_CONNECTIONS {
-            clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
+        let server = Process::One(server_pid);
+        if client == Single::Tonic {
+            let mut clients = Vec::new();
+            for _ in 0..latency_connections() {
+                clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
+            }
+            return open_loop(rate, duration, server, ticks, |index| {
+                verify_call(
+                    clients[index as usize % clients.len()].clone(),
+                    Arc::clone(&work[index as usize % work.len()]),
+                )
+            })
+            .await;
         }
-        open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
-            verify_call(
+        let mut clients = Vec::new();
+        for _ in 0..latency_connections() {
+            clients.push(
+                H2Unary::connect(&endpoint, VERIFY)
+                    .await
+                    .expect("HTTP/2 connection"),
+            );
+        }
+        open_loop(rate, duration, server, ticks, |index| {
+            h2_verify_call(
                 clients[index as usize % clients.len()].clone(),
                 Arc::clone(&work[index as usize % work.len()]),
             )
@@ -479,11 +539,12 @@ fn main() {
                 }
             }
             for attempt in 1..=ATTEMPTS {
-                let latency = if config.lvm {
+                let latency = if config.single == Single::Lvm {
                     single_lvm_latency(&bench.work.single, config.rate, duration, server_pid, ticks)
                         .await
                 } else {
                     single_verify_latency(
+                        config.single,
                         &endpoint,
                         &bench.work.single,
                         config.rate,
@@ -497,7 +558,7 @@ fn main() {
                     && noisy(latency.others_cpu, latency.seconds, config.max_other);
                 eprintln!(
                     "round {round} single {} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; from actual send p99 {}; cores: server {:.2}, client {:.2}, other load {:.2}{}",
-                    if config.lvm { "LVM GET" } else { "Verify" },
+                    config.single.name(),
                     thousands(latency.target_rate as f64),
                     thousands(latency.completed as f64),
                     thousands(latency.achieved_rate),
@@ -671,17 +732,17 @@ fn summary(config: &Config, modes: &[Mode], results: &Results) {
         let achieved = med(&|l| l.achieved_rate);
         println!(
             "single {}, open loop at {}/s for {} s on {}, medians over {} rounds: achieved {}/s",
-            if config.lvm {
-                "Lightweight Verification Messaging GET (HTTP/1.1)"
-            } else {
-                "Verify"
+            match config.single {
+                Single::Lvm => "Lightweight Verification Messaging GET (HTTP/1.1)",
+                Single::H2 => "Verify (h2 client)",
+                Single::Tonic => "Verify (tonic client)",
             },
             thousands(config.rate as f64),
             config.seconds,
-            if config.lvm {
+            if config.single == Single::Lvm {
                 "keep-alive connections, as many as calls in flight".to_owned()
             } else {
-                format!("{LATENCY_CONNECTIONS} connections")
+                format!("{} connections", latency_connections())
             },
             latencies.len(),
             thousands(achieved)

@@ -874,6 +874,135 @@ pub async fn verify_call(
     Ok(done)
 }
 
+/// A unary gRPC client written on `h2` directly, for the open-loop load
+/// generator: one HTTP/2 connection (`TCP_NODELAY`), its driver spawned on
+/// the caller's runtime. Each call queues its `HEADERS` and its one `DATA`
+/// frame (with `END_STREAM`) before yielding, so the connection writes them
+/// in one `writev`, as grpc-go and grpc-java do for a unary call; tonic's
+/// client sends the body from a task of its own and writes twice per call.
+/// The answer is checked as tonic would: HTTP 200, one length-prefixed
+/// uncompressed message, then `grpc-status: 0` in the trailers.
+#[derive(Clone, Debug)]
+pub struct H2Unary {
+    send: h2::client::SendRequest<bytes::Bytes>,
+    uri: http::Uri,
+    bearer: Option<http::HeaderValue>,
+}
+
+impl H2Unary {
+    /// Connects to `endpoint` (`http://HOST:PORT`) for calls to `path`,
+    /// with the admin token of the last server started, if any.
+    pub async fn connect(endpoint: &str, path: &str) -> Result<Self, String> {
+        let address = endpoint.trim_start_matches("http://");
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|error| format!("connect {address}: {error}"))?;
+        tcp.set_nodelay(true)
+            .map_err(|error| format!("TCP_NODELAY: {error}"))?;
+        let (send, connection) = h2::client::handshake(tcp)
+            .await
+            .map_err(|error| format!("HTTP/2 handshake with {address}: {error}"))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                report_failure(&format!("HTTP/2 connection: {error}"));
+            }
+        });
+        let uri = format!("{endpoint}{path}")
+            .parse()
+            .map_err(|error| format!("URI {endpoint}{path}: {error}"))?;
+        let bearer = crate::admin_token().and_then(|t| format!("Bearer {t}").parse().ok());
+        Ok(H2Unary { send, uri, bearer })
+    }
+
+    /// One unary call: `message` out, the decoded answer back.
+    pub async fn call<T: Message, U: Message + Default>(&self, message: &T) -> Result<U, String> {
+        let mut framed = bytes::BytesMut::with_capacity(5 + message.encoded_len());
+        framed.extend_from_slice(&[0]);
+        let length = u32::try_from(message.encoded_len()).map_err(|_| "message too large")?;
+        framed.extend_from_slice(&length.to_be_bytes());
+        message
+            .encode(&mut framed)
+            .map_err(|error| format!("encode: {error}"))?;
+        let mut request = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers");
+        if let Some(bearer) = &self.bearer {
+            request = request.header(http::header::AUTHORIZATION, bearer.clone());
+        }
+        let request = request
+            .body(())
+            .map_err(|error| format!("request: {error}"))?;
+        let mut send = self
+            .send
+            .clone()
+            .ready()
+            .await
+            .map_err(|error| format!("connection not ready: {error}"))?;
+        let (response, mut body_out) = send
+            .send_request(request, false)
+            .map_err(|error| format!("send: {error}"))?;
+        body_out
+            .send_data(framed.freeze(), true)
+            .map_err(|error| format!("send body: {error}"))?;
+        let response = response
+            .await
+            .map_err(|error| format!("response: {error}"))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("HTTP status {}", response.status()));
+        }
+        if let Some(status) = response.headers().get("grpc-status") {
+            return Err(format!("trailers-only answer, grpc-status {status:?}"));
+        }
+        let mut body = response.into_body();
+        let mut answer = bytes::BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(|error| format!("body: {error}"))?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            answer.extend_from_slice(&chunk);
+        }
+        let trailers = body
+            .trailers()
+            .await
+            .map_err(|error| format!("trailers: {error}"))?
+            .ok_or("no trailers")?;
+        let status = trailers.get("grpc-status");
+        if status.map(|v| v.as_bytes()) != Some(b"0") {
+            return Err(format!(
+                "grpc-status {status:?}, grpc-message {:?}",
+                trailers.get("grpc-message")
+            ));
+        }
+        let (header, message) = answer
+            .split_first_chunk::<5>()
+            .ok_or("answer shorter than its 5-byte prefix")?;
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if header[0] != 0 || length != message.len() {
+            return Err(format!(
+                "answer framing: compressed flag {}, length {length}, {} bytes",
+                header[0],
+                message.len()
+            ));
+        }
+        U::decode(message).map_err(|error| format!("decode: {error}"))
+    }
+}
+
+/// One `Verify` through [`H2Unary`] (connected to [`VERIFY`]), checked like
+/// [`verify_call`]: the pack verified.
+pub async fn h2_verify_call(
+    client: H2Unary,
+    request: Arc<pb::VerifyRequest>,
+) -> Result<Instant, String> {
+    let answer: pb::VerifyResponse = client
+        .call(request.as_ref())
+        .await
+        .map_err(|error| format!("Verify: {error}"))?;
+    let done = Instant::now();
+    let result = answer.result.ok_or("Verify: no result")?;
+    all_verified(std::slice::from_ref(&result), 1).map_err(|e| format!("Verify: {e}"))?;
+    Ok(done)
+}
+
 /// The client of the GS1 Lightweight Verification Messaging responder:
 /// HTTP/1.1 with pooled keep-alive connections (`TCP_NODELAY`), one request
 /// in flight on each, as a verification router would hold them.
@@ -1001,6 +1130,94 @@ mod tests {
 
     /// The open loop's clock never ticks before an intended send time, and
     /// counts every period that ended, also those the caller slept through.
+    /// A one-connection HTTP/2 server answering each call with `answer`
+    /// and `grpc-status: status`; returns its address and, per call, the
+    /// request's headers and body.
+    async fn fake_grpc_server(
+        answer: pb::VerifyResponse,
+        status: &'static str,
+    ) -> (
+        String,
+        mpsc::Receiver<(http::HeaderMap, http::Uri, bytes::Bytes)>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (seen, calls) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(tcp).await.unwrap();
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
+                let (parts, mut body) = request.into_parts();
+                let mut received = bytes::BytesMut::new();
+                while let Some(chunk) = body.data().await {
+                    received.extend_from_slice(&chunk.unwrap());
+                }
+                seen.send((parts.headers, parts.uri, received.freeze()))
+                    .await
+                    .unwrap();
+                let response = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .unwrap();
+                let mut out = respond.send_response(response, false).unwrap();
+                let message = answer.encode_to_vec();
+                let mut framed = vec![0];
+                framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+                framed.extend_from_slice(&message);
+                out.send_data(framed.into(), false).unwrap();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                out.send_trailers(trailers).unwrap();
+            }
+        });
+        (address, calls)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_h2_client_frames_the_call_as_grpc_and_decodes_the_answer() {
+        let answer = pb::VerifyResponse {
+            result: Some(pb::VerificationResult {
+                product_known: true,
+                vrs: Some(pb::VrsAnswer {
+                    verified: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let (address, mut calls) = fake_grpc_server(answer.clone(), "0").await;
+        let client = H2Unary::connect(&format!("http://{address}"), VERIFY)
+            .await
+            .unwrap();
+        let request = pb::VerifyRequest {
+            item: Some(identifier("09520123456788", "ABC123", "LOT1", "301231")),
+        };
+        let got: pb::VerifyResponse = client.call(&request).await.unwrap();
+        assert_eq!(got, answer);
+        let (headers, uri, body) = calls.recv().await.unwrap();
+        assert_eq!(uri.path(), VERIFY);
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(body[0], 0, "uncompressed");
+        let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        assert_eq!(length, body.len() - 5);
+        assert_eq!(pb::VerifyRequest::decode(&body[5..]).unwrap(), request);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_h2_client_reports_a_non_zero_grpc_status() {
+        let (address, _calls) = fake_grpc_server(pb::VerifyResponse::default(), "5").await;
+        let client = H2Unary::connect(&format!("http://{address}"), VERIFY)
+            .await
+            .unwrap();
+        let request = pb::VerifyRequest::default();
+        let error = client
+            .call::<_, pb::VerifyResponse>(&request)
+            .await
+            .unwrap_err();
+        assert!(error.contains("grpc-status Some(\"5\")"), "{error}");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn the_pacer_is_never_early_and_counts_every_period() {
         let period = Duration::from_millis(2);
