@@ -24,7 +24,10 @@
 //!    latency of `Verify` against Redis `GET`; the `Verify` calls go through
 //!    `verify::H2Unary`, a unary gRPC client on `h2` that writes each call
 //!    once (tonic's client writes twice and costs the shared machine more;
-//!    `VERIFY_E2E_SINGLE=tonic` in `verify_e2e` measures with it);
+//!    `VERIFY_E2E_SINGLE=tonic` in `verify_e2e` measures with it); and the
+//!    same packs over the GS1 Lightweight Verification Messaging responder
+//!    (HTTP/1.1 `GET`s of Digital Links, pooled keep-alive connections),
+//!    reported beside them (the target is judged on `Verify`);
 //! 3. pool issuance of 10,000 / 100,000 / 1,000,000 serials, durable,
 //!    against PostgreSQL inserting as many random eu-fmd serials with
 //!    `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING serial`,
@@ -69,9 +72,9 @@ use benches::peers::{
 };
 use benches::verify::{
     Counts, GROUP, H2Unary, Latency, Run, VERIFY, batch_caller, commission, connect,
-    h2_verify_call, identifier, join_all, measured, micros, offset, on_own_thread, one_stream,
-    open_loop, packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key,
-    request_pool, thousands,
+    h2_verify_call, identifier, join_all, lvm_call, lvm_client, lvm_uri, lvm_warm, measured,
+    micros, offset, on_own_thread, one_stream, open_loop, packed_identifiers, pool_client,
+    redis_caller, redis_get_call, redis_key, request_pool, thousands,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -101,6 +104,9 @@ const STREAM_PACKED: &str = "serialsvc VerifyStream packed";
 const BATCH_PACKED: &str = "serialsvc VerifyBatch packed";
 const MGET: &str = "Redis MGET";
 const VERIFY_SINGLE: &str = "serialsvc Verify";
+/// The same single verifications over the GS1 Lightweight Verification
+/// Messaging responder (HTTP/1.1), what verification routers call.
+const LVM_SINGLE: &str = "serialsvc LVM GET";
 const GET: &str = "Redis GET";
 const POOL: &str = "serialsvc RequestPool";
 const INSERT: &str = "PostgreSQL INSERT … ON CONFLICT DO NOTHING";
@@ -583,13 +589,28 @@ impl Harness {
                 .map(|s| Arc::new(redis_key(GTIN, s)))
                 .collect(),
         );
+        let address = benches::http_address().expect("the server's HTTP address");
+        let lvm_uris: Arc<Vec<http::Uri>> = Arc::new(
+            requests
+                .iter()
+                .enumerate()
+                .map(|(n, request)| {
+                    lvm_uri(&address, request.item.as_ref().expect("an item"), n as u64)
+                })
+                .collect(),
+        );
+        let bearer: http::HeaderValue = format!(
+            "Bearer {}",
+            benches::admin_token().expect("the server's admin token")
+        )
+        .parse()
+        .expect("token header");
         let (rate, connections, ticks) = (self.config.rate, self.config.connections, self.ticks);
         for round in 0..self.config.rounds {
-            let systems = if serialsvc_first(round) {
-                [VERIFY_SINGLE, GET]
-            } else {
-                [GET, VERIFY_SINGLE]
-            };
+            // Each system goes first, second and last in turn.
+            let mut systems = [VERIFY_SINGLE, GET, LVM_SINGLE];
+            let turns = round % systems.len();
+            systems.rotate_left(turns);
             for system in systems {
                 // Each system's load runs on a thread of its own with a
                 // single-threaded runtime (see `on_own_thread`), its
@@ -612,6 +633,25 @@ impl Harness {
                             h2_verify_call(
                                 clients[n as usize % clients.len()].clone(),
                                 Arc::clone(&requests[n as usize % requests.len()]),
+                            )
+                        })
+                        .await
+                    })
+                    .await
+                } else if system == LVM_SINGLE {
+                    let server = self.serialsvc();
+                    let uris = Arc::clone(&lvm_uris);
+                    let bearer = bearer.clone();
+                    on_own_thread(move || async move {
+                        let client = lvm_client();
+                        lvm_warm(&client, &uris[0], &bearer)
+                            .await
+                            .expect("LVM warm-up");
+                        open_loop(rate, duration, server, ticks, |n| {
+                            lvm_call(
+                                client.clone(),
+                                uris[n as usize % uris.len()].clone(),
+                                bearer.clone(),
                             )
                         })
                         .await
@@ -1298,6 +1338,7 @@ fn report(
     };
     let ours_latency = p99_of(VERIFY_SINGLE);
     let redis_latency = p99_of(GET);
+    let lvm_latency = p99_of(LVM_SINGLE);
 
     // Targets.
     println!();
@@ -1355,6 +1396,24 @@ fn report(
         println!(
             "single verification p99: serialsvc / Redis GET = {:.2}",
             ours / theirs
+        );
+    }
+    // The target is judged on gRPC Verify, the interface it was set on; the
+    // same calls over the LVM responder are reported beside it.
+    if let Some((lvm, achieved)) = lvm_latency {
+        println!(
+            "single verification p99 over GS1 LVM (HTTP/1.1) at {}/s: {:.2} ms ({} 1 ms; not the judged target){}",
+            thousands(config.rate as f64),
+            lvm / 1000.0,
+            if lvm <= 1000.0 && achieved >= 0.99 * config.rate as f64 {
+                "within"
+            } else {
+                "over"
+            },
+            redis_latency.map_or(String::new(), |(theirs, _)| format!(
+                "; / Redis GET = {:.2}",
+                lvm / theirs
+            ))
         );
     }
     let failures: u64 = records.iter().map(|r| r.run.counts.failures).sum::<u64>()

@@ -62,8 +62,8 @@ use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
     H2Unary, Latency, Run, VERIFY, batch_caller, connect, h2_verify_call, identifier,
-    issue_and_commission, join_all, lvm_call, lvm_client, lvm_uri, measured, micros, offset,
-    on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
+    issue_and_commission, join_all, lvm_call, lvm_client, lvm_uri, lvm_warm, measured, micros,
+    offset, on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -353,6 +353,9 @@ async fn single_lvm_latency(
     let uris = Arc::new(uris);
     on_own_thread(move || async move {
         let client = lvm_client();
+        lvm_warm(&client, &uris[0], &bearer)
+            .await
+            .expect("LVM warm-up");
         open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
             lvm_call(
                 client.clone(),
