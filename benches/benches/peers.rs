@@ -71,10 +71,10 @@ use benches::peers::{
     POSTGRES_SETTINGS, Postgres, REDIS_SETTINGS, Redis, postgres_bin_dir, redis_server,
 };
 use benches::verify::{
-    Counts, GROUP, H2Unary, Latency, Run, VERIFY, batch_caller, commission, connect,
-    h2_verify_call, identifier, join_all, lvm_call, lvm_client, lvm_uri, lvm_warm, measured,
-    micros, offset, on_own_thread, one_stream, open_loop, packed_identifiers, pool_client,
-    redis_caller, redis_get_call, redis_key, request_pool, thousands,
+    Counts, GROUP, Latency, Run, batch_caller, commission, connect, h2_verify_open_loop,
+    identifier, join_all, lvm_open_loop, measured, micros, offset, on_own_thread, one_stream,
+    open_loop, packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key,
+    request_pool, thousands,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -589,22 +589,6 @@ impl Harness {
                 .map(|s| Arc::new(redis_key(GTIN, s)))
                 .collect(),
         );
-        let address = benches::http_address().expect("the server's HTTP address");
-        let lvm_uris: Arc<Vec<http::Uri>> = Arc::new(
-            requests
-                .iter()
-                .enumerate()
-                .map(|(n, request)| {
-                    lvm_uri(&address, request.item.as_ref().expect("an item"), n as u64)
-                })
-                .collect(),
-        );
-        let bearer: http::HeaderValue = format!(
-            "Bearer {}",
-            benches::admin_token().expect("the server's admin token")
-        )
-        .parse()
-        .expect("token header");
         let (rate, connections, ticks) = (self.config.rate, self.config.connections, self.ticks);
         for round in 0..self.config.rounds {
             // Each system goes first, second and last in turn.
@@ -618,45 +602,18 @@ impl Harness {
                 // between threads do not count against either system.
                 let latency = if system == VERIFY_SINGLE {
                     let endpoint = self.server.endpoint.clone();
-                    let requests = Arc::clone(&requests);
-                    let server = self.serialsvc();
-                    on_own_thread(move || async move {
-                        let mut clients = Vec::new();
-                        for _ in 0..connections {
-                            clients.push(
-                                H2Unary::connect(&endpoint, VERIFY)
-                                    .await
-                                    .expect("HTTP/2 connection"),
-                            );
-                        }
-                        open_loop(rate, duration, server, ticks, |n| {
-                            h2_verify_call(
-                                clients[n as usize % clients.len()].clone(),
-                                Arc::clone(&requests[n as usize % requests.len()]),
-                            )
-                        })
-                        .await
-                    })
+                    h2_verify_open_loop(
+                        &endpoint,
+                        connections,
+                        &requests,
+                        rate,
+                        duration,
+                        self.serialsvc(),
+                        ticks,
+                    )
                     .await
                 } else if system == LVM_SINGLE {
-                    let server = self.serialsvc();
-                    let uris = Arc::clone(&lvm_uris);
-                    let bearer = bearer.clone();
-                    on_own_thread(move || async move {
-                        let client = lvm_client();
-                        lvm_warm(&client, &uris[0], &bearer)
-                            .await
-                            .expect("LVM warm-up");
-                        open_loop(rate, duration, server, ticks, |n| {
-                            lvm_call(
-                                client.clone(),
-                                uris[n as usize % uris.len()].clone(),
-                                bearer.clone(),
-                            )
-                        })
-                        .await
-                    })
-                    .await
+                    lvm_open_loop(&requests, rate, duration, self.serialsvc(), ticks).await
                 } else {
                     let Some(redis) = &self.redis else { continue };
                     let client = redis.client.clone();

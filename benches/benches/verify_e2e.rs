@@ -61,9 +61,9 @@ use std::time::{Duration, Instant};
 use benches::Channel;
 use benches::peers::{Redis, redis_server};
 use benches::verify::{
-    H2Unary, Latency, Run, VERIFY, batch_caller, connect, h2_verify_call, identifier,
-    issue_and_commission, join_all, lvm_call, lvm_client, lvm_uri, lvm_warm, measured, micros,
-    offset, on_own_thread, one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
+    LVM_CONNECTIONS, Latency, Run, batch_caller, connect, h2_verify_open_loop, identifier,
+    issue_and_commission, join_all, lvm_open_loop, measured, micros, offset, on_own_thread,
+    one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -281,7 +281,7 @@ async fn start_peer(connections: usize, keys: &[Vec<u8>]) -> Option<Peer> {
 
 /// Single `Verify` calls at `rate` for `duration` on
 /// [`latency_connections`] connections, open loop, on a thread of the load's
-/// own (`on_own_thread`).
+/// own (`on_own_thread`), through `client` (H2 or tonic).
 async fn single_verify_latency(
     client: Single,
     endpoint: &str,
@@ -291,33 +291,21 @@ async fn single_verify_latency(
     server_pid: u32,
     ticks: f64,
 ) -> Latency {
+    let server = Process::One(server_pid);
+    if client == Single::H2 {
+        let connections = latency_connections();
+        return h2_verify_open_loop(endpoint, connections, work, rate, duration, server, ticks)
+            .await;
+    }
     let endpoint = endpoint.to_owned();
     let work = Arc::clone(work);
     on_own_thread(move || async move {
-        let server = Process::One(server_pid);
-        if client == Single::Tonic {
-            let mut clients = Vec::new();
-            for _ in 0..latency_connections() {
-                clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
-            }
-            return open_loop(rate, duration, server, ticks, |index| {
-                verify_call(
-                    clients[index as usize % clients.len()].clone(),
-                    Arc::clone(&work[index as usize % work.len()]),
-                )
-            })
-            .await;
-        }
         let mut clients = Vec::new();
         for _ in 0..latency_connections() {
-            clients.push(
-                H2Unary::connect(&endpoint, VERIFY)
-                    .await
-                    .expect("HTTP/2 connection"),
-            );
+            clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
         }
         open_loop(rate, duration, server, ticks, |index| {
-            h2_verify_call(
+            verify_call(
                 clients[index as usize % clients.len()].clone(),
                 Arc::clone(&work[index as usize % work.len()]),
             )
@@ -327,10 +315,8 @@ async fn single_verify_latency(
     .await
 }
 
-/// Single Lightweight Verification Messaging `GET`s at `rate` for
-/// `duration`, open loop, on a thread of the load's own; the client opens as
-/// many keep-alive connections as calls are in flight (HTTP/1.1 has one
-/// request in flight per connection).
+/// Single Lightweight Verification Messaging `GET`s of the same packs at
+/// `rate` for `duration` ([`lvm_open_loop`]).
 async fn single_lvm_latency(
     work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
     rate: u64,
@@ -338,34 +324,7 @@ async fn single_lvm_latency(
     server_pid: u32,
     ticks: f64,
 ) -> Latency {
-    let address = benches::http_address().expect("the server's HTTP address");
-    let bearer: http::HeaderValue = format!(
-        "Bearer {}",
-        benches::admin_token().expect("the server's admin token")
-    )
-    .parse()
-    .expect("token header");
-    let uris: Vec<http::Uri> = work
-        .iter()
-        .enumerate()
-        .map(|(n, request)| lvm_uri(&address, request.item.as_ref().expect("an item"), n as u64))
-        .collect();
-    let uris = Arc::new(uris);
-    on_own_thread(move || async move {
-        let client = lvm_client();
-        lvm_warm(&client, &uris[0], &bearer)
-            .await
-            .expect("LVM warm-up");
-        open_loop(rate, duration, Process::One(server_pid), ticks, |index| {
-            lvm_call(
-                client.clone(),
-                uris[index as usize % uris.len()].clone(),
-                bearer.clone(),
-            )
-        })
-        .await
-    })
-    .await
+    lvm_open_loop(work, rate, duration, Process::One(server_pid), ticks).await
 }
 
 /// Everything one load run needs.
@@ -743,7 +702,7 @@ fn summary(config: &Config, modes: &[Mode], results: &Results) {
             thousands(config.rate as f64),
             config.seconds,
             if config.single == Single::Lvm {
-                "keep-alive connections, as many as calls in flight".to_owned()
+                format!("at most {LVM_CONNECTIONS} keep-alive connections")
             } else {
                 format!("{} connections", latency_connections())
             },

@@ -1071,6 +1071,86 @@ pub fn lvm_uri(address: &str, item: &pb::PackIdentifier, request: u64) -> http::
     .expect("a Digital Link URI")
 }
 
+/// Single `Verify` calls of `requests` (round robin) at `rate` for
+/// `duration` through [`H2Unary`] on `connections` HTTP/2 connections to
+/// `endpoint`, open loop, on a thread of the load's own ([`on_own_thread`]);
+/// `server`'s CPU is measured around the run.
+pub async fn h2_verify_open_loop(
+    endpoint: &str,
+    connections: usize,
+    requests: &Arc<Vec<Arc<pb::VerifyRequest>>>,
+    rate: u64,
+    duration: Duration,
+    server: Process,
+    ticks: f64,
+) -> Latency {
+    let endpoint = endpoint.to_owned();
+    let requests = Arc::clone(requests);
+    on_own_thread(move || async move {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            clients.push(
+                H2Unary::connect(&endpoint, VERIFY)
+                    .await
+                    .expect("HTTP/2 connection"),
+            );
+        }
+        open_loop(rate, duration, server, ticks, |n| {
+            h2_verify_call(
+                clients[n as usize % clients.len()].clone(),
+                Arc::clone(&requests[n as usize % requests.len()]),
+            )
+        })
+        .await
+    })
+    .await
+}
+
+/// The same packs as `requests`, asked as Lightweight Verification Messaging
+/// `GET`s of the responder of the last server started, at `rate` for
+/// `duration`: open loop, on a thread of the load's own, through an
+/// [`LvmClient`] warmed up first ([`lvm_warm`]); `server`'s CPU is measured
+/// around the run.
+pub async fn lvm_open_loop(
+    requests: &[Arc<pb::VerifyRequest>],
+    rate: u64,
+    duration: Duration,
+    server: Process,
+    ticks: f64,
+) -> Latency {
+    let address = crate::http_address().expect("the server's HTTP address");
+    let bearer: http::HeaderValue = format!(
+        "Bearer {}",
+        crate::admin_token().expect("the server's admin token")
+    )
+    .parse()
+    .expect("token header");
+    let uris: Arc<Vec<http::Uri>> = Arc::new(
+        requests
+            .iter()
+            .enumerate()
+            .map(|(n, request)| {
+                lvm_uri(&address, request.item.as_ref().expect("an item"), n as u64)
+            })
+            .collect(),
+    );
+    on_own_thread(move || async move {
+        let client = lvm_client();
+        lvm_warm(&client, &uris[0], &bearer)
+            .await
+            .expect("LVM warm-up");
+        open_loop(rate, duration, server, ticks, |n| {
+            lvm_call(
+                client.clone(),
+                uris[n as usize % uris.len()].clone(),
+                bearer.clone(),
+            )
+        })
+        .await
+    })
+    .await
+}
+
 /// One Lightweight Verification Messaging `GET` of `uri` with `bearer` (the
 /// whole `Authorization` value), checked: 200, and the pack verified. The
 /// future the open loop of the responder runs.
