@@ -899,7 +899,15 @@ impl H2Unary {
             .map_err(|error| format!("connect {address}: {error}"))?;
         tcp.set_nodelay(true)
             .map_err(|error| format!("TCP_NODELAY: {error}"))?;
-        let (send, connection) = h2::client::handshake(tcp)
+        // hyper's client windows (2 MiB per stream, 5 MiB per connection),
+        // as tonic's client has them. h2's own default (64 KiB) also sets
+        // its budget for small DATA frames received but not yet read to
+        // 32 KiB, about 33 answers: when the generator fell behind by that
+        // many, h2 closed the connection ("too_many_data_frames").
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(2 << 20)
+            .initial_connection_window_size(5 << 20)
+            .handshake(tcp)
             .await
             .map_err(|error| format!("HTTP/2 handshake with {address}: {error}"))?;
         tokio::spawn(async move {
@@ -1251,9 +1259,12 @@ mod tests {
 
     /// The open loop's clock never ticks before an intended send time, and
     /// counts every period that ended, also those the caller slept through.
-    /// A one-connection HTTP/2 server answering each call with `answer`
-    /// and `grpc-status: status`; returns its address and, per call, the
-    /// request's headers and body.
+    /// Calls a test may leave unread in [`fake_grpc_server`]'s channel.
+    const FAKE_CALLS: usize = 1024;
+
+    /// A one-connection HTTP/2 server, on a thread and runtime of its own,
+    /// answering each call with `answer` and `grpc-status: status`; returns
+    /// its address and, per call, the request's headers and body.
     async fn fake_grpc_server(
         answer: pb::VerifyResponse,
         status: &'static str,
@@ -1261,37 +1272,88 @@ mod tests {
         String,
         mpsc::Receiver<(http::HeaderMap, http::Uri, bytes::Bytes)>,
     ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let (seen, calls) = mpsc::channel(16);
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut connection = h2::server::handshake(tcp).await.unwrap();
-            while let Some(Ok((request, mut respond))) = connection.accept().await {
-                let (parts, mut body) = request.into_parts();
-                let mut received = bytes::BytesMut::new();
-                while let Some(chunk) = body.data().await {
-                    received.extend_from_slice(&chunk.unwrap());
+        let (seen, calls) = mpsc::channel(FAKE_CALLS);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut connection = h2::server::handshake(tcp).await.unwrap();
+                // Each stream in a task of its own, so that the accept loop
+                // keeps driving the connection meanwhile.
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let seen = seen.clone();
+                    let answer = answer.clone();
+                    tokio::spawn(async move {
+                        let (parts, mut body) = request.into_parts();
+                        let mut received = bytes::BytesMut::new();
+                        while let Some(chunk) = body.data().await {
+                            received.extend_from_slice(&chunk.unwrap());
+                        }
+                        seen.send((parts.headers, parts.uri, received.freeze()))
+                            .await
+                            .unwrap();
+                        let response = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut out = respond.send_response(response, false).unwrap();
+                        let message = answer.encode_to_vec();
+                        let mut framed = vec![0];
+                        framed.extend_from_slice(
+                            &u32::try_from(message.len()).unwrap().to_be_bytes(),
+                        );
+                        framed.extend_from_slice(&message);
+                        out.send_data(framed.into(), false).unwrap();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                        out.send_trailers(trailers).unwrap();
+                    });
                 }
-                seen.send((parts.headers, parts.uri, received.freeze()))
-                    .await
-                    .unwrap();
-                let response = http::Response::builder()
-                    .header("content-type", "application/grpc")
-                    .body(())
-                    .unwrap();
-                let mut out = respond.send_response(response, false).unwrap();
-                let message = answer.encode_to_vec();
-                let mut framed = vec![0];
-                framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-                framed.extend_from_slice(&message);
-                out.send_data(framed.into(), false).unwrap();
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static(status));
-                out.send_trailers(trailers).unwrap();
-            }
+            })
         });
         (address, calls)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_h2_client_keeps_its_connection_when_answers_wait_unread() {
+        // With h2's default windows, about 167 small answers received but
+        // not yet read exhaust its DATA-frame budget and it closes the
+        // connection (`too_many_data_frames`); a load generator that falls
+        // behind leaves that many.
+        const CALLS: usize = 400;
+        let answer = pb::VerifyResponse::default();
+        let (address, mut seen) = fake_grpc_server(answer.clone(), "0").await;
+        let client = H2Unary::connect(&format!("http://{address}"), VERIFY)
+            .await
+            .unwrap();
+        let request = Arc::new(pb::VerifyRequest {
+            item: Some(identifier("09520123456788", "ABC123", "LOT1", "301231")),
+        });
+        let calls: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let client = client.clone();
+                let request = Arc::clone(&request);
+                tokio::spawn(
+                    async move { client.call::<_, pb::VerifyResponse>(request.as_ref()).await },
+                )
+            })
+            .collect();
+        for _ in 0..CALLS {
+            seen.recv().await.unwrap();
+        }
+        // Every call has reached the server; hold this runtime's only thread
+        // while the answers pile up unread.
+        std::thread::sleep(Duration::from_millis(300));
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap(), answer);
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
