@@ -315,18 +315,6 @@ async fn single_verify_latency(
     .await
 }
 
-/// Single Lightweight Verification Messaging `GET`s of the same packs at
-/// `rate` for `duration` ([`lvm_open_loop`]).
-async fn single_lvm_latency(
-    work: &Arc<Vec<Arc<pb::VerifyRequest>>>,
-    rate: u64,
-    duration: Duration,
-    server_pid: u32,
-    ticks: f64,
-) -> Latency {
-    lvm_open_loop(work, rate, duration, Process::One(server_pid), ticks).await
-}
-
 /// Everything one load run needs.
 struct Bench {
     server_pid: u32,
@@ -502,8 +490,8 @@ fn main() {
             }
             for attempt in 1..=ATTEMPTS {
                 let latency = if config.single == Single::Lvm {
-                    single_lvm_latency(&bench.work.single, config.rate, duration, server_pid, ticks)
-                        .await
+                    let server = Process::One(server_pid);
+                    lvm_open_loop(&bench.work.single, config.rate, duration, server, ticks).await
                 } else {
                     single_verify_latency(
                         config.single,
