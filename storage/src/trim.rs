@@ -11,6 +11,11 @@
 //! [`release_free_memory`] (`malloc_trim(0)`) returns every whole free page
 //! of every arena (`madvise(MADV_DONTNEED)`); it is called only after an idle
 //! flush, never on a request path.
+//!
+//! Both act on glibc's malloc, which is what RocksDB's C++ code allocates
+//! with. The `serialsvc` binary gives Rust's own allocations to jemalloc,
+//! whose background thread returns them; a program without such an
+//! allocator (the tests, `serialsvc_chaos`) has glibc for both.
 
 /// Returns free heap pages to the operating system; answers whether any
 /// memory was released. A no-op (false) where the C library is not glibc.
