@@ -2,14 +2,20 @@
 //!
 //!   cargo bench --profile release --workspace --bench noise
 //!
-//! Two measurements (`benches::noise`), one after the other, `NOISE_SECONDS`
+//! Three measurements (`benches::noise`), one after the other, `NOISE_SECONDS`
 //! each (default 10), with nothing of serialsvc running:
 //!
 //! 1. **Wake-up lateness of an idle thread**: one thread waits on a timerfd
 //!    that expires every 100 µs (the open loop's clock at 10,000/s) and
 //!    records how long after each expiry it runs. An open-loop request can
 //!    be no more punctual than this.
-//! 2. **Time taken from a busy thread**: one thread per CPU, pinned, reads
+//! 2. **Wake-up round trips**: two threads, each blocked reading a pipe
+//!    until the other writes, send a byte back and forth; first on CPUs 0
+//!    and 1, then both on CPU 0 (half the time each). A round trip is two
+//!    wake-ups; a call from a load generator to a server and back pays at
+//!    least as many. In a virtual machine a wake-up across CPUs can cost ten
+//!    times one on the same CPU (the host must wake the halted virtual CPU).
+//! 3. **Time taken from a busy thread**: one thread per CPU, pinned, reads
 //!    the monotonic clock in a loop and records every gap over 20 µs: the
 //!    moments the CPU ran something else (interrupts, kernel threads, other
 //!    processes) or, in a virtual machine, when the host did not run the

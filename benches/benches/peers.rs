@@ -58,9 +58,10 @@
 //! for the server's idle flush before memory is measured at rest),
 //! `PEERS_OUT`, `PEERS_LOG` (the server's `RUST_LOG`), `PEERS_NOISE_SECONDS`
 //! (5, quick 1; 0 skips): each measurement of the machine's noise floor
-//! (`benches::noise`: an idle thread's wake-up lateness, and the time taken
-//! from a busy thread on each CPU), made before and after the scenarios,
-//! printed and kept in the JSON.
+//! (`benches::noise`: an idle thread's wake-up lateness, the round trip of
+//! two threads waking each other across CPUs and on one, and the time taken
+//! from a busy thread on each CPU, with the share more than 1 ms into a
+//! gap), made before and after the scenarios, printed and kept in the JSON.
 
 use std::path::PathBuf;
 use std::sync::Arc;

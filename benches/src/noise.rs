@@ -38,20 +38,44 @@ pub struct Gaps {
     pub longest: Duration,
     /// Share of the time lost in gaps.
     pub lost: f64,
+    /// Share of the time more than 1 ms into a gap: a request that reaches
+    /// a thread on this CPU then waits over 1 ms before it can be served, so
+    /// about this share of requests on this CPU, at any rate, waits over 1 ms
+    /// (a p99 under 1 ms needs it well under 1 %).
+    pub beyond_1ms: f64,
 }
 
-/// Both measurements; a part that could not be measured says why.
+/// Round trips of a one-byte message between two threads, each blocked in a
+/// pipe `read` until the other writes: two wake-ups each.
+#[derive(Debug, Clone)]
+pub struct PingPong {
+    /// The CPUs the two threads are pinned to.
+    pub cpus: (usize, usize),
+    pub round_trips: usize,
+    /// p50, p99, p999 and max.
+    pub percentiles: [Duration; 4],
+}
+
+/// Every measurement; a part that could not be measured says why.
 #[derive(Debug, Clone)]
 pub struct Noise {
     pub seconds: f64,
     pub wake: Result<WakeLateness, String>,
+    /// The cost of a wake-up across CPUs (threads on CPUs 0 and 1), then on
+    /// one CPU (both on CPU 0), `seconds / 2` each. Every call between a
+    /// load generator and a server, and between a server's threads, pays
+    /// such wake-ups.
+    pub ping_pong: [Result<PingPong, String>; 2],
     pub cpus: Vec<Result<Gaps, String>>,
 }
 
-/// Measures for `duration` each: first the wake-up lateness, then one busy
-/// thread per CPU at once.
+/// Measures for `duration` each: first the wake-up lateness, then the
+/// wake-up round trips (across CPUs, then on one, half of `duration` each),
+/// then one busy thread per CPU at once.
 pub fn measure(duration: Duration) -> Noise {
     let wake = wake_lateness(duration).map_err(|e| e.to_string());
+    let ping_pong =
+        [(0, 1), (0, 0)].map(|cpus| ping_pong(cpus, duration / 2).map_err(|e| e.to_string()));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let spinners: Vec<_> = (0..cpus)
         .map(|cpu| std::thread::spawn(move || gaps(cpu, duration)))
@@ -66,6 +90,7 @@ pub fn measure(duration: Duration) -> Noise {
     Noise {
         seconds: duration.as_secs_f64(),
         wake,
+        ping_pong,
         cpus,
     }
 }
@@ -84,10 +109,25 @@ impl Noise {
             ),
             Err(error) => format!("wake-up lateness: not measured: {error}"),
         }];
+        for pair in &self.ping_pong {
+            lines.push(match pair {
+                Ok(pair) => format!(
+                    "two threads on CPUs {} and {} waking each other through pipes ({} round trips): round trip p50 {} µs, p99 {} µs, p999 {} µs, max {} µs",
+                    pair.cpus.0,
+                    pair.cpus.1,
+                    pair.round_trips,
+                    pair.percentiles[0].as_micros(),
+                    pair.percentiles[1].as_micros(),
+                    pair.percentiles[2].as_micros(),
+                    pair.percentiles[3].as_micros()
+                ),
+                Err(error) => format!("wake-up round trip: not measured: {error}"),
+            });
+        }
         for (cpu, gaps) in self.cpus.iter().enumerate() {
             lines.push(match gaps {
                 Ok(gaps) => format!(
-                    "busy thread on CPU {cpu}: gaps {}; longest {:.1} ms; {:.1} % of the time taken",
+                    "busy thread on CPU {cpu}: gaps {}; longest {:.1} ms; {:.1} % of the time taken; {:.2} % of the time more than 1 ms into a gap",
                     BUCKETS
                         .iter()
                         .zip(gaps.counts)
@@ -95,7 +135,8 @@ impl Noise {
                         .collect::<Vec<_>>()
                         .join(", "),
                     gaps.longest.as_secs_f64() * 1e3,
-                    gaps.lost * 100.0
+                    gaps.lost * 100.0,
+                    gaps.beyond_1ms * 100.0
                 ),
                 Err(error) => format!("busy thread on CPU {cpu}: not measured: {error}"),
             });
@@ -117,12 +158,24 @@ impl Noise {
                 }),
                 Err(error) => json!({ "error": error }),
             },
+            "wake_round_trip_us": self.ping_pong.iter().map(|pair| match pair {
+                Ok(pair) => json!({
+                    "cpus": [pair.cpus.0, pair.cpus.1],
+                    "round_trips": pair.round_trips,
+                    "p50": pair.percentiles[0].as_micros() as u64,
+                    "p99": pair.percentiles[1].as_micros() as u64,
+                    "p999": pair.percentiles[2].as_micros() as u64,
+                    "max": pair.percentiles[3].as_micros() as u64,
+                }),
+                Err(error) => json!({ "error": error }),
+            }).collect::<Vec<_>>(),
             "busy_thread_gaps": self.cpus.iter().map(|gaps| match gaps {
                 Ok(gaps) => json!({
                     "cpu": gaps.cpu,
                     "counts": BUCKETS.iter().zip(gaps.counts).map(|((_, name), count)| (name.to_string(), Value::from(count))).collect::<serde_json::Map<_, _>>(),
                     "longest_ms": gaps.longest.as_secs_f64() * 1e3,
                     "share_of_time_taken": gaps.lost,
+                    "share_of_time_beyond_1ms_into_a_gap": gaps.beyond_1ms,
                 }),
                 Err(error) => json!({ "error": error }),
             }).collect::<Vec<_>>(),
@@ -155,13 +208,73 @@ fn wake_lateness(duration: Duration) -> std::io::Result<WakeLateness> {
     })
 }
 
-/// Gaps in a busy loop pinned to `cpu`, for `duration`.
-fn gaps(cpu: usize, duration: Duration) -> std::io::Result<Gaps> {
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) -> std::io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set)?;
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
+/// Round trips for `duration` between a thread on `cpus.0`, which writes a
+/// byte into one pipe and blocks reading the other, and an echo thread on
+/// `cpus.1`, blocked reading the first: the cost of waking a thread, twice.
+fn ping_pong(cpus: (usize, usize), duration: Duration) -> std::io::Result<PingPong> {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus.0.max(cpus.1) >= available {
+        return Err(std::io::Error::other(format!(
+            "needs CPUs {} and {}; this machine has {available}",
+            cpus.0, cpus.1
+        )));
+    }
+    let (ping_read, ping_write) = rustix::pipe::pipe()?;
+    let (pong_read, pong_write) = rustix::pipe::pipe()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpus.1)?;
+        let mut byte = [0u8; 1];
+        // The measuring side ends the echo by closing its end (a read of 0).
+        while rustix::io::read(&ping_read, &mut byte)? == 1 {
+            rustix::io::write(&pong_write, &byte)?;
+        }
+        Ok(())
+    });
+    let measured = std::thread::spawn(move || -> std::io::Result<Vec<Duration>> {
+        pin(cpus.0)?;
+        let mut times = Vec::new();
+        let start = Instant::now();
+        let mut byte = [1u8; 1];
+        while start.elapsed() < duration {
+            let sent = Instant::now();
+            rustix::io::write(&ping_write, &byte)?;
+            if rustix::io::read(&pong_read, &mut byte)? != 1 {
+                return Err(std::io::Error::other("the echo thread stopped"));
+            }
+            times.push(sent.elapsed());
+        }
+        drop(ping_write);
+        Ok(times)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the measuring thread panicked"))?;
+    let echoed = echo
+        .join()
+        .map_err(|_| std::io::Error::other("the echo thread panicked"))?;
+    let mut times = measured?;
+    echoed?;
+    if times.is_empty() {
+        return Err(std::io::Error::other("no round trip"));
+    }
+    Ok(PingPong {
+        cpus,
+        round_trips: times.len(),
+        percentiles: crate::verify::percentiles(&mut times),
+    })
+}
+
+/// Gaps in a busy loop pinned to `cpu`, for `duration`.
+fn gaps(cpu: usize, duration: Duration) -> std::io::Result<Gaps> {
+    pin(cpu)?;
     let mut counts = [0u64; 5];
-    let (mut lost, mut longest) = (Duration::ZERO, Duration::ZERO);
+    let (mut lost, mut longest, mut beyond) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     let mut last = start;
     while last - start < duration {
@@ -170,6 +283,7 @@ fn gaps(cpu: usize, duration: Duration) -> std::io::Result<Gaps> {
         last = now;
         if gap > Duration::from_micros(20) {
             lost += gap;
+            beyond += gap.saturating_sub(Duration::from_millis(1));
             longest = longest.max(gap);
             if let Some(bucket) = BUCKETS.iter().position(|&(bound, _)| gap <= bound) {
                 counts[bucket] += 1;
@@ -181,6 +295,7 @@ fn gaps(cpu: usize, duration: Duration) -> std::io::Result<Gaps> {
         counts,
         longest,
         lost: lost.as_secs_f64() / (last - start).as_secs_f64(),
+        beyond_1ms: beyond.as_secs_f64() / (last - start).as_secs_f64(),
     })
 }
 
@@ -199,8 +314,25 @@ mod tests {
         for gaps in &noise.cpus {
             let gaps = gaps.as_ref().expect("gaps");
             assert!((0.0..=1.0).contains(&gaps.lost), "{gaps:?}");
+            assert!((0.0..=gaps.lost).contains(&gaps.beyond_1ms), "{gaps:?}");
         }
-        assert_eq!(noise.lines().len(), 1 + noise.cpus.len());
+        for pair in &noise.ping_pong {
+            match pair {
+                Ok(pair) => {
+                    assert!(pair.round_trips > 0);
+                    assert!(pair.percentiles.windows(2).all(|w| w[0] <= w[1]));
+                    assert!(pair.percentiles[0] > Duration::ZERO, "{pair:?}");
+                }
+                // Only the pair across CPUs may be missing, on one CPU.
+                Err(error) => assert!(noise.cpus.len() < 2, "{error}"),
+            }
+        }
+        assert!(noise.ping_pong[1].is_ok(), "{:?}", noise.ping_pong[1]);
+        assert_eq!(noise.lines().len(), 3 + noise.cpus.len());
+        assert_eq!(
+            noise.json()["wake_round_trip_us"].as_array().map(Vec::len),
+            Some(2)
+        );
         assert_eq!(
             noise.json()["busy_thread_gaps"].as_array().map(Vec::len),
             Some(noise.cpus.len())
