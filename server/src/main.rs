@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use serialsvc::config::{Config, LogFormat, Overrides};
 
 /// The binary's allocator for everything Rust allocates: jemalloc. Against
-/// glibc's malloc it serves batch verification with about a fifth less
-/// server CPU per item (BENCHMARKS.md, session 13). RocksDB's C++ code keeps
+/// glibc's malloc it served batch verification with 13–28 % more items per
+/// server CPU-second (BENCHMARKS.md, session 13). RocksDB's C++ code keeps
 /// glibc's malloc, which `storage` tunes and trims on its own.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
