@@ -100,26 +100,20 @@ impl Noise {
     pub fn lines(&self) -> Vec<String> {
         let mut lines = vec![match &self.wake {
             Ok(wake) => format!(
-                "idle thread woken every 100 µs by a timerfd ({} wake-ups): lateness p50 {} µs, p99 {} µs, p999 {} µs, max {} µs",
+                "idle thread woken every 100 µs by a timerfd ({} wake-ups): lateness {}",
                 wake.wakeups,
-                wake.percentiles[0].as_micros(),
-                wake.percentiles[1].as_micros(),
-                wake.percentiles[2].as_micros(),
-                wake.percentiles[3].as_micros()
+                percentiles_text(&wake.percentiles)
             ),
             Err(error) => format!("wake-up lateness: not measured: {error}"),
         }];
         for pair in &self.ping_pong {
             lines.push(match pair {
                 Ok(pair) => format!(
-                    "two threads on CPUs {} and {} waking each other through pipes ({} round trips): round trip p50 {} µs, p99 {} µs, p999 {} µs, max {} µs",
+                    "two threads on CPUs {} and {} waking each other through pipes ({} round trips): round trip {}",
                     pair.cpus.0,
                     pair.cpus.1,
                     pair.round_trips,
-                    pair.percentiles[0].as_micros(),
-                    pair.percentiles[1].as_micros(),
-                    pair.percentiles[2].as_micros(),
-                    pair.percentiles[3].as_micros()
+                    percentiles_text(&pair.percentiles)
                 ),
                 Err(error) => format!("wake-up round trip: not measured: {error}"),
             });
@@ -181,6 +175,12 @@ impl Noise {
             }).collect::<Vec<_>>(),
         })
     }
+}
+
+/// "p50 … µs, p99 … µs, p999 … µs, max … µs".
+fn percentiles_text(percentiles: &[Duration; 4]) -> String {
+    let [p50, p99, p999, max] = percentiles.map(|d| d.as_micros());
+    format!("p50 {p50} µs, p99 {p99} µs, p999 {p999} µs, max {max} µs")
 }
 
 /// How late after each expiry of a 100 µs periodic timerfd a blocked
