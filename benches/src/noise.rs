@@ -143,24 +143,14 @@ impl Noise {
         json!({
             "seconds_each": self.seconds,
             "wake_lateness_us": match &self.wake {
-                Ok(wake) => json!({
-                    "wakeups": wake.wakeups,
-                    "p50": wake.percentiles[0].as_micros() as u64,
-                    "p99": wake.percentiles[1].as_micros() as u64,
-                    "p999": wake.percentiles[2].as_micros() as u64,
-                    "max": wake.percentiles[3].as_micros() as u64,
-                }),
+                Ok(wake) => percentiles_json(&wake.percentiles, [("wakeups", json!(wake.wakeups))]),
                 Err(error) => json!({ "error": error }),
             },
             "wake_round_trip_us": self.ping_pong.iter().map(|pair| match pair {
-                Ok(pair) => json!({
-                    "cpus": [pair.cpus.0, pair.cpus.1],
-                    "round_trips": pair.round_trips,
-                    "p50": pair.percentiles[0].as_micros() as u64,
-                    "p99": pair.percentiles[1].as_micros() as u64,
-                    "p999": pair.percentiles[2].as_micros() as u64,
-                    "max": pair.percentiles[3].as_micros() as u64,
-                }),
+                Ok(pair) => percentiles_json(
+                    &pair.percentiles,
+                    [("cpus", json!([pair.cpus.0, pair.cpus.1])), ("round_trips", json!(pair.round_trips))],
+                ),
                 Err(error) => json!({ "error": error }),
             }).collect::<Vec<_>>(),
             "busy_thread_gaps": self.cpus.iter().map(|gaps| match gaps {
@@ -181,6 +171,21 @@ impl Noise {
 fn percentiles_text(percentiles: &[Duration; 4]) -> String {
     let [p50, p99, p999, max] = percentiles.map(|d| d.as_micros());
     format!("p50 {p50} µs, p99 {p99} µs, p999 {p999} µs, max {max} µs")
+}
+
+/// `fields`, then "p50", "p99", "p999" and "max" in whole microseconds.
+fn percentiles_json<const N: usize>(
+    percentiles: &[Duration; 4],
+    fields: [(&str, Value); N],
+) -> Value {
+    let mut object: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (name, value) in ["p50", "p99", "p999", "max"].into_iter().zip(percentiles) {
+        object.insert(name.to_owned(), json!(value.as_micros() as u64));
+    }
+    Value::Object(object)
 }
 
 /// How late after each expiry of a 100 µs periodic timerfd a blocked
@@ -329,10 +334,16 @@ mod tests {
         }
         assert!(noise.ping_pong[1].is_ok(), "{:?}", noise.ping_pong[1]);
         assert_eq!(noise.lines().len(), 3 + noise.cpus.len());
-        assert_eq!(
-            noise.json()["wake_round_trip_us"].as_array().map(Vec::len),
-            Some(2)
-        );
+        let json = noise.json();
+        assert_eq!(json["wake_round_trip_us"].as_array().map(Vec::len), Some(2));
+        let on_one_cpu = &json["wake_round_trip_us"][1];
+        assert_eq!(on_one_cpu["cpus"], json!([0, 0]));
+        for field in ["round_trips", "p50", "p99", "p999", "max"] {
+            assert!(on_one_cpu[field].is_u64(), "{field}: {on_one_cpu}");
+        }
+        for field in ["wakeups", "p50", "p99", "p999", "max"] {
+            assert!(json["wake_lateness_us"][field].is_u64(), "{field}");
+        }
         assert_eq!(
             noise.json()["busy_thread_gaps"].as_array().map(Vec::len),
             Some(noise.cpus.len())
