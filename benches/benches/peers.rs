@@ -74,8 +74,8 @@ use benches::peers::{
 use benches::verify::{
     Counts, GROUP, Latency, Run, batch_caller, commission, connect, h2_verify_open_loop,
     identifier, join_all, lvm_open_loop, measured, micros, offset, on_own_thread, one_stream,
-    open_loop, packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key,
-    request_pool, thousands,
+    packed_identifiers, pool_client, redis_caller, redis_get_call, redis_key, request_pool,
+    round_robin_open_loop, thousands,
 };
 use benches::{
     EU_FMD_ALPHABET, Process, Server, clock_ticks_per_second, env_number, machine, median,
@@ -631,12 +631,15 @@ impl Harness {
                                     .expect("redis connection"),
                             );
                         }
-                        open_loop(rate, duration, server, ticks, |n| {
-                            redis_get_call(
-                                redis_connections[n as usize % redis_connections.len()].clone(),
-                                Arc::clone(&keys[n as usize % keys.len()]),
-                            )
-                        })
+                        round_robin_open_loop(
+                            rate,
+                            duration,
+                            server,
+                            ticks,
+                            &redis_connections,
+                            &keys,
+                            redis_get_call,
+                        )
                         .await
                     })
                     .await

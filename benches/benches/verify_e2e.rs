@@ -63,7 +63,7 @@ use benches::peers::{Redis, redis_server};
 use benches::verify::{
     LVM_CONNECTIONS, Latency, Run, batch_caller, connect, h2_verify_open_loop, identifier,
     issue_and_commission, join_all, lvm_open_loop, measured, micros, offset, on_own_thread,
-    one_stream, open_loop, redis_caller, redis_key, thousands, verify_call,
+    one_stream, redis_caller, redis_key, round_robin_open_loop, thousands, verify_call,
 };
 use benches::{
     Process, Server, clock_ticks_per_second, cpu_ticks, env_number, median, peak_rss_bytes,
@@ -304,13 +304,7 @@ async fn single_verify_latency(
         for _ in 0..latency_connections() {
             clients.push(tonic::client::Grpc::new(connect(&endpoint).await));
         }
-        open_loop(rate, duration, server, ticks, |index| {
-            verify_call(
-                clients[index as usize % clients.len()].clone(),
-                Arc::clone(&work[index as usize % work.len()]),
-            )
-        })
-        .await
+        round_robin_open_loop(rate, duration, server, ticks, &clients, &work, verify_call).await
     })
     .await
 }

@@ -811,6 +811,31 @@ where
     }
 }
 
+/// [`open_loop`] spreading its calls round robin: call `n` goes to
+/// `clients[n % clients.len()]` with `items[n % items.len()]`.
+pub async fn round_robin_open_loop<C, T, F, Fut>(
+    rate: u64,
+    duration: Duration,
+    server: Process,
+    ticks: f64,
+    clients: &[C],
+    items: &[Arc<T>],
+    call: F,
+) -> Latency
+where
+    C: Clone,
+    F: Fn(C, Arc<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<Instant, String>> + Send + 'static,
+{
+    open_loop(rate, duration, server, ticks, |n| {
+        call(
+            clients[n as usize % clients.len()].clone(),
+            Arc::clone(&items[n as usize % items.len()]),
+        )
+    })
+    .await
+}
+
 /// When `OPEN_LOOP_DUMP` names a file, appends one line per call to it:
 /// the intended send time from the start of the run, the latency from the
 /// intended send, from the actual send, and the sender's lateness, in µs
@@ -1103,12 +1128,15 @@ pub async fn h2_verify_open_loop(
                     .expect("HTTP/2 connection"),
             );
         }
-        open_loop(rate, duration, server, ticks, |n| {
-            h2_verify_call(
-                clients[n as usize % clients.len()].clone(),
-                Arc::clone(&requests[n as usize % requests.len()]),
-            )
-        })
+        round_robin_open_loop(
+            rate,
+            duration,
+            server,
+            ticks,
+            &clients,
+            &requests,
+            h2_verify_call,
+        )
         .await
     })
     .await
