@@ -427,12 +427,13 @@ impl Harness {
         run: Run,
     ) {
         eprintln!(
-            "round {round} {scenario} [{variant}] {system:<44}: {:>12} items/s, {:>12} per server CPU-s; cores: server {:.2}, client {:.2}, other load {:.2}; {:.2} s{}",
+            "round {round} {scenario} [{variant}] {system:<44}: {:>12} items/s, {:>12} per server CPU-s; cores: server {:.2}, client {:.2}, other load {:.2}, stolen by the host {:.2}; {:.2} s{}",
             thousands(run.rate()),
             thousands(run.per_server_cpu_second()),
             run.server_cpu / run.seconds,
             run.client_cpu / run.seconds,
             run.others_cpu / run.seconds,
+            run.stolen_cpu / run.seconds,
             run.seconds,
             if run.counts.failures > 0 {
                 format!(", {} FAILURES", run.counts.failures)
@@ -645,7 +646,7 @@ impl Harness {
                     .await
                 };
                 eprintln!(
-                    "round {round} single verification {system:<20} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; cores: server {:.2}, client {:.2}, other load {:.2}{}",
+                    "round {round} single verification {system:<20} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; cores: server {:.2}, client {:.2}, other load {:.2}, stolen by the host {:.2}{}",
                     thousands(latency.target_rate as f64),
                     thousands(latency.completed as f64),
                     thousands(latency.achieved_rate),
@@ -655,6 +656,7 @@ impl Harness {
                     latency.server_cpu / latency.seconds,
                     latency.client_cpu / latency.seconds,
                     latency.others_cpu / latency.seconds,
+                    latency.stolen_cpu / latency.seconds,
                     if latency.failures > 0 {
                         format!(", {} FAILURES", latency.failures)
                     } else {
@@ -1085,6 +1087,7 @@ struct Summary {
     per_cpu: f64,
     server_cores: f64,
     other_load: f64,
+    stolen: f64,
     failures: u64,
 }
 
@@ -1108,6 +1111,7 @@ fn summaries(records: &[Record]) -> Vec<Summary> {
             let mut per_cpu: Vec<f64> = runs.iter().map(|r| r.per_server_cpu_second()).collect();
             let mut cores: Vec<f64> = runs.iter().map(|r| r.server_cpu / r.seconds).collect();
             let mut other: Vec<f64> = runs.iter().map(|r| r.others_cpu / r.seconds).collect();
+            let mut stolen: Vec<f64> = runs.iter().map(|r| r.stolen_cpu / r.seconds).collect();
             Summary {
                 scenario,
                 variant,
@@ -1117,6 +1121,7 @@ fn summaries(records: &[Record]) -> Vec<Summary> {
                 per_cpu: median(&mut per_cpu),
                 server_cores: median(&mut cores),
                 other_load: median(&mut other),
+                stolen: median(&mut stolen),
                 failures: runs.iter().map(|r| r.counts.failures).sum(),
             }
         })
@@ -1222,10 +1227,12 @@ fn report(
         }));
     }
     println!();
-    println!("rounds (items/s), server cores and other load during the runs:");
+    println!(
+        "rounds (items/s), server cores, other load and the cores stolen by the host during the runs (medians):"
+    );
     for s in &summaries {
         println!(
-            "  {} [{}] {}: {}; server {:.2} cores, other load {:.2} cores{}",
+            "  {} [{}] {}: {}; server {:.2} cores, other load {:.2} cores, stolen {:.2} cores{}",
             s.scenario,
             s.variant,
             s.system,
@@ -1236,6 +1243,7 @@ fn report(
                 .join(" · "),
             s.server_cores,
             s.other_load,
+            s.stolen,
             if s.failures > 0 {
                 format!(", {} FAILURES", s.failures)
             } else {
@@ -1252,8 +1260,10 @@ fn report(
         config.seconds,
         config.connections
     );
-    println!("| system | achieved/s | p50 | p99 | p999 | server cores | rounds p99 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| system | achieved/s | p50 | p99 | p999 | server cores | stolen cores | rounds p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut latency_json = Vec::new();
     let mut p99_of = |system: &'static str| -> Option<(f64, f64)> {
         let runs: Vec<&Latency> = harness
@@ -1277,9 +1287,10 @@ fn report(
         );
         let achieved = med(&|l| l.achieved_rate);
         println!(
-            "| {system} | {} | {p50:.0} µs | {p99:.0} µs | {p999:.0} µs | {:.2} | {} |",
+            "| {system} | {} | {p50:.0} µs | {p99:.0} µs | {p999:.0} µs | {:.2} | {:.2} | {} |",
             thousands(achieved),
             med(&|l| l.server_cpu / l.seconds),
+            med(&|l| l.stolen_cpu / l.seconds),
             runs.iter()
                 .map(|l| micros(l.from_intended[1]))
                 .collect::<Vec<_>>()
@@ -1293,6 +1304,10 @@ fn report(
             "p99_us_rounds": runs.iter().map(|l| us(l.from_intended[1])).collect::<Vec<_>>(),
             "failures": runs.iter().map(|l| l.failures).sum::<u64>(),
             "server_cores": med(&|l| l.server_cpu / l.seconds),
+            "client_cores": med(&|l| l.client_cpu / l.seconds),
+            "other_load_cores": med(&|l| l.others_cpu / l.seconds),
+            "stolen_cores": med(&|l| l.stolen_cpu / l.seconds),
+            "stolen_cores_rounds": runs.iter().map(|l| l.stolen_cpu / l.seconds).collect::<Vec<_>>(),
             "calls_per_server_cpu_second": med(&|l| l.completed as f64 / l.server_cpu.max(f64::MIN_POSITIVE)),
         }));
         Some((p99, achieved))
@@ -1423,13 +1438,13 @@ fn report(
             "scenario": s.scenario, "variant": s.variant, "system": s.system,
             "median_items_per_s": s.median, "rounds_items_per_s": s.rates,
             "items_per_server_cpu_second": s.per_cpu, "server_cores": s.server_cores,
-            "other_load_cores": s.other_load, "failures": s.failures,
+            "other_load_cores": s.other_load, "stolen_cores": s.stolen, "failures": s.failures,
         })).collect::<Vec<_>>(),
         "runs": records.iter().map(|r| json!({
             "scenario": r.scenario, "variant": r.variant, "system": r.system, "round": r.round,
             "items": r.run.counts.items, "failures": r.run.counts.failures, "seconds": r.run.seconds,
             "server_cpu_seconds": r.run.server_cpu, "client_cpu_seconds": r.run.client_cpu,
-            "other_cpu_seconds": r.run.others_cpu,
+            "other_cpu_seconds": r.run.others_cpu, "stolen_cpu_seconds": r.run.stolen_cpu,
         })).collect::<Vec<_>>(),
         "single_verification": latency_json,
         "memory": harness.memory,

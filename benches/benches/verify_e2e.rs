@@ -458,13 +458,14 @@ fn main() {
                         let retry = attempt < ATTEMPTS
                             && noisy(run.others_cpu, run.seconds, config.max_other);
                         eprintln!(
-                            "round {round} {:<24} ×{level}: {:>12} items/s, {:>12} per server CPU-s; cores: server {:.2}, client {:.2}, other load {:.2}; {:.2} s{}{}",
+                            "round {round} {:<24} ×{level}: {:>12} items/s, {:>12} per server CPU-s; cores: server {:.2}, client {:.2}, other load {:.2}, stolen by the host {:.2}; {:.2} s{}{}",
                             mode.name(),
                             thousands(run.rate()),
                             thousands(run.per_server_cpu_second()),
                             run.server_cpu / run.seconds,
                             run.client_cpu / run.seconds,
                             run.others_cpu / run.seconds,
+                            run.stolen_cpu / run.seconds,
                             run.seconds,
                             if run.counts.failures > 0 {
                                 format!(", {} FAILURES", run.counts.failures)
@@ -501,7 +502,7 @@ fn main() {
                 let retry = attempt < ATTEMPTS
                     && noisy(latency.others_cpu, latency.seconds, config.max_other);
                 eprintln!(
-                    "round {round} single {} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; from actual send p99 {}; cores: server {:.2}, client {:.2}, other load {:.2}{}",
+                    "round {round} single {} at {}/s: {} calls, achieved {}/s; from intended send p50 {} p99 {} p999 {}; from actual send p99 {}; cores: server {:.2}, client {:.2}, other load {:.2}, stolen by the host {:.2}{}",
                     config.single.name(),
                     thousands(latency.target_rate as f64),
                     thousands(latency.completed as f64),
@@ -513,6 +514,7 @@ fn main() {
                     latency.server_cpu / latency.seconds,
                     latency.client_cpu / latency.seconds,
                     latency.others_cpu / latency.seconds,
+                    latency.stolen_cpu / latency.seconds,
                     if retry { " (other load: run again)" } else { "" },
                 );
                 if retry {
@@ -706,11 +708,12 @@ fn summary(config: &Config, modes: &[Mode], results: &Results) {
             med(&|l| us(l.from_send[2])),
         );
         println!(
-            "  sender lateness p99 {:.0} µs;  cores: server {:.2}, client {:.2}, other load {:.2}",
+            "  sender lateness p99 {:.0} µs;  cores: server {:.2}, client {:.2}, other load {:.2}, stolen by the host {:.2}",
             med(&|l| us(l.lag[0])),
             med(&|l| l.server_cpu / l.seconds),
             med(&|l| l.client_cpu / l.seconds),
             med(&|l| l.others_cpu / l.seconds),
+            med(&|l| l.stolen_cpu / l.seconds),
         );
         println!(
             "  target p99 < 1 ms at {}/s: {}",

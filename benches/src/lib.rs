@@ -425,28 +425,42 @@ fn stat_cpu_ticks(stat: &str) -> u64 {
     stat_field(stat, 14) + stat_field(stat, 15)
 }
 
-/// CPU time the whole machine has been busy so far (all cores, everything
-/// but idle and iowait), in clock ticks (`/proc/stat`); 0 when unreadable.
-/// Less the processes under test, it tells how much other load shared the
-/// machine during a run.
-pub fn machine_busy_ticks() -> u64 {
-    std::fs::read_to_string("/proc/stat").map_or(0, |stat| stat_busy_ticks(&stat))
+/// CPU time of the whole machine so far, all cores, in clock ticks
+/// (`/proc/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Everything but idle, iowait and steal. Less the processes under
+    /// test, it tells how much other load shared the machine during a run.
+    pub busy: u64,
+    /// Steal: time a virtual CPU of this machine was ready to run while the
+    /// host ran something else. Nothing inside the machine can use it, and
+    /// every thread that was due on that CPU waited.
+    pub stolen: u64,
 }
 
-fn stat_busy_ticks(stat: &str) -> u64 {
+/// The machine's [`MachineTicks`] so far; zero when `/proc/stat` is
+/// unreadable.
+pub fn machine_ticks() -> MachineTicks {
+    std::fs::read_to_string("/proc/stat")
+        .map_or(MachineTicks::default(), |stat| stat_machine_ticks(&stat))
+}
+
+fn stat_machine_ticks(stat: &str) -> MachineTicks {
     let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
+        return MachineTicks::default();
     };
     let values: Vec<u64> = line
         .split_whitespace()
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
+    let at = |i: usize| values.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal [guest guest_nice]:
     // guest time is already counted in user and nice.
-    let total: u64 = values.iter().take(8).sum();
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    total.saturating_sub(idle)
+    MachineTicks {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        stolen: at(7),
+    }
 }
 
 /// The eu-fmd serial alphabet (issuer/src/profile.rs): 32 characters, no
@@ -545,8 +559,19 @@ mod tests {
     }
 
     #[test]
-    fn busy_ticks_from_proc_stat() {
+    fn busy_and_stolen_ticks_from_proc_stat() {
         let stat = "cpu  100 5 50 1000 20 1 2 3 7 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n";
-        assert_eq!(stat_busy_ticks(stat), 100 + 5 + 50 + 1 + 2 + 3);
+        assert_eq!(
+            stat_machine_ticks(stat),
+            MachineTicks {
+                busy: 100 + 5 + 50 + 1 + 2,
+                stolen: 3
+            }
+        );
+        assert_eq!(stat_machine_ticks("garbage"), MachineTicks::default());
+        assert_eq!(
+            stat_machine_ticks("cpu  1 2 3\n"),
+            MachineTicks { busy: 6, stolen: 0 }
+        );
     }
 }

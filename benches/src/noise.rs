@@ -67,6 +67,12 @@ pub struct Noise {
     /// such wake-ups.
     pub ping_pong: [Result<PingPong, String>; 2],
     pub cpus: Vec<Result<Gaps, String>>,
+    /// Share of the CPUs' time the kernel counted as stolen by the host
+    /// (steal in `/proc/stat`) while the busy threads ran: the part of their
+    /// gaps the host, not this machine, is to blame for. `None` where the
+    /// kernel counts no steal ticks at all (not a virtual machine, or
+    /// `/proc/stat` unreadable).
+    pub stolen_while_busy: Option<f64>,
 }
 
 /// Measures for `duration` each: first the wake-up lateness, then the
@@ -77,6 +83,8 @@ pub fn measure(duration: Duration) -> Noise {
     let ping_pong =
         [(0, 1), (0, 0)].map(|cpus| ping_pong(cpus, duration / 2).map_err(|e| e.to_string()));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let before = crate::machine_ticks();
+    let started = Instant::now();
     let spinners: Vec<_> = (0..cpus)
         .map(|cpu| std::thread::spawn(move || gaps(cpu, duration)))
         .collect();
@@ -86,12 +94,16 @@ pub fn measure(duration: Duration) -> Noise {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the busy thread panicked".to_owned()),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let stolen = crate::machine_ticks().stolen.saturating_sub(before.stolen) as f64
+        / crate::clock_ticks_per_second();
+    let available = started.elapsed().as_secs_f64() * cpus.len() as f64;
     Noise {
         seconds: duration.as_secs_f64(),
         wake,
         ping_pong,
         cpus,
+        stolen_while_busy: (before.stolen > 0 && available > 0.0).then(|| stolen / available),
     }
 }
 
@@ -135,6 +147,13 @@ impl Noise {
                 Err(error) => format!("busy thread on CPU {cpu}: not measured: {error}"),
             });
         }
+        lines.push(match self.stolen_while_busy {
+            Some(share) => format!(
+                "stolen by the host meanwhile (steal in /proc/stat): {:.1} % of the CPUs' time",
+                share * 100.0
+            ),
+            None => "stolen by the host: not counted by this kernel".to_owned(),
+        });
         lines
     }
 
@@ -163,6 +182,7 @@ impl Noise {
                 }),
                 Err(error) => json!({ "error": error }),
             }).collect::<Vec<_>>(),
+            "share_of_time_stolen_while_busy": self.stolen_while_busy,
         })
     }
 }
@@ -333,7 +353,10 @@ mod tests {
             }
         }
         assert!(noise.ping_pong[1].is_ok(), "{:?}", noise.ping_pong[1]);
-        assert_eq!(noise.lines().len(), 3 + noise.cpus.len());
+        assert_eq!(noise.lines().len(), 4 + noise.cpus.len());
+        if let Some(share) = noise.stolen_while_busy {
+            assert!((0.0..=1.0).contains(&share), "{share}");
+        }
         let json = noise.json();
         assert_eq!(json["wake_round_trip_us"].as_array().map(Vec::len), Some(2));
         let on_one_cpu = &json["wake_round_trip_us"][1];
@@ -347,6 +370,10 @@ mod tests {
         assert_eq!(
             json["busy_thread_gaps"].as_array().map(Vec::len),
             Some(noise.cpus.len())
+        );
+        assert_eq!(
+            json["share_of_time_stolen_while_busy"].as_f64(),
+            noise.stolen_while_busy
         );
     }
 }

@@ -21,7 +21,7 @@ use tonic::transport::Endpoint;
 use crate::Channel;
 use tonic::{Request, Status};
 
-use crate::{Process, cpu_ticks, machine_busy_ticks};
+use crate::{MachineTicks, Process, cpu_ticks, machine_ticks};
 
 /// Serials per Commission group.
 pub const GROUP: usize = 10_000;
@@ -330,6 +330,8 @@ pub struct Run {
     pub client_cpu: f64,
     /// CPU seconds the rest of the machine used meanwhile (other load).
     pub others_cpu: f64,
+    /// CPU seconds the host took from this machine's CPUs meanwhile (steal).
+    pub stolen_cpu: f64,
 }
 
 impl Run {
@@ -358,13 +360,14 @@ where
     let started = Instant::now();
     let counts = load.await;
     let seconds = started.elapsed().as_secs_f64();
-    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
+    let (server_cpu, client_cpu, others_cpu, stolen_cpu) = cpu.stop();
     Run {
         counts,
         seconds,
         server_cpu,
         client_cpu,
         others_cpu,
+        stolen_cpu,
     }
 }
 
@@ -376,7 +379,7 @@ pub struct CpuMeter {
     ticks: f64,
     server_start: u64,
     client: u64,
-    machine: u64,
+    machine: MachineTicks,
 }
 
 impl CpuMeter {
@@ -386,20 +389,24 @@ impl CpuMeter {
             ticks,
             server_start: server.cpu_ticks(),
             client: cpu_ticks(std::process::id()),
-            machine: machine_busy_ticks(),
+            machine: machine_ticks(),
         }
     }
 
-    /// (server, client, others) CPU seconds since `start`.
-    pub fn stop(&self) -> (f64, f64, f64) {
+    /// (server, client, others, stolen) CPU seconds since `start`: stolen
+    /// is the time the host took from this machine's CPUs (steal).
+    pub fn stop(&self) -> (f64, f64, f64, f64) {
         let server = self.server.cpu_ticks().saturating_sub(self.server_start);
         let client = cpu_ticks(std::process::id()).saturating_sub(self.client);
-        let machine = machine_busy_ticks().saturating_sub(self.machine);
-        let others = machine.saturating_sub(server + client);
+        let machine = machine_ticks();
+        let busy = machine.busy.saturating_sub(self.machine.busy);
+        let stolen = machine.stolen.saturating_sub(self.machine.stolen);
+        let others = busy.saturating_sub(server + client);
         (
             server as f64 / self.ticks,
             client as f64 / self.ticks,
             others as f64 / self.ticks,
+            stolen as f64 / self.ticks,
         )
     }
 }
@@ -621,6 +628,8 @@ pub struct Latency {
     pub server_cpu: f64,
     pub client_cpu: f64,
     pub others_cpu: f64,
+    /// CPU seconds the host took from this machine's CPUs (steal).
+    pub stolen_cpu: f64,
     pub seconds: f64,
 }
 
@@ -789,7 +798,7 @@ where
     while let Some(result) = tasks.join_next().await {
         collect(result, &mut samples);
     }
-    let (server_cpu, client_cpu, others_cpu) = cpu.stop();
+    let (server_cpu, client_cpu, others_cpu, stolen_cpu) = cpu.stop();
     dump_samples(&starts, &samples);
     let seconds = (last_done - begin).as_secs_f64().max(f64::MIN_POSITIVE);
     let mut from_intended: Vec<Duration> = samples.iter().map(|s| s.0).collect();
@@ -807,6 +816,7 @@ where
         server_cpu,
         client_cpu,
         others_cpu,
+        stolen_cpu,
         seconds,
     }
 }
