@@ -20,7 +20,9 @@
 //!    moments the CPU ran something else (interrupts, kernel threads, other
 //!    processes) or, in a virtual machine, when the host did not run the
 //!    virtual CPU at all. A gap of several milliseconds stalls whatever
-//!    request a server thread on that CPU was serving.
+//!    request a server thread on that CPU was serving. Meanwhile it reads
+//!    the kernel's steal counter (`/proc/stat`): the share of the CPUs' time
+//!    the host is known to have taken.
 //!
 //! The `peers` harness makes the same measurements before and after its
 //! scenarios.

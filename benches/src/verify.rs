@@ -360,14 +360,14 @@ where
     let started = Instant::now();
     let counts = load.await;
     let seconds = started.elapsed().as_secs_f64();
-    let (server_cpu, client_cpu, others_cpu, stolen_cpu) = cpu.stop();
+    let cpu = cpu.stop();
     Run {
         counts,
         seconds,
-        server_cpu,
-        client_cpu,
-        others_cpu,
-        stolen_cpu,
+        server_cpu: cpu.server,
+        client_cpu: cpu.client,
+        others_cpu: cpu.others,
+        stolen_cpu: cpu.stolen,
     }
 }
 
@@ -393,22 +393,34 @@ impl CpuMeter {
         }
     }
 
-    /// (server, client, others, stolen) CPU seconds since `start`: stolen
-    /// is the time the host took from this machine's CPUs (steal).
-    pub fn stop(&self) -> (f64, f64, f64, f64) {
+    /// The CPU seconds used since `start`.
+    pub fn stop(&self) -> CpuSeconds {
         let server = self.server.cpu_ticks().saturating_sub(self.server_start);
         let client = cpu_ticks(std::process::id()).saturating_sub(self.client);
         let machine = machine_ticks();
         let busy = machine.busy.saturating_sub(self.machine.busy);
         let stolen = machine.stolen.saturating_sub(self.machine.stolen);
         let others = busy.saturating_sub(server + client);
-        (
-            server as f64 / self.ticks,
-            client as f64 / self.ticks,
-            others as f64 / self.ticks,
-            stolen as f64 / self.ticks,
-        )
+        CpuSeconds {
+            server: server as f64 / self.ticks,
+            client: client as f64 / self.ticks,
+            others: others as f64 / self.ticks,
+            stolen: stolen as f64 / self.ticks,
+        }
     }
+}
+
+/// What [`CpuMeter::stop`] measured, in CPU seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSeconds {
+    /// The server under test.
+    pub server: f64,
+    /// This process (the load generator).
+    pub client: f64,
+    /// The rest of the machine (other load).
+    pub others: f64,
+    /// Taken by the host from this machine's CPUs (steal).
+    pub stolen: f64,
 }
 
 /// One VerifyStream until `deadline`, at most `window` batches in flight,
@@ -798,7 +810,7 @@ where
     while let Some(result) = tasks.join_next().await {
         collect(result, &mut samples);
     }
-    let (server_cpu, client_cpu, others_cpu, stolen_cpu) = cpu.stop();
+    let cpu = cpu.stop();
     dump_samples(&starts, &samples);
     let seconds = (last_done - begin).as_secs_f64().max(f64::MIN_POSITIVE);
     let mut from_intended: Vec<Duration> = samples.iter().map(|s| s.0).collect();
@@ -813,10 +825,10 @@ where
         from_intended: percentiles(&mut from_intended),
         from_send: percentiles(&mut from_send),
         lag: [lag[1], lag[3]],
-        server_cpu,
-        client_cpu,
-        others_cpu,
-        stolen_cpu,
+        server_cpu: cpu.server,
+        client_cpu: cpu.client,
+        others_cpu: cpu.others,
+        stolen_cpu: cpu.stolen,
         seconds,
     }
 }
